@@ -1,0 +1,1 @@
+"""Image objectives: batched FLIP, pinning losses, penalties."""

@@ -1,0 +1,314 @@
+"""CMA-ES over prompt weight offsets, on DEAP.
+
+Two strategies, chosen by the options:
+- `cma.Strategy` (single objective): the default.
+- `cma.StrategyMultiObjective` (MO-CMA-ES) when a size limit is set: objectives are (loss, distance
+  of the offsets from the prompt), so the run also yields the Pareto front of "how pinned" against
+  "how far from what you wrote"; offsets beyond the limit are evaluated at their closest valid point
+  and penalised (`tools.ClosestValidPenalty`).
+
+DEAP draws from numpy's *global* RNG. A run owns its own RNG state: every draw happens inside
+`_own_rng`, which swaps the run's state in and out, so other numpy users neither disturb nor are
+disturbed by the search, and the state is checkpointed with the strategy (resume = same result).
+Checkpoints are JSON, never pickles, so a run directory from elsewhere cannot execute code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from deap import base, cma, creator, tools
+
+from lib_pinning.options import PinningOptions
+
+log = logging.getLogger(__name__)
+
+# Fitness given to an individual whose evaluation failed: finite, so MO-CMA-ES hypervolume
+# selection (which needs a finite reference point) still works, and worse than any real loss.
+FAILED_FITNESS = 1e6
+
+
+def _creator_classes(n_objectives: int) -> tuple[type, type]:
+    """DEAP's creator registers global classes; create each once per process (no warnings)."""
+    fitness_name = f"PinningFitness{n_objectives}"
+    individual_name = f"PinningIndividual{n_objectives}"
+    if not hasattr(creator, fitness_name):
+        creator.create(fitness_name, base.Fitness, weights=(-1.0,) * n_objectives)
+    if not hasattr(creator, individual_name):
+        creator.create(individual_name, np.ndarray, fitness=getattr(creator, fitness_name))
+    return getattr(creator, fitness_name), getattr(creator, individual_name)
+
+
+@contextlib.contextmanager
+def _own_rng(holder: dict[str, Any]) -> Iterator[None]:
+    """Run with numpy's global RNG set to `holder["state"]`, then store it back and restore."""
+    outer = np.random.get_state()
+    np.random.set_state(holder["state"])
+    try:
+        yield
+    finally:
+        holder["state"] = np.random.get_state()
+        np.random.set_state(outer)
+
+
+@dataclass(frozen=True)
+class CmaSettings:
+    """Strategy parameters with the automatic ones resolved for a problem of `dim` weights."""
+
+    dim: int
+    generations: int
+    lambda_: int
+    mu: int
+    sigma: float
+    centroid_radius: float
+    weights: str
+    overrides: dict[str, float]
+    size_limit: float
+    size_limit_error: float
+    size_limit_weight: float
+
+    @classmethod
+    def resolve(cls, options: PinningOptions, dim: int) -> CmaSettings:
+        if dim < 1:
+            raise ValueError("nothing to optimise: the prompt has no weightable units")
+        lambda_ = options.cma_lambda or int(4 + 3 * math.log(dim))
+        mu = options.cma_mu or int(lambda_ / 2)
+        if mu > lambda_:
+            raise ValueError(f"Mu ({mu}) must not exceed lambda ({lambda_})")
+        overrides = {
+            name: value
+            for name, value in (
+                ("cs", options.cma_cs),
+                ("damps", options.cma_damps),
+                ("ccum", options.cma_ccum),
+                ("ccov1", options.cma_ccov1),
+                ("ccovmu", options.cma_ccovmu),
+            )
+            if value is not None
+        }
+        limit = options.size_limit
+        return cls(
+            dim=dim,
+            generations=options.default_generations(dim),
+            lambda_=lambda_,
+            mu=mu,
+            sigma=options.initial_std,
+            centroid_radius=options.centroid_radius,
+            weights=options.cma_weights,
+            overrides=overrides,
+            size_limit=limit,
+            size_limit_error=limit / 100 if options.size_limit_error is None else options.size_limit_error,
+            size_limit_weight=limit * 10 if options.size_limit_weight is None else options.size_limit_weight,
+        )
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.size_limit > 0
+
+
+class PinningOptimizer:
+    """Ask/tell wrapper around a DEAP strategy with JSON checkpoints.
+
+    Single objective: fitness = (loss,). Multi-objective: fitness = (loss, ||x||).
+    """
+
+    def __init__(self, settings: CmaSettings, seed: int) -> None:
+        self.settings = settings
+        self.n_objectives = 2 if settings.multi_objective else 1
+        self._fitness_cls, self._individual_cls = _creator_classes(self.n_objectives)
+        self._rng: dict[str, Any] = {"state": np.random.RandomState(seed % 2**32).get_state()}
+        with _own_rng(self._rng):
+            centroid = np.random.uniform(-settings.centroid_radius, settings.centroid_radius, settings.dim)
+        self.centroid0 = centroid
+        self.generation = 0  # generations completed (told)
+        self.strategy: Any = None
+        if not settings.multi_objective:
+            self.strategy = cma.Strategy(
+                centroid=centroid,
+                sigma=settings.sigma,
+                lambda_=settings.lambda_,
+                mu=settings.mu,
+                weights=settings.weights,
+                **settings.overrides,
+            )
+
+    # ask / tell -----------------------------------------------------------------------------
+
+    def ask(self) -> list[np.ndarray]:
+        """The next generation's population (deterministic in the checkpointed state)."""
+        with _own_rng(self._rng):
+            if self.strategy is None:
+                # MO-CMA-ES starts from an evaluated population: sample the first one the way
+                # the single-objective strategy would (centroid + sigma * N(0, I)).
+                z = np.random.standard_normal((self.settings.lambda_, self.settings.dim))
+                population = [self._individual_cls(self.centroid0 + self.settings.sigma * row) for row in z]
+            else:
+                population = self.strategy.generate(self._individual_cls)
+        return population
+
+    def tell(self, population: Sequence[np.ndarray], fitnesses: Sequence[Sequence[float]]) -> None:
+        if len(population) != len(fitnesses):
+            raise ValueError("one fitness per individual is required")
+        for individual, fitness in zip(population, fitnesses):
+            if len(fitness) != self.n_objectives:
+                raise ValueError(f"expected {self.n_objectives} objective values, got {len(fitness)}")
+            individual.fitness.values = tuple(float(v) for v in fitness)
+        population = list(population)
+        with _own_rng(self._rng):
+            if self.strategy is None:
+                self.strategy = cma.StrategyMultiObjective(
+                    population,
+                    sigma=self.settings.sigma,
+                    mu=self.settings.mu,
+                    lambda_=self.settings.lambda_,
+                )
+            else:
+                self.strategy.update(population)
+        self.generation += 1
+
+    def individual(self, values: Sequence[float]) -> np.ndarray:
+        return self._individual_cls(np.asarray(values, dtype=float))
+
+    # size limit -------------------------------------------------------------------------------
+
+    def penalized(
+        self, evaluate: Callable[[np.ndarray], tuple[float, ...]]
+    ) -> Callable[[np.ndarray], tuple[float, ...]]:
+        """Wrap an evaluation with the size limit's closest-valid penalty (identity without one).
+
+        The wrapped function receives the point actually evaluated: the individual itself when it
+        is within the limit (plus its tolerance), else its projection onto the limit sphere.
+        """
+        s = self.settings
+        if not s.multi_objective:
+            return evaluate
+
+        def feasible(x: np.ndarray) -> bool:
+            return float(np.linalg.norm(x)) <= s.size_limit + s.size_limit_error
+
+        def closest_feasible(x: np.ndarray) -> np.ndarray:
+            projected = self._individual_cls(np.asarray(x) * (s.size_limit / float(np.linalg.norm(x))))
+            return projected
+
+        def distance(valid: np.ndarray, original: np.ndarray) -> float:
+            diff = np.asarray(original) - np.asarray(valid)
+            return float(np.dot(diff, diff))
+
+        return tools.ClosestValidPenalty(feasible, closest_feasible, s.size_limit_weight, distance)(evaluate)
+
+    # statistics ---------------------------------------------------------------------------------
+
+    @property
+    def sigma(self) -> float:
+        if self.strategy is None:
+            return self.settings.sigma
+        if isinstance(self.strategy, cma.StrategyMultiObjective):
+            return float(np.mean(self.strategy.sigmas))
+        return float(self.strategy.sigma)
+
+    @property
+    def axis_scales(self) -> np.ndarray:
+        """Squared lengths of the search distribution's main axes (the covariance eigenvalues)."""
+        if isinstance(self.strategy, cma.Strategy):
+            return np.asarray(self.strategy.diagD, dtype=float) ** 2
+        return np.ones(self.settings.dim)
+
+    @property
+    def axis_ratio(self) -> float:
+        scales = self.axis_scales
+        return float(scales.max() / scales.min())
+
+    @property
+    def centroid(self) -> np.ndarray:
+        if isinstance(self.strategy, cma.Strategy):
+            return np.asarray(self.strategy.centroid, dtype=float)
+        return np.asarray(self.centroid0, dtype=float)
+
+    # checkpoints --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: strategy attributes and the RNG state."""
+        strategy = None
+        if self.strategy is not None:
+            strategy = {
+                "type": type(self.strategy).__name__,
+                "attributes": {k: _encode(v) for k, v in vars(self.strategy).items() if k != "indicator"},
+            }
+        return {
+            "generation": self.generation,
+            "centroid0": self.centroid0.tolist(),
+            "rng": _encode(self._rng["state"]),
+            "strategy": strategy,
+        }
+
+    @classmethod
+    def from_state(cls, settings: CmaSettings, state: dict[str, Any]) -> PinningOptimizer:
+        self = cls.__new__(cls)
+        self.settings = settings
+        self.n_objectives = 2 if settings.multi_objective else 1
+        self._fitness_cls, self._individual_cls = _creator_classes(self.n_objectives)
+        self._rng = {"state": _decode(state["rng"], self._individual_cls)}
+        self.centroid0 = np.asarray(state["centroid0"], dtype=float)
+        self.generation = int(state["generation"])
+        self.strategy = None
+        if state["strategy"] is not None:
+            kind = {"Strategy": cma.Strategy, "StrategyMultiObjective": cma.StrategyMultiObjective}[
+                state["strategy"]["type"]
+            ]
+            strategy = kind.__new__(kind)
+            attributes = {
+                k: _decode(v, self._individual_cls) for k, v in state["strategy"]["attributes"].items()
+            }
+            vars(strategy).update(attributes)
+            if kind is cma.StrategyMultiObjective:
+                strategy.indicator = tools.hypervolume
+            self.strategy = strategy
+        return self
+
+
+def _encode(value: Any) -> Any:
+    """JSON encoding of the attribute types DEAP strategies hold (arrays, individuals, tuples)."""
+    if hasattr(value, "fitness") and isinstance(value, np.ndarray):
+        return {
+            "__individual__": value.tolist(),
+            "fitness": list(value.fitness.values),
+            "ps": list(getattr(value, "_ps", ())),
+        }
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}
+    return value
+
+
+def _decode(value: Any, individual_cls: type) -> Any:
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+        if "__individual__" in value:
+            individual = individual_cls(np.asarray(value["__individual__"], dtype=float))
+            individual.fitness.values = tuple(value["fitness"])
+            if value["ps"]:
+                individual._ps = tuple(value["ps"])
+            return individual
+        if "__tuple__" in value:
+            return tuple(_decode(v, individual_cls) for v in value["__tuple__"])
+        if "__float__" in value:
+            return float(value["__float__"])
+        return {k: _decode(v, individual_cls) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v, individual_cls) for v in value]
+    return value

@@ -1,0 +1,495 @@
+"""One typed definition of every pinning option.
+
+Each option is a dataclass field carrying an `OptionSpec`: default, allowed range or choices, UI
+label, help text, UI group and infotext key. The WebUI script builds its components from these
+specs, the CLI builds its argparse flags from them, infotext is written and read back through them,
+and validation errors name the option and its allowed range. Adding an option means adding one
+field here and nothing else.
+
+Options are a plain frozen dataclass rather than a pydantic model on purpose: the WebUI pins
+pydantic 1 (gradio 3.41) while Forge ships pydantic 2, and the extension must import under both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Union
+
+Granularity = Literal["token", "word", "phrase"]
+FlipLoss = Literal["all_pairs", "variety", "target_distance"]
+CmaWeights = Literal["superlinear", "linear", "equal"]
+HyperbatchWeightType = Literal["Geometric", "Exponential", "Polynomial"]
+
+
+class OptionError(ValueError):
+    """An option value outside what the option allows; the message names the option."""
+
+    def __init__(self, key: str, label: str, message: str) -> None:
+        super().__init__(f"{label} ({key}): {message}")
+        self.key = key
+        self.label = label
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """Everything a front end needs to show, record and check one option."""
+
+    key: str
+    label: str
+    help: str
+    infotext: str | None
+    group: str
+    kind: str  # "int", "float", "bool", "choice", "text", "paths"
+    default: Any
+    optional: bool = False  # None is allowed and means "automatic" (see help)
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def range_text(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.minimum is None and self.maximum is None:
+            return "any value"
+        lo = "-inf" if self.minimum is None else _fmt(self.minimum)
+        hi = "inf" if self.maximum is None else _fmt(self.maximum)
+        auto = " (or empty for automatic)" if self.optional else ""
+        return f"a{'n integer' if self.kind == 'int' else ' number'} in [{lo}, {hi}]{auto}"
+
+    def coerce(self, value: Any) -> Any:
+        """Turn a raw value (a UI component's, a CLI string, a JSON value) into the option's type."""
+        if self.optional and (value is None or (isinstance(value, str) and value.strip() == "")):
+            return None
+        try:
+            if self.kind == "bool":
+                if isinstance(value, str):
+                    lowered = value.strip().lower()
+                    if lowered in ("true", "1", "yes", "on"):
+                        return True
+                    if lowered in ("false", "0", "no", "off"):
+                        return False
+                    raise ValueError(value)
+                return bool(value)
+            if self.kind == "int":
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError(value)
+                return int(number)
+            if self.kind == "float":
+                return float(value)
+            if self.kind == "choice":
+                text = str(value).strip()
+                for choice in self.choices:
+                    if choice.lower() == text.lower():
+                        return choice
+                raise ValueError(value)
+            if self.kind == "paths":
+                if value is None:
+                    return ()
+                if isinstance(value, str):
+                    return tuple(p for p in (s.strip() for s in value.split("\n")) if p)
+                return tuple(str(getattr(p, "name", p)) for p in value)
+            return "" if value is None else str(value)
+        except (TypeError, ValueError):
+            raise OptionError(self.key, self.label, f"{value!r} is not {self.range_text()}") from None
+
+    def check(self, value: Any) -> None:
+        if value is None:
+            if not self.optional:
+                raise OptionError(self.key, self.label, f"a value is required: {self.range_text()}")
+            return
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise OptionError(self.key, self.label, f"{value!r} is not {self.range_text()}")
+            if not math.isfinite(value):
+                raise OptionError(self.key, self.label, f"{value!r} is not finite")
+            if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum
+            ):
+                raise OptionError(self.key, self.label, f"{value!r} is not {self.range_text()}")
+        elif self.kind == "choice" and value not in self.choices:
+            raise OptionError(self.key, self.label, f"{value!r} is not {self.range_text()}")
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def option(
+    default: Any,
+    *,
+    label: str,
+    help: str,
+    infotext: str | None,
+    group: str = "main",
+    minimum: float | None = None,
+    maximum: float | None = None,
+    step: float | None = None,
+) -> Any:
+    """Declare a dataclass field with its spec; the kind and choices come from the annotation."""
+    return field(
+        default=default,
+        metadata={
+            "option": dict(
+                label=label,
+                help=help,
+                infotext=infotext,
+                group=group,
+                minimum=minimum,
+                maximum=maximum,
+                step=step,
+            )
+        },
+    )
+
+
+def _kind_of(annotation: Any) -> tuple[str, bool, tuple[str, ...]]:
+    """Map a field annotation to (kind, optional, choices)."""
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) != len(typing.get_args(annotation))
+        annotation = args[0]
+        origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "choice", optional, tuple(str(a) for a in typing.get_args(annotation))
+    if origin is tuple:
+        return "paths", optional, ()
+    kinds = {bool: "bool", int: "int", float: "float", str: "text"}
+    if annotation not in kinds:
+        raise TypeError(f"unsupported option annotation {annotation!r}")
+    return kinds[annotation], optional, ()
+
+
+class OptionsModel:
+    """Mixin for frozen dataclasses whose fields are declared with `option()`."""
+
+    @classmethod
+    def specs(cls) -> tuple[OptionSpec, ...]:
+        cached = cls.__dict__.get("_specs_cache")
+        if cached is not None:
+            return cached
+        hints = typing.get_type_hints(cls)
+        result = []
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            meta = f.metadata.get("option")
+            if meta is None:
+                continue
+            kind, optional, choices = _kind_of(hints[f.name])
+            result.append(
+                OptionSpec(
+                    key=f.name, kind=kind, optional=optional, choices=choices, default=f.default, **meta
+                )
+            )
+        specs = tuple(result)
+        setattr(cls, "_specs_cache", specs)
+        return specs
+
+    @classmethod
+    def spec(cls, key: str) -> OptionSpec:
+        for s in cls.specs():
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    def __post_init__(self) -> None:
+        for s in self.specs():
+            s.check(getattr(self, s.key))
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        """Constraints between options; subclasses override."""
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]):
+        """Build from raw values (UI, CLI, JSON): coerces each, rejects unknown keys."""
+        known = {s.key: s for s in cls.specs()}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)}; known options: {', '.join(known)}"
+            )
+        return cls(**{k: known[k].coerce(v) for k, v in values.items()})
+
+    @classmethod
+    def from_positional(cls, args: typing.Sequence[Any]):
+        """Build from UI component values given in `specs()` order (the WebUI passes script args so)."""
+        specs = cls.specs()
+        if len(args) != len(specs):
+            raise ValueError(f"expected {len(specs)} option values, got {len(args)}")
+        return cls.from_values({s.key: v for s, v in zip(specs, args)})
+
+    def to_json(self) -> dict[str, Any]:
+        out = {}
+        for s in self.specs():
+            value = getattr(self, s.key)
+            out[s.key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]):
+        known = {s.key for s in cls.specs()}
+        return cls.from_values({k: v for k, v in data.items() if k in known})
+
+    def to_infotext(self, *, only_changed: bool = True) -> dict[str, str]:
+        """Infotext entries ("key: value" pairs of the PNG info); defaults are left out."""
+        out = {}
+        for s in self.specs():
+            value = getattr(self, s.key)
+            if s.infotext is None or (only_changed and value == s.default):
+                continue
+            out[s.infotext] = "" if value is None else str(value)
+        return out
+
+    @classmethod
+    def from_infotext(cls, params: Mapping[str, str]):
+        values = {s.key: params[s.infotext] for s in cls.specs() if s.infotext and s.infotext in params}
+        return cls.from_values(values)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class PinningOptions(OptionsModel):
+    """Options of one pinning run (the WebUI's script UI; the CLI's pinning flags)."""
+
+    target_images: tuple[str, ...] = option(
+        (),
+        label="Target images",
+        help="Images the batch should land on. Leave empty to use the unpinned prompt's first batch "
+        "as the target.",
+        infotext=None,
+    )
+    granularity: Granularity = option(
+        "word",
+        label="Weight units",
+        help="What gets its own weight: each word (default: the finest unit a reader edits; commas "
+        "and punctuation carry no meaning worth a dimension), each comma-separated phrase (fewest "
+        "dimensions, fastest), or each CLIP token (the original tool's behaviour, most dimensions).",
+        infotext="Pin units",
+    )
+    flip_loss: FlipLoss = option(
+        "all_pairs",
+        label="Image loss",
+        help="all_pairs: mean + std of FLIP over every pair of targets and images together (the "
+        "original loss); variety: pairs within the batch only (stability across seeds); "
+        "target_distance: image-to-target pairs only (closeness to the targets).",
+        infotext="Pin loss",
+    )
+    flip_weight: float = option(
+        1.0,
+        label="Image loss weight",
+        help="Weight of the FLIP image loss in the total fitness.",
+        infotext="Pin loss weight",
+        group="objective",
+        minimum=0.0,
+        maximum=1000.0,
+        step=0.01,
+    )
+    distance_weight: float = option(
+        0.0,
+        label="Distance penalty weight",
+        help="Weight of a penalty on the mean squared change of the weights from the prompt's own "
+        "(0 disables): keeps the pinned prompt close to what you wrote.",
+        infotext="Pin distance weight",
+        group="objective",
+        minimum=0.0,
+        maximum=1000.0,
+        step=0.01,
+    )
+    cma_seed: int | None = option(
+        None,
+        label="CMA seed",
+        help="Seed of the search. Empty: derived from the image seed, so a run is reproducible.",
+        infotext="Pin CMA seed",
+        minimum=0,
+        maximum=2**32 - 1,
+    )
+    generations: int | None = option(
+        None,
+        label="Generations",
+        help="Number of CMA-ES generations. Empty: 16 * floor(ln N) for N weights (at least 16).",
+        infotext="Pin generations",
+        minimum=1,
+        maximum=10000,
+    )
+    centroid_radius: float = option(
+        0.25,
+        label="Initial centroid radius",
+        help="The search starts from a point drawn uniformly in [-r, r] per weight around the "
+        "prompt's own weights; 0 starts exactly at the prompt.",
+        infotext="Pin centroid radius",
+        group="cma",
+        minimum=0.0,
+        maximum=2.0,
+        step=0.001,
+    )
+    initial_std: float = option(
+        0.05,
+        label="Initial std",
+        help="Initial standard deviation (sigma) of the CMA-ES search distribution, in weight units.",
+        infotext="Pin initial std",
+        group="cma",
+        minimum=0.001,
+        maximum=2.0,
+        step=0.001,
+    )
+    size_limit: float = option(
+        0.0,
+        label="Size limit",
+        help="Largest allowed squared distance of the weight offsets from the prompt (0 disables). "
+        "Enables the multi-objective strategy with a closest-valid penalty.",
+        infotext="Pin size limit",
+        group="cma",
+        minimum=0.0,
+        maximum=10.0,
+        step=0.001,
+    )
+    size_limit_error: float | None = option(
+        None,
+        label="Size limit error",
+        help="Tolerance around the size limit. Empty: size limit / 100.",
+        infotext="Pin size limit error",
+        group="cma",
+        minimum=0.0,
+        maximum=10.0,
+        step=0.001,
+    )
+    size_limit_weight: float | None = option(
+        None,
+        label="Size limit weight",
+        help="Penalty weight for exceeding the size limit. Empty: size limit * 10.",
+        infotext="Pin size limit weight",
+        group="cma",
+        minimum=0.0,
+        maximum=1e6,
+        step=0.1,
+    )
+    cma_lambda: int | None = option(
+        None,
+        label="Lambda",
+        help="Children per generation. Empty: int(4 + 3 ln N).",
+        infotext="Pin lambda",
+        group="cma",
+        minimum=2,
+        maximum=1000,
+    )
+    cma_mu: int | None = option(
+        None,
+        label="Mu",
+        help="Parents kept from the lambda children. Empty: int(lambda / 2).",
+        infotext="Pin mu",
+        group="cma",
+        minimum=1,
+        maximum=1000,
+    )
+    cma_weights: CmaWeights = option(
+        "superlinear",
+        label="Recombination weights",
+        help="How fast the parents' recombination weights decrease with rank.",
+        infotext="Pin CMA weights",
+        group="cma",
+    )
+    cma_cs: float | None = option(
+        None,
+        label="cs",
+        help="Cumulation constant for the step size. Empty: (mueff + 2) / (N + mueff + 3).",
+        infotext="Pin cs",
+        group="cma",
+        minimum=1e-9,
+        maximum=1.0,
+    )
+    cma_damps: float | None = option(
+        None,
+        label="damps",
+        help="Damping for the step size. Empty: 1 + 2 max(0, sqrt((mueff - 1) / (N + 1)) - 1) + cs.",
+        infotext="Pin damps",
+        group="cma",
+        minimum=1e-9,
+        maximum=1e3,
+    )
+    cma_ccum: float | None = option(
+        None,
+        label="ccum",
+        help="Cumulation constant for the covariance matrix. Empty: 4 / (N + 4).",
+        infotext="Pin ccum",
+        group="cma",
+        minimum=1e-9,
+        maximum=1.0,
+    )
+    cma_ccov1: float | None = option(
+        None,
+        label="ccov1",
+        help="Learning rate of the rank-one update. Empty: 2 / ((N + 1.3)^2 + mueff).",
+        infotext="Pin ccov1",
+        group="cma",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    cma_ccovmu: float | None = option(
+        None,
+        label="ccovmu",
+        help="Learning rate of the rank-mu update. Empty: 2 (mueff - 2 + 1/mueff) / ((N + 2)^2 + mueff).",
+        infotext="Pin ccovmu",
+        group="cma",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    hyperbatch_weights: bool = option(
+        True,
+        label="Hyperbatch weights",
+        help="With a hyperbatch sampler, weight the loss of image pairs by the level of the split "
+        "tree at which they parted.",
+        infotext="Pin hyperbatch weights",
+        group="hyperbatch",
+    )
+    hyperbatch_weights_any_sampler: bool = option(
+        False,
+        label="Hyperbatch weights for other samplers",
+        help="Apply the split-tree weighting to plain samplers too, using the tree a hyperbatch "
+        "sampler would have used (the images are independent then, so this only re-weights pairs).",
+        infotext="Pin hyperbatch weights any sampler",
+        group="hyperbatch",
+    )
+    hyperbatch_weight_type: HyperbatchWeightType = option(
+        "Geometric",
+        label="Hyperbatch weight type",
+        help="Per tree level K: Geometric X^(scale/K), Exponential X*(0.5+scale)^K, "
+        "Polynomial (1+X)^(scale*K).",
+        infotext="Pin hyperbatch weight type",
+        group="hyperbatch",
+    )
+    hyperbatch_weight_scale: float = option(
+        1.0,
+        label="Hyperbatch weight scale",
+        help="The scale in the hyperbatch weight formula.",
+        infotext="Pin hyperbatch weight scale",
+        group="hyperbatch",
+        minimum=0.0,
+        maximum=10.0,
+        step=0.01,
+    )
+    cli_log: bool = option(
+        True,
+        label="Log generations to the console",
+        help="Log each generation's fitness statistics (min, mean, max, sigma) to the console.",
+        infotext=None,
+        group="advanced",
+    )
+
+    def _check_combination(self) -> None:
+        if self.cma_mu is not None and self.cma_lambda is not None and self.cma_mu > self.cma_lambda:
+            raise OptionError(
+                "cma_mu", self.spec("cma_mu").label, f"{self.cma_mu} exceeds lambda ({self.cma_lambda})"
+            )
+
+    def default_generations(self, dim: int) -> int:
+        """16 * floor(ln N) (the original's default), at least 16 so tiny prompts still search."""
+        return self.generations or max(16, int(16 * math.floor(math.log(max(dim, 1)))))

@@ -1,0 +1,1 @@
+"""Hyperbatch samplers in the k-diffusion calling convention."""
