@@ -1,0 +1,133 @@
+"""Per-image, seed-derived noise: every draw has one row per image, row i from seed i.
+
+This mirrors what the WebUI does so that an image depends only on its own seed, whatever the
+batch it was generated in:
+- `SeededNoise` is the WebUI's ImageRNG (modules/rng.py): one torch.Generator per seed; the first
+  draw is the initial latent, every later draw one step's noise. The WebUI redirects
+  k-diffusion's torch.randn_like to ImageRNG.next(), so a plain sampler consumes exactly one draw
+  per randn_like call.
+- `SeededBrownianNoise` is the WebUI's create_noise_sampler (k-diffusion's
+  BrownianTreeNoiseSampler with a list of seeds): one Brownian tree per seed, so the noise between
+  two sigmas is a pure function of (seed, sigma, sigma_next), independent of query order.
+
+Both are k-diffusion noise samplers ((sigma, sigma_next) -> noise) returning all B rows; a
+hyperbatch sampler hands row r to the active row r.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torchsde
+
+
+def _seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    values = tuple(int(s) for s in seeds)
+    if not values:
+        raise ValueError("at least one seed is needed")
+    return values
+
+
+class SeededNoise:
+    """Sequential Gaussian draws from one generator per image seed (the WebUI's ImageRNG).
+
+    shape is the per-image shape (C, H, W). Values are drawn in float32 on `generator_device`
+    (CPU by default: the same numbers on every machine; the WebUI's "GPU" RNG source draws on the
+    model's device instead) and moved to `device` / `dtype`. `seed_delta` is the WebUI's "eta
+    noise seed delta": after the first draw the generators restart from seed + seed_delta.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        shape: Sequence[int],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        generator_device: torch.device | str = "cpu",
+        seed_delta: int = 0,
+    ) -> None:
+        self.seeds = _seeds(seeds)
+        self.shape = tuple(int(d) for d in shape)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype if dtype is not None else torch.float32
+        self.generator_device = torch.device(generator_device)
+        self.seed_delta = int(seed_delta)
+        self._generators = self._make_generators(0)
+        self._first_done = False
+
+    def _make_generators(self, delta: int) -> list[torch.Generator]:
+        return [torch.Generator(self.generator_device).manual_seed(s + delta) for s in self.seeds]
+
+    def _draw(self) -> torch.Tensor:
+        rows = [
+            torch.randn(self.shape, generator=g, device=self.generator_device)
+            for g in self._generators
+        ]
+        return torch.stack(rows).to(device=self.device, dtype=self.dtype)
+
+    def first(self) -> torch.Tensor:
+        """The initial latents (unit variance), one row per seed."""
+        noise = self._draw()
+        self._first_done = True
+        if self.seed_delta:
+            self._generators = self._make_generators(self.seed_delta)
+        return noise
+
+    def next(self) -> torch.Tensor:
+        """The next draw, one row per seed (the first call returns `first()`)."""
+        if not self._first_done:
+            return self.first()
+        return self._draw()
+
+    def __call__(self, sigma: Any = None, sigma_next: Any = None) -> torch.Tensor:
+        """Noise-sampler form: the sigmas are ignored, every call is the next draw."""
+        return self.next()
+
+
+class SeededBrownianNoise:
+    """Brownian-motion noise with one torchsde.BrownianTree per image seed.
+
+    noise(sigma, sigma_next) = (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|): unit
+    variance, and a pure function of (seed, sigma, sigma_next), so samplers that take two
+    sub-steps or are queried in a different order still see one consistent Brownian path per image.
+    The sign and scaling follow k-diffusion's BrownianTreeNoiseSampler, so with the same seeds the
+    values equal the WebUI's create_noise_sampler. Queries must stay inside [sigma_min, sigma_max].
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        shape: Sequence[int],
+        sigma_min: float | torch.Tensor,
+        sigma_max: float | torch.Tensor,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.seeds = _seeds(seeds)
+        self.shape = tuple(int(d) for d in shape)
+        t0, t1 = torch.as_tensor(sigma_min), torch.as_tensor(sigma_max)
+        if not 0 <= t0 < t1:
+            raise ValueError(f"need 0 <= sigma_min < sigma_max, got {float(t0)}, {float(t1)}")
+        w0 = torch.zeros(self.shape, device=device, dtype=dtype if dtype is not None else torch.float32)
+        self._trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s) for s in self.seeds]
+
+    @classmethod
+    def from_sigmas(
+        cls, seeds: Sequence[int], x: torch.Tensor, sigmas: torch.Tensor
+    ) -> SeededBrownianNoise:
+        """Trees covering a schedule's positive sigmas, shaped like one row of x (as the WebUI)."""
+        positive = sigmas[sigmas > 0]
+        return cls(seeds, x.shape[1:], positive.min(), sigmas.max(), device=x.device, dtype=x.dtype)
+
+    def __call__(self, sigma: Any, sigma_next: Any) -> torch.Tensor:
+        t0, t1 = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
+        low, high, sign = (t0, t1, 1) if t0 < t1 else (t1, t0, -1)
+        with warnings.catch_warnings():
+            # Sigmas rebuilt as exp(-(-log sigma)) (DPM++ SDE) overshoot the tree's end points by
+            # an ulp; torchsde clamps them, as it should, but warns on every such query.
+            warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
+            w = torch.stack([tree(low, high) for tree in self._trees]) * sign
+        return w / (t1 - t0).abs().sqrt()
