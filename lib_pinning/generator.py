@@ -1,4 +1,4 @@
-"""The Generator protocol: what the pinning loop needs from an image backend.
+"""The Generator protocol (what the pinning loop needs from an image backend) and the toy backend.
 
 A backend turns (prompt, negative prompt, seeds) into a batch of images. Everything else about
 generation (sampler, steps, size, cfg) is the backend's own configuration, fixed for a run: inside
@@ -9,13 +9,16 @@ between individuals come from the prompts and not from the noise.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Any, Literal, Mapping, Protocol, runtime_checkable
 
 import torch
 
-if TYPE_CHECKING:
-    from samplers.growth import GrowthPlan
+from lib_pinning.options import OptionsModel, option
+from lib_pinning.toy import ToyConfig, ToyModel, to_images
+from samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
+from samplers.schedules import get_sigmas_exponential, get_sigmas_karras
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,116 @@ class Generator(Protocol):
     def describe(self) -> dict[str, object]:
         """JSON-serialisable settings that produced the images (stored in run.json)."""
         ...
+
+
+# -- the embedded toy backend --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToySettings(OptionsModel):
+    """How the toy backend samples (the WebUI takes these from the user's txt2img settings)."""
+
+    sampler: Literal["euler_ancestral", "dpmpp_2m", "dpmpp_sde", "dpmpp_2m_sde"] = option(
+        "euler_ancestral",
+        label="Sampler",
+        help="k-diffusion sampler run on the toy model.",
+        infotext=None,
+    )
+    growth: Literal["none", "even", "late"] = option(
+        "none",
+        label="Hyperbatch",
+        help="none: a plain batch; even / late: a hyperbatch that starts from one latent and splits "
+        "it during sampling (late splits share more steps: cheaper, less variety).",
+        infotext=None,
+    )
+    scheduler: Literal["karras", "exponential"] = option(
+        "karras", label="Schedule type", help="Noise schedule of the sampler.", infotext=None
+    )
+    steps: int = option(20, label="Steps", help="Sampling steps.", infotext=None, minimum=1, maximum=150)
+    cfg_scale: float = option(
+        1.5,
+        label="CFG scale",
+        help="Classifier-free guidance against the unconditional (uniform) mixture.",
+        infotext=None,
+        minimum=0.0,
+        maximum=30.0,
+        step=0.5,
+    )
+
+
+@dataclass(frozen=True)
+class DemoPrompt(OptionsModel):
+    """What the demo generates: the prompt, the negative prompt and the batch's seeds."""
+
+    prompt: str = option(
+        "a red circle or a blue square, simple shapes, soft light",
+        label="Prompt",
+        help="Prompt in WebUI emphasis syntax; the toy model knows the shapes circle, square, triangle, "
+        "ring, cross and the colours red, blue, green, yellow, purple (other words act as noise).",
+        infotext=None,
+    )
+    negative_prompt: str = option(
+        "blurry", label="Negative prompt", help="Negative prompt in WebUI emphasis syntax.", infotext=None
+    )
+    seed: int = option(1, label="Seed", help="Seed of the first image; image i uses seed + i.", infotext=None, minimum=0, maximum=2**32 - 1)
+    batch_size: int = option(8, label="Batch size", help="Images per individual.", infotext=None, minimum=1, maximum=64)
+
+
+class ToyGenerator:
+    """Generator backed by the embedded Gaussian-mixture model (lib_pinning.toy) and our samplers.
+
+    Noise follows the WebUI: one CPU generator per image seed gives the initial latent and the
+    ancestral noise; the SDE samplers get one Brownian tree per seed. A batch is therefore a pure
+    function of (prompts, seeds, settings), whatever else ran before.
+    """
+
+    def __init__(self, settings: ToySettings | None = None, config: ToyConfig | None = None) -> None:
+        self.settings = settings or ToySettings()
+        self.model = ToyModel(config)
+        self.sampler = SAMPLERS[self.settings.sampler]
+
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
+
+    def sigmas(self) -> torch.Tensor:
+        schedule = get_sigmas_karras if self.settings.scheduler == "karras" else get_sigmas_exponential
+        return schedule(self.settings.steps, self.model.sigma_min, self.model.sigma_max)
+
+    def growth_plan(self, batch_size: int) -> GrowthPlan:
+        return plan_growth(batch_size, self.settings.steps, self.settings.growth)
+
+    def generate(self, request: GenerationRequest) -> Batch:
+        started = time.perf_counter()
+        seeds = tuple(int(s) for s in request.seeds)
+        sigmas = self.sigmas()
+        noise = SeededNoise(seeds, self.model.image_shape)
+        x = noise.first() * sigmas[0]
+        if self.sampler.webui_options.get("brownian_noise"):
+            noise_sampler: Any = SeededBrownianNoise.from_sigmas(seeds, x, sigmas)
+        else:
+            noise_sampler = noise
+        extra_args = self.model.extra_args(
+            [request.prompt] * len(seeds), request.negative_prompt, cond_scale=self.settings.cfg_scale
+        )
+        plan = self.growth_plan(len(seeds))
+        rows_before = self.model.rows_evaluated
+        latents = self.sampler.function(
+            self.model, x, sigmas, extra_args=extra_args, disable=True, noise_sampler=noise_sampler, growth=plan
+        )
+        return Batch(
+            images=to_images(latents),
+            seeds=seeds,
+            growth=None if plan.is_plain else plan,
+            model_rows=self.model.rows_evaluated - rows_before,
+            timings={"sample": time.perf_counter() - started},
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "toy", "settings": self.settings.to_json(), "model": self.model.config.to_json()}
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> ToyGenerator:
+        if description.get("backend") != "toy":
+            raise ValueError(f"this run was generated by the {description.get('backend')!r} backend, not the toy model")
+        return cls(ToySettings.from_json(description["settings"]), ToyConfig(**description["model"]))
