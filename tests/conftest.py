@@ -2,10 +2,27 @@
 
 torch uses one intra-op thread per test worker: the suite runs with `-n 2` on 2 cores, and the
 tensors here are small, so more threads only oversubscribe the cores (measured 5x slower).
+
+`webui`: a fresh stand-in WebUI (tests/webui_env.py) for one test. Parametrise it indirectly with
+"1.10" (default), "1.8", or either followed by "-sdxl" for the SDXL-flavoured toy checkpoint:
+    @pytest.mark.parametrize("webui", ["1.10", "1.8-sdxl"], indirect=True)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 import torch
 
+from tests.webui_env import WebUIStub, webui_stub
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def webui(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebUIStub]:
+    version, _, flavour = str(getattr(request, "param", "1.10")).partition("-")
+    with webui_stub(version, data_dir=tmp_path / "webui", sdxl=flavour == "sdxl") as stub:
+        yield stub
