@@ -1,0 +1,146 @@
+"""Test set-up for the learned objectives: open_clip in this environment, a tiny CLIP, a local file server.
+
+open_clip (a test-environment concern only: inside the WebUI torchvision matches its torch): the
+registry's torchvision 0.28.0 is a CUDA build; on the CPU torch of this venv its compiled ops do not
+load and `import torchvision` (hence `import open_clip`) fails with "operator torchvision::nms does
+not exist". Declaring the two op schemas torchvision's Python side looks up (`nms`, `qnms`)
+before importing it lets transforms, models and open_clip import; the ops themselves stay
+unavailable, and nothing here calls them.
+
+`ensure_open_clip()` first tries a plain import, so with a working torchvision it changes nothing.
+It is idempotent: the schemas are declared at most once per process, and the `torch.library`
+handle is kept alive (dropping it would undeclare them).
+
+`serve_files` serves bytes over HTTP on 127.0.0.1 for the download tests (no network needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+_SCHEMA = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+_library: torch.library.Library | None = None
+_tiny_dir: Path | None = None
+
+TINY_MODEL = "PinningTiny-16"
+"""A 3.4M-parameter CLIP (embed 32; vision width 64, 2 layers, patch 16 at 64 px; text width 64,
+2 layers) with open_clip's bundled BPE tokenizer: random weights in a tenth of a second."""
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def _purge_torchvision() -> None:
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+
+
+def ensure_open_clip() -> ModuleType:
+    """Import open_clip, declaring torchvision's missing op schemas first if the plain import fails."""
+    global _library
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as exc:
+        if "torchvision::nms" not in str(exc) or _library is not None:
+            raise
+        _purge_torchvision()
+        _library = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            _library.define(op + _SCHEMA)
+        import torchvision  # noqa: F401
+    import open_clip
+
+    return open_clip
+
+
+def tiny_model_name() -> str:
+    """Register the tiny architecture with open_clip (once) and return its name."""
+    global _tiny_dir
+    open_clip = ensure_open_clip()
+    if _tiny_dir is None:
+        _tiny_dir = Path(tempfile.mkdtemp(prefix="pinning-openclip-"))
+        (_tiny_dir / f"{TINY_MODEL}.json").write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
+        open_clip.add_model_config(_tiny_dir)
+    return TINY_MODEL
+
+
+class ServedFiles:
+    """What `serve_files` serves and what it saw.
+
+    content: URL path ("/name") -> bytes. ranges: honour Range requests (206) or ignore them (200).
+    truncate_at: stop sending after this many bytes of the file (then close), to simulate a
+    dropped connection. requests: (path, Range header or None) of every GET.
+    """
+
+    def __init__(self, content: dict[str, bytes] | None = None) -> None:
+        self.content: dict[str, bytes] = dict(content or {})
+        self.ranges = True
+        self.truncate_at: int | None = None
+        self.requests: list[tuple[str, str | None]] = []
+
+
+@contextlib.contextmanager
+def serve_files(files: ServedFiles) -> Iterator[str]:
+    """Serve `files` over HTTP on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
+            return
+
+        def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+            header = self.headers.get("Range")
+            files.requests.append((self.path, header))
+            data = files.content.get(self.path)
+            if data is None:
+                self.send_error(404)
+                return
+            start = 0
+            if header and files.ranges:
+                start = int(header.removeprefix("bytes=").split("-")[0])
+                if start >= len(data):
+                    self.send_error(416)
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            body = data[start:]
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if files.truncate_at is not None and files.truncate_at < len(data):
+                self.wfile.write(body[: max(0, files.truncate_at - start)])
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
