@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping, Protocol, runtime_checkable
 import torch
 
 from lib_pinning.options import OptionsModel, option
-from lib_pinning.toy import ToyConfig, ToyModel, to_images
+from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
 from samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
 from samplers.schedules import get_sigmas_exponential, get_sigmas_karras
 
@@ -146,6 +146,10 @@ class ToyGenerator:
         schedule = get_sigmas_karras if self.settings.scheduler == "karras" else get_sigmas_exponential
         return schedule(self.settings.steps, self.model.sigma_min, self.model.sigma_max)
 
+    def clip_encoder(self, model_name: str) -> ToyClip:
+        """The toy's own tiny CLIP for any model name: a real CLIP knows nothing of toy images."""
+        return ToyClip(self.model)
+
     def growth_plan(self, batch_size: int) -> GrowthPlan:
         return plan_growth(batch_size, self.settings.steps, self.settings.growth)
 
@@ -156,6 +160,8 @@ class ToyGenerator:
         noise = SeededNoise(seeds, self.model.image_shape)
         x = noise.first() * sigmas[0]
         if self.sampler.webui_options.get("brownian_noise"):
+            # As in the WebUI (samplers/webui.py): SDE noise and DPM++ 2M's split refresh come
+            # from one Brownian tree per seed, so a toy batch equals the WebUI path's batch.
             noise_sampler: Any = SeededBrownianNoise.from_sigmas(seeds, x, sigmas)
         else:
             noise_sampler = noise

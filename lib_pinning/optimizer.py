@@ -1,11 +1,12 @@
 """CMA-ES over prompt weight offsets, on DEAP.
 
 Two strategies, chosen by the options:
-- `cma.Strategy` (single objective): the default.
-- `cma.StrategyMultiObjective` (MO-CMA-ES) when a size limit is set: objectives are (loss, distance
-  of the offsets from the prompt), so the run also yields the Pareto front of "how pinned" against
-  "how far from what you wrote"; offsets beyond the limit are evaluated at their closest valid point
-  and penalised (`tools.ClosestValidPenalty`).
+- `cma.Strategy` (single objective): the default; fitness = (weighted loss,).
+- `cma.StrategyMultiObjective` (MO-CMA-ES) when there is more than one objective: with "pareto"
+  combination each objective term is its own objective; with a size limit the distance of the
+  offsets from the prompt, ||x||, is one more, so the run also yields the Pareto front of "how
+  pinned" against "how far from what you wrote". Offsets beyond the limit are evaluated at their
+  closest valid point and penalised (`tools.ClosestValidPenalty`).
 
 DEAP draws from numpy's *global* RNG. A run owns its own RNG state: every draw happens inside
 `_own_rng`, which swaps the run's state in and out, so other numpy users neither disturb nor are
@@ -71,9 +72,11 @@ class CmaSettings:
     size_limit: float
     size_limit_error: float
     size_limit_weight: float
+    n_objectives: int = 1
 
     @classmethod
-    def resolve(cls, options: PinningOptions, dim: int) -> CmaSettings:
+    def resolve(cls, options: PinningOptions, dim: int, objective_terms: int = 1) -> CmaSettings:
+        """Settings for `dim` weights; `objective_terms` counts the terms a "pareto" run separates."""
         if dim < 1:
             raise ValueError("nothing to optimise: the prompt has no weightable units")
         lambda_ = options.cma_lambda or int(4 + 3 * math.log(dim))
@@ -104,22 +107,20 @@ class CmaSettings:
             size_limit=limit,
             size_limit_error=limit / 100 if options.size_limit_error is None else options.size_limit_error,
             size_limit_weight=limit * 10 if options.size_limit_weight is None else options.size_limit_weight,
+            n_objectives=(objective_terms if options.combine == "pareto" else 1) + (1 if limit > 0 else 0),
         )
 
     @property
     def multi_objective(self) -> bool:
-        return self.size_limit > 0
+        return self.n_objectives > 1
 
 
 class PinningOptimizer:
-    """Ask/tell wrapper around a DEAP strategy with JSON checkpoints.
-
-    Single objective: fitness = (loss,). Multi-objective: fitness = (loss, ||x||).
-    """
+    """Ask/tell wrapper around a DEAP strategy with JSON checkpoints."""
 
     def __init__(self, settings: CmaSettings, seed: int) -> None:
         self.settings = settings
-        self.n_objectives = 2 if settings.multi_objective else 1
+        self.n_objectives = settings.n_objectives
         self._fitness_cls, self._individual_cls = _creator_classes(self.n_objectives)
         self._rng: dict[str, Any] = {"state": np.random.RandomState(seed % 2**32).get_state()}
         with _own_rng(self._rng):
@@ -185,7 +186,7 @@ class PinningOptimizer:
         is within the limit (plus its tolerance), else its projection onto the limit sphere.
         """
         s = self.settings
-        if not s.multi_objective:
+        if s.size_limit <= 0:
             return evaluate
 
         def feasible(x: np.ndarray) -> bool:
@@ -250,7 +251,7 @@ class PinningOptimizer:
     def from_state(cls, settings: CmaSettings, state: dict[str, Any]) -> PinningOptimizer:
         self = cls.__new__(cls)
         self.settings = settings
-        self.n_objectives = 2 if settings.multi_objective else 1
+        self.n_objectives = settings.n_objectives
         self._fitness_cls, self._individual_cls = _creator_classes(self.n_objectives)
         self._rng = {"state": _decode(state["rng"], self._individual_cls)}
         self.centroid0 = np.asarray(state["centroid0"], dtype=float)

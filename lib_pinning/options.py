@@ -304,6 +304,90 @@ class PinningOptions(OptionsModel):
         maximum=1000.0,
         step=0.01,
     )
+    target_masks: tuple[str, ...] = option(
+        (),
+        label="Target masks",
+        help="Optional greyscale masks, none or one per target image in the same order (an all-white "
+        "mask for a target that counts everywhere): white areas count, black ones are ignored, greys "
+        "count partly. Masks and targets must have the size of the generated images.",
+        infotext=None,
+        group="objective",
+    )
+    aesthetic_weight: float = option(
+        0.0,
+        label="Aesthetic weight",
+        help="Weight of the LAION aesthetic score (CLIP ViT-L/14 + the improved aesthetic predictor) "
+        "in the total fitness: higher-rated images are preferred (0 disables; the first use downloads "
+        "about 1.7 GB of weights).",
+        infotext="Pin aesthetic weight",
+        group="objective",
+        minimum=0.0,
+        maximum=1000.0,
+        step=0.01,
+    )
+    aesthetic_spread_weight: float = option(
+        0.0,
+        label="Aesthetic spread penalty",
+        help="Penalty on the spread (std) of the aesthetic scores within a batch, relative to their "
+        "mean: favours batches whose images are all good over a few great and a few poor ones.",
+        infotext="Pin aesthetic spread",
+        group="objective",
+        minimum=0.0,
+        maximum=10.0,
+        step=0.01,
+    )
+    tags: str = option(
+        "",
+        label="Pin to tags",
+        help="Comma-separated tags the images should match, with emphasis weights as in a prompt, "
+        "e.g. 'red hair, (smile:1.2)'. Scored by CLIP similarity (empty disables).",
+        infotext="Pin tags",
+        group="objective",
+    )
+    negative_tags: str = option(
+        "",
+        label="Pin away from tags",
+        help="Comma-separated tags the images should not match, same syntax as the tags.",
+        infotext="Pin negative tags",
+        group="objective",
+    )
+    tag_weight: float = option(
+        1.0,
+        label="Tag weight",
+        help="Weight of the tag similarity in the total fitness (used when tags are given).",
+        infotext="Pin tag weight",
+        group="objective",
+        minimum=0.0,
+        maximum=1000.0,
+        step=0.01,
+    )
+    clip_model: Literal["ViT-L-14/openai", "ViT-B-32/openai"] = option(
+        "ViT-L-14/openai",
+        label="CLIP model",
+        help="CLIP model that scores the tags (architecture/weights). The aesthetic score always "
+        "uses ViT-L-14/openai, which it was trained on; ViT-B-32 is faster for tags alone.",
+        infotext="Pin CLIP model",
+        group="objective",
+    )
+    models_dir: str = option(
+        "",
+        label="Models folder",
+        help="Folder for the CLIP and aesthetic weights (downloaded and verified there on first use). "
+        "Empty: the WebUI's models folder (models/PromptPinning), or ~/.cache/sd-prompt-pinning "
+        "outside the WebUI.",
+        infotext=None,
+        group="objective",
+    )
+    combine: Literal["weighted_sum", "pareto"] = option(
+        "weighted_sum",
+        label="Combine objectives",
+        help="weighted_sum: one fitness, the weighted sum of the objectives (each normalised to its "
+        "natural range, so the weights compare importance); pareto: each objective separately with "
+        "multi-objective CMA-ES (the report shows the Pareto front; the run's best is still the "
+        "lowest weighted sum).",
+        infotext="Pin combine",
+        group="objective",
+    )
     cma_seed: int | None = option(
         None,
         label="CMA seed",
@@ -321,10 +405,11 @@ class PinningOptions(OptionsModel):
         maximum=10000,
     )
     centroid_radius: float = option(
-        0.25,
+        0.0,
         label="Initial centroid radius",
         help="The search starts from a point drawn uniformly in [-r, r] per weight around the "
-        "prompt's own weights; 0 starts exactly at the prompt.",
+        "prompt's own weights; 0 (default) starts exactly at the prompt. The original tool used "
+        "0.25, a random start that only adds noise (docs/benchmarks.md).",
         infotext="Pin centroid radius",
         group="cma",
         minimum=0.0,
@@ -332,9 +417,11 @@ class PinningOptions(OptionsModel):
         step=0.001,
     )
     initial_std: float = option(
-        0.05,
+        0.2,
         label="Initial std",
-        help="Initial standard deviation (sigma) of the CMA-ES search distribution, in weight units.",
+        help="Initial standard deviation (sigma) of the CMA-ES search distribution, in weight units; "
+        "CMA-ES adapts it as it goes. 0.2 is a visible but moderate change of emphasis; the original "
+        "tool's 0.05 barely changes an image and needs several times more batches (docs/benchmarks.md).",
         infotext="Pin initial std",
         group="cma",
         minimum=0.001,

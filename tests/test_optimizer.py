@@ -37,7 +37,7 @@ def test_resolves_original_defaults():
     assert settings.lambda_ == int(4 + 3 * np.log(10))
     assert settings.mu == settings.lambda_ // 2
     assert settings.generations == 16 * int(np.floor(np.log(10)))
-    assert settings.sigma == 0.05 and settings.centroid_radius == 0.25
+    assert settings.sigma == 0.2 and settings.centroid_radius == 0.0
     assert not settings.multi_objective
     assert CmaSettings.resolve(PinningOptions(), dim=2).generations == 16  # floor(ln 2) = 0
 
@@ -56,7 +56,7 @@ def test_overrides_reach_the_deap_strategy():
 
 def test_converges_on_a_sphere():
     opt = PinningOptimizer(CmaSettings.resolve(PinningOptions(initial_std=0.5), dim=6), seed=3)
-    run(opt, 60)
+    run(opt, 80)
     assert sphere(opt.centroid)[0] < 1e-6
 
 

@@ -1,0 +1,149 @@
+"""Command line: `python -m lib_pinning demo | resume DIR | report DIR`.
+
+Flags are generated from the options models (`PinningOptions`, `ToySettings`), so the CLI offers
+exactly the options the WebUI shows, with the same names, ranges and help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
+from lib_pinning.options import OptionError, OptionsModel, OptionSpec, PinningOptions
+from lib_pinning.run import PinningRun, RunEvent, RunResult, derive_seeds
+from lib_pinning.store import RunDirectoryError
+
+log = logging.getLogger("lib_pinning")
+
+DEFAULT_RUNS_DIR = Path("outputs/prompt_pins")
+
+
+def _flag(spec: OptionSpec) -> str:
+    return "--" + spec.key.replace("_", "-")
+
+
+def add_option_flags(parser: argparse.ArgumentParser, model: type[OptionsModel], title: str) -> None:
+    """One flag per option; values stay strings here and are coerced by the option's own spec."""
+    group = parser.add_argument_group(title)
+    for spec in model.specs():
+        help_text = f"{spec.help} [{spec.range_text()}; default: {spec.default!r}]"
+        kwargs: dict[str, Any] = {"dest": spec.key, "default": argparse.SUPPRESS, "help": help_text}
+        if spec.kind == "paths":
+            kwargs.update(nargs="+", metavar="PATH")
+        elif spec.kind == "choice":
+            kwargs.update(choices=spec.choices)
+        group.add_argument(_flag(spec), **kwargs)
+
+
+def options_from_args(model: type[OptionsModel], args: argparse.Namespace) -> Any:
+    keys = {s.key for s in model.specs()}
+    return model.from_values({k: v for k, v in vars(args).items() if k in keys})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lib_pinning",
+        description="Pin a prompt: search per-unit attention weights with CMA-ES so its images vary less "
+        "across seeds (or land on target images).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run a pinning on the embedded toy diffusion model")
+    demo.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run directories go")
+    add_option_flags(demo, DemoPrompt, "prompt and seeds")
+    add_option_flags(demo, ToySettings, "sampling (toy model)")
+    add_option_flags(demo, PinningOptions, "pinning")
+
+    resume = commands.add_parser("resume", help="continue an interrupted run")
+    resume.add_argument("run_dir", type=Path)
+
+    report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
+    report.add_argument("run_dir", type=Path)
+    return parser
+
+
+class _Progress:
+    """A tqdm bar over the run's evaluations."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, event: RunEvent) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=event.total, initial=event.done, unit="batch", dynamic_ncols=True)
+        self.bar.n = event.done
+        postfix = {"gen": event.generation}
+        if event.best_fitness is not None:
+            postfix["best"] = f"{event.best_fitness:.5f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+        if event.kind == "end":
+            self.bar.close()
+
+
+def _reporter() -> Any:
+    from lib_pinning.report import Reporter
+
+    return Reporter()
+
+
+def _print_result(result: RunResult) -> None:
+    out = sys.stdout
+    out.write(f"\nstatus:        {result.status}" + (f" ({result.error})" if result.error else "") + "\n")
+    out.write(f"evaluations:   {result.evaluations} batches, {result.generations_done} generations\n")
+    out.write(f"baseline loss: {result.baseline.loss:.5f}\n")
+    out.write(f"best loss:     {result.best.loss:.5f} (generation {result.best.generation}, #{result.best.index})\n")
+    out.write(f"best prompt:   {result.best.prompt}\n")
+    if result.best.negative_prompt:
+        out.write(f"best negative: {result.best.negative_prompt}\n")
+    out.write(f"run directory: {result.run_dir}\n")
+    out.write(f"report:        {result.report_path}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "demo":
+            demo_prompt = options_from_args(DemoPrompt, args)
+            options = options_from_args(PinningOptions, args)
+            generator = ToyGenerator(options_from_args(ToySettings, args))
+            run = PinningRun.start(
+                generator=generator,
+                prompt=demo_prompt.prompt,
+                negative_prompt=demo_prompt.negative_prompt,
+                seeds=derive_seeds(demo_prompt.seed, demo_prompt.batch_size),
+                options=options,
+                runs_dir=args.runs_dir,
+            )
+        elif args.command == "resume":
+            run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)))
+        else:
+            from lib_pinning.report import rebuild
+
+            path = rebuild(args.run_dir)
+            sys.stdout.write(f"report: {path}\n")
+            return 0
+        result = run.execute(on_event=_Progress(), reporter=_reporter())
+    except (OptionError, ValueError, FileNotFoundError, RunDirectoryError) as e:
+        parser.exit(2, f"error: {e}\n")
+    _print_result(result)
+    return 0 if result.status != "failed" else 1
+
+
+def _generator_description(run_dir: Path) -> dict[str, Any]:
+    from lib_pinning.store import RunStore
+
+    return RunStore.open(run_dir).read_run()["generator"]

@@ -1,0 +1,314 @@
+"""The run directory: layout, record schemas and atomic writes.
+
+    <runs dir>/<run id>/
+        run.json                     what was asked (prompts, options, seeds, backend) and where the
+                                     run stands (status, best so far); rewritten after each generation
+        checkpoint.json              optimizer + RNG state at the start of the next generation
+        targets/target-NN.png        the target images (user's, or the baseline batch)
+        gen-000/ind-000/             the baseline (x = 0)
+        gen-001/ind-003/
+            00-<seed>.png ...        the batch
+            batch_stats.json         the individual's record; written last, so its presence marks a
+                                     complete individual (an interrupted one leaves no record)
+        gen-001/generation.json      statistics of the generation, written after the strategy update
+
+Every JSON file is written to a temporary file and renamed over the old one, so a crash or an
+interrupt never leaves a half-written file behind: a run directory is always readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+SCHEMA_VERSION = 1
+RUN_FILE = "run.json"
+CHECKPOINT_FILE = "checkpoint.json"
+INDIVIDUAL_FILE = "batch_stats.json"
+GENERATION_FILE = "generation.json"
+TARGETS_DIR = "targets"
+
+
+class RunDirectoryError(RuntimeError):
+    """A directory that is not a (readable) pinning run."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        # mkstemp creates 0600; give the file the mode a plain open() would (the WebUI serves it).
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=1, allow_nan=False, default=_json_default).encode())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:
+        raise RunDirectoryError(f"cannot read {path}: {e}") from e
+
+
+def to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    """[3, H, W] float in [0, 1] -> H x W x 3 uint8."""
+    return (image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+
+
+def save_png(path: Path, image: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(to_uint8_image(image)).save(tmp, format="PNG")
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_png(path: Path) -> torch.Tensor:
+    """-> [3, H, W] float32 in [0, 1] (alpha dropped, greyscale expanded)."""
+    with Image.open(path) as img:
+        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class IndividualRecord:
+    """One evaluated individual: the content of its batch_stats.json."""
+
+    generation: int
+    index: int
+    x: list[float]  # the offsets the optimizer proposed
+    x_evaluated: list[float]  # the offsets rendered (differs when the size limit projected x)
+    weights: list[list[float]]  # per unit (positive prompt's first), the weights of its pieces as rendered
+    prompt: str
+    negative_prompt: str
+    seeds: list[int]
+    fitness: list[float]  # what the optimizer was told (penalties included)
+    loss: float  # the weighted objective total, before any size-limit penalty
+    objective_values: list[float] = field(default_factory=list)  # the weighted terms summing to loss
+    penalty: float = 0.0  # the size limit's closest-valid penalty (0 within the limit)
+    components: dict[str, float] = field(default_factory=dict)
+    objectives: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Evaluation JSON
+    images: list[str] = field(default_factory=list)  # file names inside the individual's folder
+    timings: dict[str, float] = field(default_factory=dict)
+    model_rows: int = 0
+    growth: dict[str, Any] | None = None
+    status: str = "ok"  # "ok" | "failed"
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.generation, self.index)
+
+    @property
+    def total(self) -> float:
+        """What "best" means across a run: the weighted loss plus any size-limit penalty."""
+        return self.loss + self.penalty
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IndividualRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class GenerationRecord:
+    """Statistics of one generation (generation.json), as the CMA plots need them."""
+
+    generation: int
+    evaluations: int  # individuals evaluated so far in the run, baseline included
+    fitness_min: float
+    fitness_mean: float
+    fitness_max: float
+    fitness_std: float
+    best_index: int  # the generation's best individual
+    best_so_far: list[int]  # [generation, index] of the run's best up to here
+    best_so_far_fitness: float
+    best_so_far_x: list[float]
+    sigma: float
+    axis_ratio: float
+    axis_scales: list[float]
+    population_std: list[float]
+    centroid: list[float]
+    seconds: float
+    failed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GenerationRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_RUN_NAME = re.compile(r"^(\d{5})-")
+
+
+class RunStore:
+    """Reads and writes one run directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def create(cls, runs_dir: Path) -> RunStore:
+        """A new numbered run directory `NNNNN-YYYYmmdd-HHMMSS` under `runs_dir`."""
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m.group(1)) for p in runs_dir.iterdir() if (m := _RUN_NAME.match(p.name))]
+        number = max(numbers, default=-1) + 1
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        while True:
+            root = runs_dir / f"{number:05d}-{stamp}"
+            try:
+                root.mkdir()
+                return cls(root)
+            except FileExistsError:
+                number += 1
+
+    @classmethod
+    def open(cls, root: Path) -> RunStore:
+        store = cls(Path(root))
+        if not (store.root / RUN_FILE).is_file():
+            raise RunDirectoryError(f"{root} is not a pinning run directory (no {RUN_FILE})")
+        return store
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    # run.json / checkpoint.json --------------------------------------------------------------------
+
+    def write_run(self, data: dict[str, Any]) -> None:
+        atomic_write_json(self.root / RUN_FILE, {"schema_version": SCHEMA_VERSION, **data})
+
+    def read_run(self) -> dict[str, Any]:
+        return read_json(self.root / RUN_FILE)
+
+    def write_checkpoint(self, data: dict[str, Any]) -> None:
+        atomic_write_json(self.root / CHECKPOINT_FILE, data)
+
+    def read_checkpoint(self) -> dict[str, Any] | None:
+        path = self.root / CHECKPOINT_FILE
+        return read_json(path) if path.is_file() else None
+
+    # individuals ------------------------------------------------------------------------------------
+
+    def generation_dir(self, generation: int) -> Path:
+        return self.root / f"gen-{generation:03d}"
+
+    def individual_dir(self, generation: int, index: int) -> Path:
+        return self.generation_dir(generation) / f"ind-{index:03d}"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def save_batch_images(self, generation: int, index: int, images: torch.Tensor, seeds: Sequence[int]) -> list[str]:
+        folder = self.individual_dir(generation, index)
+        names = []
+        for i, (image, seed) in enumerate(zip(images, seeds)):
+            name = f"{i:02d}-{seed}.png"
+            save_png(folder / name, image)
+            names.append(name)
+        return names
+
+    def load_batch_images(self, record: IndividualRecord) -> torch.Tensor:
+        folder = self.individual_dir(record.generation, record.index)
+        return torch.stack([load_png(folder / name) for name in record.images])
+
+    def write_individual(self, record: IndividualRecord) -> None:
+        atomic_write_json(self.individual_dir(record.generation, record.index) / INDIVIDUAL_FILE, record.to_json())
+
+    def read_individual(self, generation: int, index: int) -> IndividualRecord | None:
+        path = self.individual_dir(generation, index) / INDIVIDUAL_FILE
+        if not path.is_file():
+            return None
+        return IndividualRecord.from_json(read_json(path))
+
+    def iter_individuals(self) -> Iterator[IndividualRecord]:
+        """Every complete individual, in (generation, index) order."""
+        for path in sorted(self.root.glob(f"gen-*/ind-*/{INDIVIDUAL_FILE}")):
+            yield IndividualRecord.from_json(read_json(path))
+
+    # generations ---------------------------------------------------------------------------------
+
+    def write_generation(self, record: GenerationRecord) -> None:
+        atomic_write_json(self.generation_dir(record.generation) / GENERATION_FILE, record.to_json())
+
+    def iter_generations(self) -> Iterator[GenerationRecord]:
+        for path in sorted(self.root.glob(f"gen-*/{GENERATION_FILE}")):
+            yield GenerationRecord.from_json(read_json(path))
+
+    # targets -------------------------------------------------------------------------------------
+
+    def save_targets(self, images: torch.Tensor) -> list[str]:
+        names = []
+        for i, image in enumerate(images):
+            name = f"{TARGETS_DIR}/target-{i:02d}.png"
+            save_png(self.root / name, image)
+            names.append(name)
+        return names
+
+    def load_targets(self, names: Sequence[str]) -> torch.Tensor:
+        return torch.stack([load_png(self.root / name) for name in names])
+
+    def save_masks(self, masks: torch.Tensor) -> list[str]:
+        """Masks [T, H, W] in [0, 1] as greyscale PNGs beside the targets."""
+        names = []
+        for i, mask in enumerate(masks):
+            name = f"{TARGETS_DIR}/mask-{i:02d}.png"
+            save_png(self.root / name, mask.expand(3, -1, -1))
+            names.append(name)
+        return names
+
+    def load_masks(self, names: Sequence[str]) -> torch.Tensor:
+        return torch.stack([load_png(self.root / name)[0] for name in names])
