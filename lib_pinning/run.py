@@ -303,8 +303,7 @@ class PinningRun:
                 generation, self.evaluations, summary.fitness_min, summary.fitness_mean,
                 summary.fitness_max, summary.best_so_far_fitness, summary.sigma,
             )
-        if reporter is not None:
-            reporter.update(self.store)
+        self._refresh_report(reporter, final=False)
         emit(self._event("generation", generation=generation, record=summary))
 
     def _evaluate_individual(self, generation: int, index: int, proposed: np.ndarray) -> IndividualRecord:
@@ -446,11 +445,7 @@ class PinningRun:
         self, status: str, error: str | None, emit: Callable[[RunEvent], None], reporter: Reporter | None
     ) -> RunResult:
         self._write_run_info(status, error)
-        if reporter is not None:
-            try:
-                reporter.update(self.store, final=True)
-            except Exception:  # a broken report must not hide the run's result
-                log.exception("writing the report failed")
+        self._refresh_report(reporter, final=True)
         emit(self._event("end", message=status))
         if self.best is None or self.baseline is None:
             raise RuntimeError(
@@ -462,6 +457,15 @@ class PinningRun:
             run_dir=self.store.root, status=status, best=self.best, baseline=self.baseline,
             generations_done=int(self.run_info["generations_done"]), evaluations=self.evaluations, error=error,
         )
+
+    def _refresh_report(self, reporter: Reporter | None, final: bool) -> None:
+        """A report that cannot be written (disk full, a plotting bug) must not cost the run."""
+        if reporter is None:
+            return
+        try:
+            reporter.update(self.store, final=final)
+        except Exception:
+            log.exception("refreshing the report failed; the run goes on (rebuild it with `report DIR`)")
 
     def _event(self, kind: str, generation: int = 0, record: Any = None, message: str = "") -> RunEvent:
         return RunEvent(
