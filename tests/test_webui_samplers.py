@@ -94,7 +94,7 @@ class RowRecorder:
 def test_loading_the_script_registers_every_sampler_once(webui: Any, names: list[str]) -> None:
     builtin = [s.name for s in webui.sd_samplers.all_samplers]
     loaded = webui.load_scripts()
-    assert [m.__name__ for m in loaded] == ["hyperbatch_samplers.py"]
+    assert [m.__name__ for m in loaded] == ["hyperbatch_samplers.py", "prompt_pinning.py"]
     sd_samplers = webui.sd_samplers
     assert _ours(webui) == names
     assert [s.name for s in sd_samplers.all_samplers] == builtin + names

@@ -1,0 +1,103 @@
+// Tooltips of the Prompt pinning script's UI. Generated from lib_pinning/options.py by
+// `python -m lib_pinning.webui.hints`: do not edit by hand (a test checks the two agree).
+(function() {
+    var byLabel = {
+        "Target images": "Images the batch should land on. Leave empty to use the unpinned prompt's first batch as the target.",
+        "Weight units": "What gets its own weight: each word (default: the finest unit a reader edits; commas and punctuation carry no meaning worth a dimension), each comma-separated phrase (fewest dimensions, fastest), or each CLIP token (the original tool's behaviour, most dimensions).",
+        "Image loss": "variety (default): mean + std of FLIP over the pairs within the batch, i.e. how much the images vary across seeds; target_distance: image-to-target pairs only (closeness to the targets); all_pairs: every pair of targets and images together (the original tool's loss: it also keeps the batch near the targets, which without target images are the unpinned prompt's batch).",
+        "Image loss weight": "Weight of the FLIP image loss in the total fitness. Allowed: a number in [0, 1000].",
+        "Distance penalty weight": "Weight of a penalty on the mean squared change of the weights from the prompt's own (0 disables): keeps the pinned prompt close to what you wrote. Allowed: a number in [0, 1000].",
+        "Target masks": "Optional greyscale masks, none or one per target image in the same order (an all-white mask for a target that counts everywhere): white areas count, black ones are ignored, greys count partly. Masks and targets must have the size of the generated images.",
+        "Aesthetic weight": "Weight of the LAION aesthetic score (CLIP ViT-L/14 + the improved aesthetic predictor) in the total fitness: higher-rated images are preferred (0 disables; the first use downloads about 1.7 GB of weights). Allowed: a number in [0, 1000].",
+        "Aesthetic spread penalty": "Penalty on the spread (std) of the aesthetic scores within a batch, relative to their mean: favours batches whose images are all good over a few great and a few poor ones. Allowed: a number in [0, 10].",
+        "Pin to tags": "Comma-separated tags the images should match, with emphasis weights as in a prompt, e.g. 'red hair, (smile:1.2)'. Scored by CLIP similarity (empty disables).",
+        "Pin away from tags": "Comma-separated tags the images should not match, same syntax as the tags.",
+        "Tag weight": "Weight of the tag similarity in the total fitness (used when tags are given). Allowed: a number in [0, 1000].",
+        "CLIP model": "CLIP model that scores the tags (architecture/weights). The aesthetic score always uses ViT-L-14/openai, which it was trained on; ViT-B-32 is faster for tags alone.",
+        "Models folder": "Folder for the CLIP and aesthetic weights (downloaded and verified there on first use). Empty: the WebUI's models folder (models/PromptPinning), or ~/.cache/sd-prompt-pinning outside the WebUI.",
+        "Combine objectives": "weighted_sum: one fitness, the weighted sum of the objectives (each normalised to its natural range, so the weights compare importance); pareto: each objective separately with multi-objective CMA-ES (the report shows the Pareto front; the run's best is still the lowest weighted sum).",
+        "CMA seed": "Seed of the search. Empty: derived from the image seed, so a run is reproducible. Allowed: an integer in [0, 4294967295] (or empty for automatic).",
+        "Generations": "Number of CMA-ES generations. Empty: 16 * floor(ln N) for N weights (at least 16). Allowed: an integer in [1, 10000] (or empty for automatic).",
+        "Initial centroid radius": "The search starts from a point drawn uniformly in [-r, r] per weight around the prompt's own weights; 0 (default) starts exactly at the prompt. The original tool used 0.25, a random start that only adds noise (docs/benchmarks.md). Allowed: a number in [0, 2].",
+        "Initial std": "Initial standard deviation (sigma) of the CMA-ES search distribution, in weight units; CMA-ES adapts it as it goes. 0.2 is a visible but moderate change of emphasis; the original tool's 0.05 barely changes an image and needs several times more batches (docs/benchmarks.md). Allowed: a number in [0.001, 2].",
+        "Size limit": "Largest allowed squared distance of the weight offsets from the prompt (0 disables). Enables the multi-objective strategy with a closest-valid penalty. Allowed: a number in [0, 10].",
+        "Size limit error": "Tolerance around the size limit. Empty: size limit / 100. Allowed: a number in [0, 10] (or empty for automatic).",
+        "Size limit weight": "Penalty weight for exceeding the size limit. Empty: size limit * 10. Allowed: a number in [0, 1000000] (or empty for automatic).",
+        "Lambda": "Children per generation. Empty: int(4 + 3 ln N). Allowed: an integer in [2, 1000] (or empty for automatic).",
+        "Mu": "Parents kept from the lambda children. Empty: int(lambda / 2). Allowed: an integer in [1, 1000] (or empty for automatic).",
+        "Recombination weights": "How fast the parents' recombination weights decrease with rank.",
+        "cs": "Cumulation constant for the step size. Empty: (mueff + 2) / (N + mueff + 3). Allowed: a number in [1e-09, 1] (or empty for automatic).",
+        "damps": "Damping for the step size. Empty: 1 + 2 max(0, sqrt((mueff - 1) / (N + 1)) - 1) + cs. Allowed: a number in [1e-09, 1000] (or empty for automatic).",
+        "ccum": "Cumulation constant for the covariance matrix. Empty: 4 / (N + 4). Allowed: a number in [1e-09, 1] (or empty for automatic).",
+        "ccov1": "Learning rate of the rank-one update. Empty: 2 / ((N + 1.3)^2 + mueff). Allowed: a number in [0, 1] (or empty for automatic).",
+        "ccovmu": "Learning rate of the rank-mu update. Empty: 2 (mueff - 2 + 1/mueff) / ((N + 2)^2 + mueff). Allowed: a number in [0, 1] (or empty for automatic).",
+        "Hyperbatch weights": "With a hyperbatch sampler, weight the loss of image pairs by the level of the split tree at which they parted.",
+        "Hyperbatch weights for other samplers": "Apply the split-tree weighting to plain samplers too, using the tree a hyperbatch sampler would have used (the images are independent then, so this only re-weights pairs).",
+        "Hyperbatch weight type": "Per tree level K: Geometric X^(scale/K), Exponential X*(0.5+scale)^K, Polynomial (1+X)^(scale*K).",
+        "Hyperbatch weight scale": "The scale in the hyperbatch weight formula. Allowed: a number in [0, 10].",
+        "Log generations to the console": "Log each generation's fitness statistics (min, mean, max, sigma) to the console."
+    };
+    var byElemId = {
+        "target_images": "Images the batch should land on. Leave empty to use the unpinned prompt's first batch as the target.",
+        "granularity": "What gets its own weight: each word (default: the finest unit a reader edits; commas and punctuation carry no meaning worth a dimension), each comma-separated phrase (fewest dimensions, fastest), or each CLIP token (the original tool's behaviour, most dimensions).",
+        "flip_loss": "variety (default): mean + std of FLIP over the pairs within the batch, i.e. how much the images vary across seeds; target_distance: image-to-target pairs only (closeness to the targets); all_pairs: every pair of targets and images together (the original tool's loss: it also keeps the batch near the targets, which without target images are the unpinned prompt's batch).",
+        "flip_weight": "Weight of the FLIP image loss in the total fitness. Allowed: a number in [0, 1000].",
+        "distance_weight": "Weight of a penalty on the mean squared change of the weights from the prompt's own (0 disables): keeps the pinned prompt close to what you wrote. Allowed: a number in [0, 1000].",
+        "target_masks": "Optional greyscale masks, none or one per target image in the same order (an all-white mask for a target that counts everywhere): white areas count, black ones are ignored, greys count partly. Masks and targets must have the size of the generated images.",
+        "aesthetic_weight": "Weight of the LAION aesthetic score (CLIP ViT-L/14 + the improved aesthetic predictor) in the total fitness: higher-rated images are preferred (0 disables; the first use downloads about 1.7 GB of weights). Allowed: a number in [0, 1000].",
+        "aesthetic_spread_weight": "Penalty on the spread (std) of the aesthetic scores within a batch, relative to their mean: favours batches whose images are all good over a few great and a few poor ones. Allowed: a number in [0, 10].",
+        "tags": "Comma-separated tags the images should match, with emphasis weights as in a prompt, e.g. 'red hair, (smile:1.2)'. Scored by CLIP similarity (empty disables).",
+        "negative_tags": "Comma-separated tags the images should not match, same syntax as the tags.",
+        "tag_weight": "Weight of the tag similarity in the total fitness (used when tags are given). Allowed: a number in [0, 1000].",
+        "clip_model": "CLIP model that scores the tags (architecture/weights). The aesthetic score always uses ViT-L-14/openai, which it was trained on; ViT-B-32 is faster for tags alone.",
+        "models_dir": "Folder for the CLIP and aesthetic weights (downloaded and verified there on first use). Empty: the WebUI's models folder (models/PromptPinning), or ~/.cache/sd-prompt-pinning outside the WebUI.",
+        "combine": "weighted_sum: one fitness, the weighted sum of the objectives (each normalised to its natural range, so the weights compare importance); pareto: each objective separately with multi-objective CMA-ES (the report shows the Pareto front; the run's best is still the lowest weighted sum).",
+        "cma_seed": "Seed of the search. Empty: derived from the image seed, so a run is reproducible. Allowed: an integer in [0, 4294967295] (or empty for automatic).",
+        "generations": "Number of CMA-ES generations. Empty: 16 * floor(ln N) for N weights (at least 16). Allowed: an integer in [1, 10000] (or empty for automatic).",
+        "centroid_radius": "The search starts from a point drawn uniformly in [-r, r] per weight around the prompt's own weights; 0 (default) starts exactly at the prompt. The original tool used 0.25, a random start that only adds noise (docs/benchmarks.md). Allowed: a number in [0, 2].",
+        "initial_std": "Initial standard deviation (sigma) of the CMA-ES search distribution, in weight units; CMA-ES adapts it as it goes. 0.2 is a visible but moderate change of emphasis; the original tool's 0.05 barely changes an image and needs several times more batches (docs/benchmarks.md). Allowed: a number in [0.001, 2].",
+        "size_limit": "Largest allowed squared distance of the weight offsets from the prompt (0 disables). Enables the multi-objective strategy with a closest-valid penalty. Allowed: a number in [0, 10].",
+        "size_limit_error": "Tolerance around the size limit. Empty: size limit / 100. Allowed: a number in [0, 10] (or empty for automatic).",
+        "size_limit_weight": "Penalty weight for exceeding the size limit. Empty: size limit * 10. Allowed: a number in [0, 1000000] (or empty for automatic).",
+        "cma_lambda": "Children per generation. Empty: int(4 + 3 ln N). Allowed: an integer in [2, 1000] (or empty for automatic).",
+        "cma_mu": "Parents kept from the lambda children. Empty: int(lambda / 2). Allowed: an integer in [1, 1000] (or empty for automatic).",
+        "cma_weights": "How fast the parents' recombination weights decrease with rank.",
+        "cma_cs": "Cumulation constant for the step size. Empty: (mueff + 2) / (N + mueff + 3). Allowed: a number in [1e-09, 1] (or empty for automatic).",
+        "cma_damps": "Damping for the step size. Empty: 1 + 2 max(0, sqrt((mueff - 1) / (N + 1)) - 1) + cs. Allowed: a number in [1e-09, 1000] (or empty for automatic).",
+        "cma_ccum": "Cumulation constant for the covariance matrix. Empty: 4 / (N + 4). Allowed: a number in [1e-09, 1] (or empty for automatic).",
+        "cma_ccov1": "Learning rate of the rank-one update. Empty: 2 / ((N + 1.3)^2 + mueff). Allowed: a number in [0, 1] (or empty for automatic).",
+        "cma_ccovmu": "Learning rate of the rank-mu update. Empty: 2 (mueff - 2 + 1/mueff) / ((N + 2)^2 + mueff). Allowed: a number in [0, 1] (or empty for automatic).",
+        "hyperbatch_weights": "With a hyperbatch sampler, weight the loss of image pairs by the level of the split tree at which they parted.",
+        "hyperbatch_weights_any_sampler": "Apply the split-tree weighting to plain samplers too, using the tree a hyperbatch sampler would have used (the images are independent then, so this only re-weights pairs).",
+        "hyperbatch_weight_type": "Per tree level K: Geometric X^(scale/K), Exponential X*(0.5+scale)^K, Polynomial (1+X)^(scale*K).",
+        "hyperbatch_weight_scale": "The scale in the hyperbatch weight formula. Allowed: a number in [0, 10].",
+        "cli_log": "Log each generation's fitness statistics (min, mean, max, sigma) to the console.",
+        "group_objective": "What the search minimises: the weights of the image loss, the aesthetic score, CLIP tags and the distance penalty, target masks, and the CLIP model and weights folder.",
+        "group_cma": "The CMA-ES search: starting point and step size, population (lambda, mu), learning rates and the size limit. Empty fields use the standard CMA-ES defaults for the number of weights.",
+        "group_hyperbatch": "How image pairs from a hyperbatch sampler are weighted by where they split.",
+        "group_advanced": "Logging and other options that do not change the result."
+    };
+    var slug = "prompt_pinning";
+
+    // The WebUI's hints.js shows titles[label] on the element whose text is the label.
+    if (typeof titles === "undefined") {
+        window.titles = {};
+    }
+    Object.assign(titles, byLabel);
+
+    // A translated label matches no key: put the tooltip on the component by its elem_id too.
+    function applyByElemId() {
+        var app = typeof gradioApp === "function" ? gradioApp() : document;
+        ["txt2img", "img2img"].forEach(function(tab) {
+            Object.keys(byElemId).forEach(function(key) {
+                var element = app.getElementById("script_" + tab + "_" + slug + "_" + key);
+                if (element && !element.title) {
+                    element.title = byElemId[key];
+                }
+            });
+        });
+    }
+    if (typeof onUiLoaded === "function") {
+        onUiLoaded(applyByElemId);
+    }
+})();

@@ -1,0 +1,255 @@
+"""`WebUIGenerator`: the engine's Generator protocol on top of the WebUI's `process_images`.
+
+One `process_images` call per individual, on a copy of the user's processing object `p` whose
+prompts are the individual's and whose seeds are the run's fixed seeds (`batch_size` = the number
+of seeds, `n_iter` = 1). Not one call per generation with a list of lambda prompts, because:
+
+- the batch is the unit the user sized for their memory (Batch size); lambda x batch rows at once
+  would not fit, and the WebUI would split them into batches of its own anyway;
+- a hyperbatch sampler grows one batch from one starting latent; rows with different prompts in
+  one batch would share early steps across individuals, which is not what a batch of one prompt
+  is scored for;
+- Interrupt / Skip / "stop generating" act per `process_images` call (the WebUI checks them between
+  batches, modules/processing.py:L935-L939 in v1.10.1), so a per-individual call is what lets the
+  run stop after the current individual, and an error (out of memory, an extension failing) costs
+  one individual, which the engine records, instead of a whole generation;
+- the Generator protocol the engine drives is per individual.
+
+The cost is one cond computation and one sampler construction per individual, small next to
+sampling; the WebUI's cond cache still serves repeated prompts (the baseline, re-evaluations).
+
+Everything else about the generation is the user's: sampler, schedule, steps, CFG, size, hires
+fix, styles, always-on scripts (ControlNet and the like run for every individual), override
+settings. The copy gets `do_not_save_samples` (unless "keep intermediate images" is on and the
+caller allowed saving) and `do_not_save_grid`, so the WebUI writes nothing per individual: the run
+directory holds every batch. The user's settings are never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from lib_pinning.generator import Batch, GenerationRequest
+from lib_pinning.run import RunStopped
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_PATHS: tuple[tuple[str, ...], ...] = (
+    ("cond_stage_model", "tokenizer"),  # A1111 SD 1.x: FrozenCLIPEmbedderWithCustomWords (sd_hijack_clip.py:L319)
+    ("cond_stage_model", "wrapped", "tokenizer"),  # the unhijacked FrozenCLIPEmbedder
+    ("conditioner", "embedders", "0", "tokenizer"),  # A1111 SDXL: the CLIP-L embedder
+    ("conditioner", "embedders", "0", "wrapped", "tokenizer"),
+    ("text_processing_engine", "tokenizer"),  # Forge SD 1.x / 2.x (backend/diffusion_engine/sd15.py:L39)
+    ("text_processing_engine_l", "tokenizer"),  # Forge SDXL / SD3 / Flux CLIP-L
+)
+"""Where the loaded model keeps its CLIP tokenizer. SD 2.x in A1111 uses open_clip's module-level
+tokenizer (no attribute), for which the engine's default (open_clip's SimpleTokenizer, the same
+vocabulary) is exact."""
+
+
+def model_tokenizer(sd_model: Any) -> Any | None:
+    """The loaded checkpoint's CLIP tokenizer, or None (the engine then loads its default)."""
+    for path in TOKENIZER_PATHS:
+        obj = sd_model
+        for name in path:
+            if obj is None:
+                break
+            if name.isdigit():
+                try:
+                    obj = obj[int(name)]
+                except (TypeError, IndexError, KeyError):
+                    obj = None
+            else:
+                obj = getattr(obj, name, None)
+        if obj is not None and (callable(obj) or hasattr(obj, "encode")):
+            return obj
+    return None
+
+
+def pil_to_tensor(image: Any) -> torch.Tensor:
+    """A PIL image -> float32 [3, H, W] in [0, 1] (alpha dropped, greyscale expanded)."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def steps_per_individual(p: Any) -> int:
+    """Sampling steps one individual's batch takes, as the console's total bar counts them.
+
+    txt2img: steps, plus the hires pass's (modules/processing.py:L1294-L1296 in v1.10.1);
+    img2img: the steps the denoising strength leaves (t_enc + 1 of setup_img2img_steps,
+    modules/sd_samplers_common.py:L22, which sample_img2img runs).
+    """
+    if getattr(p, "init_images", None) is not None:
+        try:
+            from modules import sd_samplers_common
+
+            _, t_enc = sd_samplers_common.setup_img2img_steps(p)
+            return int(t_enc) + 1
+        except (ImportError, AttributeError):
+            return int(p.steps)
+    steps = int(p.steps)
+    if getattr(p, "enable_hr", False):
+        steps += int(getattr(p, "hr_second_pass_steps", 0) or p.steps)
+    return steps
+
+
+def jobs_per_individual(p: Any) -> int:
+    """WebUI jobs (`state.nextjob()` calls) per process_images of one batch: 2 with the hires fix."""
+    return 2 if getattr(p, "enable_hr", False) and getattr(p, "init_images", None) is None else 1
+
+
+class WebUIGenerator:
+    """Generates an individual's batch with the WebUI (see the module docstring).
+
+    p: the user's processing object (never modified); processing, shared, sd_samplers: the WebUI's
+    modules (passed in so this class is importable without the WebUI); keep_intermediate: the
+    "keep intermediate images" setting; device: where the engine scores batches (its CLIP models
+    and FLIP), the WebUI's own device (modules/devices.py `device`, set at startup by
+    modules/shared_init.py:L27 in v1.10.1; Forge's devices.py:L52).
+    """
+
+    def __init__(self, p: Any, *, processing: Any, shared: Any, sd_samplers: Any = None,
+                 keep_intermediate: bool = False, device: Any = "cpu") -> None:
+        self.p = p
+        self.device = device if device is not None else "cpu"
+        self.processing = processing
+        self.shared = shared
+        self.sd_samplers = sd_samplers
+        self.keep_intermediate = keep_intermediate
+        self.extra_generation_params: dict[str, Any] = {}
+        self.infotexts: dict[tuple[str, str, tuple[int, ...]], list[str]] = {}
+        self.comments: dict[str, int] = {}
+        self.steps = int(p.steps)
+        """Sampling steps (the objective's planned hyperbatch tree for plain samplers reads it)."""
+
+    # the Generator protocol ------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest) -> Batch:
+        seeds = tuple(int(s) for s in request.seeds)
+        pc = self._copy(request)
+        started = time.perf_counter()
+        processed = self.processing.process_images(pc)
+        seconds = time.perf_counter() - started
+        state = self.shared.state
+        if state.interrupted or state.skipped:
+            # The sampler stopped mid-way (the CFG denoiser raises on these flags,
+            # modules/sd_samplers_cfg_denoiser.py:L157) and returned a half-denoised batch, or
+            # the flag arrived just after: either way this batch is not the individual's.
+            raise RunStopped("the WebUI was interrupted during this individual")
+        images, infotexts = self._batch_images(processed, pc, len(seeds))
+        if len(images) < len(seeds) and getattr(state, "stopping_generation", False):
+            raise RunStopped("'stop generating' arrived before this individual's batch started")
+        if len(images) != len(seeds):
+            raise RuntimeError(
+                f"the WebUI returned {len(images)} images for a batch of {len(seeds)} seeds "
+                f"(an extension changing the batch size?)"
+            )
+        self.infotexts[(request.prompt, request.negative_prompt, seeds)] = infotexts
+        self.comments.update(dict.fromkeys(getattr(pc, "comments", None) or {}, 1))
+        plan = self._growth(len(seeds))
+        return Batch(
+            images=torch.stack([pil_to_tensor(im) for im in images]),
+            seeds=seeds,
+            growth=plan,
+            model_rows=plan.model_rows() if plan is not None else len(seeds) * steps_per_individual(self.p),
+            timings={"webui": seconds},
+        )
+
+    def describe(self) -> dict[str, object]:
+        p = self.p
+        keys = ("sampler_name", "scheduler", "steps", "cfg_scale", "width", "height", "subseed",
+                "subseed_strength", "denoising_strength", "enable_hr", "hr_scale", "hr_upscaler",
+                "hr_second_pass_steps", "styles", "restore_faces", "tiling", "clip_skip")
+        settings = {k: _jsonable(getattr(p, k)) for k in keys if hasattr(p, k)}
+        model = getattr(self.shared, "sd_model", None)
+        info = getattr(model, "sd_checkpoint_info", None)
+        return {
+            "backend": "webui",
+            "mode": "img2img" if getattr(p, "init_images", None) is not None else "txt2img",
+            "settings": settings,
+            "model": getattr(info, "name_for_extra", None) or getattr(info, "title", None),
+            "model_hash": getattr(model, "sd_model_hash", None),
+            "override_settings": {k: _jsonable(v) for k, v in (getattr(p, "override_settings", None) or {}).items()},
+        }
+
+    # helpers -------------------------------------------------------------------------------------------
+
+    def infotexts_for(self, prompt: str, negative_prompt: str, seeds: tuple[int, ...]) -> list[str] | None:
+        """The WebUI's infotexts of an individual generated by this generator (None if it was not)."""
+        return self.infotexts.get((prompt, negative_prompt, tuple(int(s) for s in seeds)))
+
+    def _copy(self, request: GenerationRequest) -> Any:
+        """A copy of p for one individual; p itself is never changed."""
+        p = self.p
+        pc = copy.copy(p)
+        pc.prompt = request.prompt
+        pc.negative_prompt = request.negative_prompt
+        # A list seed gives each image exactly the run's seed (modules/processing.py:L901-L904 in v1.10.1).
+        pc.seed = [int(s) for s in request.seeds]
+        pc.batch_size = len(request.seeds)
+        pc.n_iter = 1
+        pc.do_not_save_samples = bool(p.do_not_save_samples) or not self.keep_intermediate
+        pc.do_not_save_grid = True
+        pc.extra_generation_params = {**(p.extra_generation_params or {}), **self.extra_generation_params}
+        pc.override_settings = dict(p.override_settings or {})  # process_images pops from it
+        pc.comments = {}
+        pc.styles = list(p.styles or [])
+        # An empty hires prompt follows the prompt (setup_prompts); one equal to the user's prompt
+        # was meant to follow it too.
+        if hasattr(p, "hr_prompt") and p.hr_prompt in ("", p.prompt):
+            pc.hr_prompt = ""
+        if hasattr(p, "hr_negative_prompt") and p.hr_negative_prompt in ("", p.negative_prompt):
+            pc.hr_negative_prompt = ""
+        return pc
+
+    def _batch_images(self, processed: Any, pc: Any, count: int) -> tuple[list[Any], list[str]]:
+        """The batch's images and infotexts out of a Processed.
+
+        The grid is off (do_not_save_grid), so images start at index_of_first_image; inpainting adds
+        the mask and/or the masked composite after each image when "return_mask" /
+        "return_mask_composite" are on (modules/processing.py:L1094-L1106 in v1.10.1); extensions
+        may append images after the batch (ControlNet's detected maps), which are ignored.
+        """
+        opts = self.shared.opts
+        has_mask = getattr(pc, "mask_for_overlay", None) is not None
+        stride = 1 + int(has_mask and bool(getattr(opts, "return_mask", False))) \
+            + int(has_mask and bool(getattr(opts, "return_mask_composite", False)))
+        first = int(getattr(processed, "index_of_first_image", 0) or 0)
+        images = list(processed.images[first::stride])[:count]
+        infotexts = list(getattr(processed, "infotexts", None) or [])[first:first + count]
+        return images, infotexts
+
+    def _growth(self, batch_size: int) -> Any:
+        """The hyperbatch split tree of the first pass, or None for a plain sampler."""
+        if self.sd_samplers is None:
+            return None
+        from samplers.growth import DEFAULT_SCHEDULE, GrowthPlan, plan_growth
+        from samplers.webui import GROWTH_ATTRIBUTE, MARKER_OPTION
+
+        config = self.sd_samplers.find_sampler_config(self.p.sampler_name)
+        if config is None or not (getattr(config, "options", None) or {}).get(MARKER_OPTION):
+            return None
+        schedule = getattr(self.p, GROWTH_ATTRIBUTE, None) or DEFAULT_SCHEDULE
+        if isinstance(schedule, GrowthPlan):
+            plan = schedule
+        else:
+            # txt2img: the first pass (the hires pass runs plain); img2img: the steps it runs
+            img2img = getattr(self.p, "init_images", None) is not None
+            plan = plan_growth(batch_size, steps_per_individual(self.p) if img2img else int(self.p.steps), schedule)
+        return None if plan.is_plain else plan
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)

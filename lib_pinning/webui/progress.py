@@ -1,0 +1,91 @@
+"""A pinning run's progress in the WebUI's terms, and the user's Interrupt / Skip / Stop.
+
+The WebUI's progress (the bar under the gallery, /sdapi/v1/progress, the console's total bar) is
+computed from `shared.state` (modules/progress.py:L102-L141 in v1.10.1: job_no / job_count plus
+the sampling step within the job) and `shared.total_tqdm`:
+
+- `state.job_count` = individuals in the run x WebUI jobs per individual (a batch is one job; the
+  hires fix adds one, modules/processing.py:L1298). `process_images` would set job_count itself
+  only while it is -1 (L929-L930) and doubles it for the hires fix unless
+  `state.processing_has_refined_job_count` is set (L1290-L1299), so this sets both once at the
+  start.
+- `state.job_no` advances by itself (`state.nextjob()` after every batch and hires pass); it is
+  set again from the engine's count after each individual, which keeps it right when an
+  individual failed before its batch was done.
+- `shared.total_tqdm.updateTotal(steps per individual x individuals)` sizes the console's total bar.
+- `state.textinfo` ("Pinning: generation g/G, individual i/lambda, best f") is shown before the
+  progress percentage (javascript/progressbar.js:L146-L147); it must stay on one line.
+
+Stopping. Interrupt sets `state.interrupted`, Skip `state.skipped`, "stop generating after the
+current image" (1.8+) `state.stopping_generation` (modules/shared_state.py:L75-L85). The engine
+asks `cancel()` before every individual; any of the three ends the run there, with the report
+written and the best individual so far returned. Interrupt and Skip also cut the current batch
+short (the CFG denoiser raises on them mid-sampling); `WebUIGenerator` drops such a batch. Skip
+normally means "skip this batch, go on with the next", but `process_images` clears
+`state.skipped` at the start of its next batch (L935-L936), so a run that went on would lose it:
+a pinning run treats Skip like Interrupt.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lib_pinning.run import RunEvent
+
+log = logging.getLogger(__name__)
+
+
+class WebUIProgress:
+    """Maps RunEvents to the WebUI's progress state; `cancel` reads the stop flags."""
+
+    def __init__(self, state: Any, total_tqdm: Any, *, lambda_: int, generations: int,
+                 steps_per_individual: int, jobs_per_individual: int = 1) -> None:
+        self.state = state
+        self.total_tqdm = total_tqdm
+        self.lambda_ = lambda_
+        self.generations = generations
+        self.steps_per_individual = steps_per_individual
+        self.jobs_per_individual = jobs_per_individual
+        self.stop_reason: str | None = None
+
+    def cancel(self) -> bool:
+        """True once the user pressed Interrupt, Skip or "stop generating"."""
+        state = self.state
+        for flag, reason in (("interrupted", "Interrupt"), ("skipped", "Skip"),
+                             ("stopping_generation", "Stop generating")):
+            if getattr(state, flag, False):
+                if self.stop_reason is None:
+                    self.stop_reason = reason
+                    log.info("pinning: %s pressed; stopping after the current individual", reason)
+                return True
+        return False
+
+    def start(self, total: int, done: int) -> None:
+        state = self.state
+        state.job_count = total * self.jobs_per_individual
+        state.processing_has_refined_job_count = True
+        state.job_no = done * self.jobs_per_individual
+        self.total_tqdm.updateTotal(total * self.steps_per_individual)
+
+    def on_event(self, event: RunEvent) -> None:
+        if event.kind == "start":
+            self.start(event.total, event.done)
+        elif event.kind in ("individual", "generation"):
+            self.state.job_no = event.done * self.jobs_per_individual
+        if event.kind != "end":
+            self.state.textinfo = self.text(event.done, event.best_fitness)
+
+    def text(self, done: int, best: float | None) -> str:
+        """What is being generated next: the baseline, or generation g's individual i."""
+        if done == 0:
+            where = "baseline batch"
+        else:
+            generation = (done - 1) // self.lambda_ + 1
+            index = (done - 1) % self.lambda_ + 1
+            if generation > self.generations:
+                where = f"generation {self.generations}/{self.generations} done"
+            else:
+                where = f"generation {generation}/{self.generations}, individual {index}/{self.lambda_}"
+        best_text = "" if best is None else f", best {best:.5g}"
+        return f"Pinning: {where}{best_text}"
