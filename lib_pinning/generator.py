@@ -112,7 +112,7 @@ class DemoPrompt(OptionsModel):
     """What the demo generates: the prompt, the negative prompt and the batch's seeds."""
 
     prompt: str = option(
-        "a red circle or a blue square, simple shapes, soft light",
+        "red circle, blue square, soft light",
         label="Prompt",
         help="Prompt in WebUI emphasis syntax; the toy model knows the shapes circle, square, triangle, "
         "ring, cross and the colours red, blue, green, yellow, purple (other words act as noise).",

@@ -276,11 +276,13 @@ class PinningOptions(OptionsModel):
         infotext="Pin units",
     )
     flip_loss: FlipLoss = option(
-        "all_pairs",
+        "variety",
         label="Image loss",
-        help="all_pairs: mean + std of FLIP over every pair of targets and images together (the "
-        "original loss); variety: pairs within the batch only (stability across seeds); "
-        "target_distance: image-to-target pairs only (closeness to the targets).",
+        help="variety (default): mean + std of FLIP over the pairs within the batch, i.e. how much "
+        "the images vary across seeds; target_distance: image-to-target pairs only (closeness to "
+        "the targets); all_pairs: every pair of targets and images together (the original tool's "
+        "loss: it also keeps the batch near the targets, which without target images are the "
+        "unpinned prompt's batch).",
         infotext="Pin loss",
     )
     flip_weight: float = option(
