@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from tqdm import tqdm
 
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
@@ -110,6 +111,9 @@ def _print_result(result: RunResult) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The toy model's tensors are small: extra intra-op threads only synchronise, and on a busy
+    # 2-core machine two threads made the demo 16x slower (docs/benchmarks.md).
+    torch.set_num_threads(1)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -301,7 +301,7 @@ def test_weighting_without_depths_falls_back_to_the_plain_summary(
     weighted = PinningObjective(None, "variety", level_weighting=LevelWeighting("Polynomial", 2.0))
     plain = PinningObjective(None, "variety")
     batch = Batch(images=candidates, seeds=(1, 2, 3, 4))
-    with caplog.at_level("WARNING", logger="lib_pinning.objectives.pinning"):
+    with caplog.at_level("DEBUG", logger="lib_pinning.objectives.pinning"):
         assert weighted.score(batch).value == plain.score(batch).value
         weighted.score(batch)
     assert caplog.text.count("no divergence depths") == 1

@@ -312,7 +312,8 @@ class PinningObjective:
         if self.level_weighting is not None and depth_source is not None:
             value = self._level_weighted(pairs, values, depth_source, components)
         elif self.level_weighting is not None and not self._warned_no_depths:
-            logger.warning("level weighting is enabled but no divergence depths are known: using mean + std")
+            # Expected with a plain sampler (hyperbatch weights are on by default): nothing to weight by.
+            logger.debug("level weighting is enabled but no divergence depths are known: using mean + std")
             self._warned_no_depths = True
         return Evaluation(
             value=float(value),
