@@ -504,20 +504,30 @@ class Hyperbatch:
         rows = x.shape[0]
         return self._model(x, sigma * x.new_ones([rows]), **self._extra_args(rows))
 
-    def _draw(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    def _draw(self, sigma: torch.Tensor, sigma_next: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Rows start..stop-1 of the noise draw at (sigma, sigma_next).
+
+        A noise sampler whose rows are independent pure functions of their own seed (it offers
+        `draw_rows`, e.g. SeededBrownianNoise) is asked for those rows only: the values are the
+        same, and a per-seed Brownian tree query costs more than a toy model call. Any other
+        sampler (the WebUI's sequential generators) is drawn for all B images and sliced.
+        """
         if self._noise_sampler is None:
             raise RuntimeError("this sampler was set up without a noise sampler")
+        draw_rows = getattr(self._noise_sampler, "draw_rows", None)
+        if draw_rows is not None:
+            return draw_rows(sigma, sigma_next, start, stop)
         noise = self._noise_sampler(sigma, sigma_next)
         if noise.shape[0] != self.batch_size:
             raise ValueError(
                 f"noise_sampler returned {noise.shape[0]} rows; a hyperbatch noise sampler must "
                 f"return one row per image ({self.batch_size})"
             )
-        return noise
+        return noise[start:stop]
 
     def noise(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         """Noise for the active rows: row r of a full B-row draw, from image r's seed."""
-        return self._draw(sigma, sigma_next)[: self.rows]
+        return self._draw(sigma, sigma_next, 0, self.rows)
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         if self.plan is None:
@@ -541,7 +551,7 @@ class Hyperbatch:
         if self._split_refresh is not None:
             rho = self._split_refresh
             sigma = self.sigmas[i]
-            eps = self._draw(sigma, self.sigmas[i + 1])[before:rows]
+            eps = self._draw(sigma, self.sigmas[i + 1], before, rows)
             parent_x = self.state.x[before:]
             parent_d = denoised[before:]
             refreshed = parent_d + math.sqrt(1.0 - rho * rho) * (parent_x - parent_d) + rho * sigma * eps

@@ -123,11 +123,16 @@ class SeededBrownianNoise:
         return cls(seeds, x.shape[1:], positive.min(), sigmas.max(), device=x.device, dtype=x.dtype)
 
     def __call__(self, sigma: Any, sigma_next: Any) -> torch.Tensor:
+        return self.draw_rows(sigma, sigma_next, 0, len(self._trees))
+
+    def draw_rows(self, sigma: Any, sigma_next: Any, start: int, stop: int) -> torch.Tensor:
+        """Rows start..stop-1 of the draw: only those images' trees are queried (each row is a pure
+        function of its own seed, so the values equal those rows of a full draw)."""
         t0, t1 = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
         low, high, sign = (t0, t1, 1) if t0 < t1 else (t1, t0, -1)
         with warnings.catch_warnings():
             # Sigmas rebuilt as exp(-(-log sigma)) (DPM++ SDE) overshoot the tree's end points by
             # an ulp; torchsde clamps them, as it should, but warns on every such query.
             warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
-            w = torch.stack([tree(low, high) for tree in self._trees]) * sign
+            w = torch.stack([tree(low, high) for tree in self._trees[start:stop]]) * sign
         return w / (t1 - t0).abs().sqrt()

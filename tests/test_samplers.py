@@ -646,3 +646,14 @@ def test_zero_steps_return_the_input():
     x = torch.randn(3, 2, DIM)
     out = sample_dpmpp_2m_hyperbatch(MixtureDenoiser(), x, torch.tensor([1.0]), disable=True)
     assert out is x
+
+
+def test_brownian_rows_equal_the_rows_of_a_full_draw():
+    """Hyperbatch queries only the active images' trees; the values must not change."""
+    from samplers.noise import SeededBrownianNoise
+
+    full = SeededBrownianNoise([3, 4, 5, 6], (2, 4, 4), 0.1, 10.0)
+    part = SeededBrownianNoise([3, 4, 5, 6], (2, 4, 4), 0.1, 10.0)
+    s, s_next = torch.tensor(5.0), torch.tensor(2.5)
+    assert torch.equal(part.draw_rows(s, s_next, 1, 3), full(s, s_next)[1:3])
+    assert torch.equal(part(s, s_next), full(s, s_next))

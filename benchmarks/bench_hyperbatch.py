@@ -1,0 +1,1250 @@
+"""Hyperbatch vs plain sampling: model rows, wall time and batch variety.
+
+A hyperbatch sampler starts a batch of B images from one latent and splits it during sampling
+(1 -> 2 -> 4 ... -> B), so the early steps are shared. That saves model rows, but shared steps also
+make the images more alike, and pinning measures exactly how alike a prompt's images are. This
+benchmark puts numbers on both sides of that trade on the embedded toy model, for every sampler the
+toy backend offers, batch sizes B and step counts S, and the growth schedules "even" (the default),
+"late" (cheaper) and "none" (the plain sampler):
+
+* model rows: `Batch.model_rows` of the generated batch (one row per image per denoiser call), its
+  ratio to the plain sampler's rows, checked against `SamplerInfo.cost_ratio(plan)` (the plan's
+  arithmetic) -- the run fails if a single batch disagrees;
+* wall time per batch (median over the batches of a configuration) and its ratio to plain, and the
+  same for the time spent inside the denoiser alone (the part a real UNet makes dominant);
+* variety: `PinningObjective(None, "variety")` (mean + std of FLIP over all pairs of the batch),
+  hyperbatch relative to plain over the same prompts and seeds (ratio of the means), and the
+  fraction of image pairs whose images sit nearest to different prototypes
+  (`ToyModel.nearest_prototype`), for both.
+
+Plain and hyperbatch batches use the same seeds (common random numbers) and run interleaved, so a
+change in the machine's load hits both. Prompts span looseness: a tight prompt (few prototypes
+plausible), a medium and a loose one.
+
+With `--unet` (and a GPU: `--device cuda`) the same samplers drive a randomly initialised UNet with
+Stable Diffusion 1.5's shapes (4x64x64 latents for 512x512 images, 320 base channels, channel
+multipliers 1-2-4-4, cross-attention on 77x768 context; 859.5M parameters), built here from plain
+torch modules, with classifier-free guidance batched the way the WebUI does it (cond and uncond
+rows in one UNet call). That measures wall-clock speed-ups where the model, not the sampler's
+bookkeeping, costs the time. `--unet-tiny` builds the same architecture with 32 base channels and
+runs it wherever (the CPU), to exercise that code path.
+
+Usage:
+    python benchmarks/bench_hyperbatch.py                          # quick profile (toy, CPU)
+    python benchmarks/bench_hyperbatch.py --profile full           # every toy sampler on the grid
+    python benchmarks/bench_hyperbatch.py --no-toy --unet --device cuda
+    python benchmarks/bench_hyperbatch.py --no-toy --unet-tiny     # UNet code path, tiny, CPU
+    ... --update-doc docs/benchmarks.md                            # write the section of that file
+
+Profiles: "quick" (the default, about 5 minutes on 2 shared cores) runs euler_ancestral and
+dpmpp_2m on the whole grid (B 4/8/16, S 20/30; three prompts x four seed sets = 12 batches per
+schedule and cell) and the Brownian-noise SDE samplers at B=8, S=20 only (three prompts x two seed
+sets): on the toy model their per-seed Brownian trees, queried for all B images at every step, cost
+far more than the denoiser. "full" runs every toy sampler on the whole grid, the SDE samplers still
+with two seed sets (10 minutes at a load average of 4 on 2 cores, about three times that at 7-8).
+Wall-time medians are over a cell's batches, which differ in prompt and seeds but not in cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
+from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
+from lib_pinning.toy import ToyModel  # noqa: E402
+from samplers import SAMPLERS, GrowthPlan, SamplerInfo, SeededBrownianNoise, SeededNoise  # noqa: E402
+from samplers.growth import plan_growth  # noqa: E402
+from samplers.schedules import get_sigmas_exponential, get_sigmas_karras  # noqa: E402
+
+logger = logging.getLogger("bench_hyperbatch")
+
+SECTION = "## Hyperbatch samplers (bench_hyperbatch.py)"
+TOY_SUBSECTION = "### Toy model (CPU)"
+"""The toy results' heading; the profile name is appended (`toy_heading`), so a quick run does
+not overwrite a full run's tables."""
+UNET_SUBSECTION = "### SD 1.5-shaped UNet"
+
+GROWTHS: tuple[str, ...] = ("none", "even", "late")
+"""Growth schedules compared; "none" is the plain sampler every ratio is taken against."""
+
+PROMPTS: tuple[tuple[str, str], ...] = (
+    ("tight", "red circle"),
+    ("medium", "a red circle, blue square, simple shapes"),
+    ("loose", "a photo of a shape, detailed, soft light"),
+)
+"""(label, prompt), tight to loose: at cfg 1 the toy gives them 4.7, 6.1 and 8.5 effective
+prototypes (exp of the mixture weights' entropy), so hyperbatch variety is compared where a plain
+batch varies little and where it varies a lot."""
+
+NEGATIVE_PROMPT = ""
+CFG_SCALE = 1.5
+"""The toy backend's default guidance (the toy's calibrated range is cfg 1 to 2)."""
+
+SEED_BASE = 1000
+TARGET_ROWS_RATIO = 0.47
+"""The issue's target: at most this fraction of a plain batch's model rows at B=8, S=20, "even"."""
+TARGET_POINT = (8, 20)
+
+BATCH_SIZES: tuple[int, ...] = (4, 8, 16)
+STEPS: tuple[int, ...] = (20, 30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Toy model measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def toy_samplers() -> tuple[str, ...]:
+    """The hyperbatch samplers the toy backend accepts, in registry order.
+
+    Asked of `ToySettings` itself (it validates the name), so a sampler added to both the registry
+    and the backend is benchmarked without touching this file.
+    """
+    names = []
+    for name in SAMPLERS:
+        try:
+            ToySettings(sampler=name)
+        except ValueError:
+            logger.debug("toy backend does not offer %s", name)
+            continue
+        names.append(name)
+    return tuple(names)
+
+
+def uses_brownian_noise(info: SamplerInfo) -> bool:
+    """True for samplers that query per-seed Brownian trees at every step (slow on the toy)."""
+    return bool(info.stochastic and info.webui_options.get("brownian_noise"))
+
+
+def toy_scheduler(info: SamplerInfo) -> str:
+    """The sampler's WebUI default schedule where the toy backend has it, else Karras."""
+    scheduler = info.webui_options.get("scheduler")
+    return scheduler if scheduler in ("karras", "exponential") else "karras"
+
+
+def seed_set(index: int, batch_size: int) -> tuple[int, ...]:
+    """Seeds of the index-th seed set: consecutive seeds, disjoint between sets."""
+    start = SEED_BASE + 1000 * index
+    return tuple(range(start, start + batch_size))
+
+
+class TimedToyModel(ToyModel):
+    """The toy denoiser, also accumulating the seconds spent inside its calls.
+
+    Separating denoiser time from the sampler's own bookkeeping and the noise draws shows which
+    part of a toy batch's wall time would grow into UNet time on a real model.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seconds = 0.0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        started = time.perf_counter()
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+@dataclass
+class ConfigResult:
+    """Every batch generated for one (sampler, B, S, growth) configuration.
+
+    plan: the growth plan the generator used (plain for "none").
+    expected_rows: plan.model_rows(evals): what the plan's arithmetic says a batch costs.
+    plain_rows: B x sum(evals): what the plain sampler evaluates.
+    plan_cost_ratio: SamplerInfo.cost_ratio(plan).
+    The lists hold one entry per generated batch, in generation order.
+    """
+
+    sampler: str
+    batch_size: int
+    steps: int
+    growth: str
+    plan: GrowthPlan
+    expected_rows: int
+    plain_rows: int
+    plan_cost_ratio: float
+    model_rows: list[int] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+    model_s: list[float] = field(default_factory=list)
+    variety: list[float] = field(default_factory=list)
+    distinct_pairs: list[float] = field(default_factory=list)
+    prompt_labels: list[str] = field(default_factory=list)
+
+    @property
+    def rows_ok(self) -> bool:
+        """Every batch evaluated exactly the rows its plan says."""
+        return bool(self.model_rows) and all(r == self.expected_rows for r in self.model_rows)
+
+    @property
+    def median_wall_s(self) -> float:
+        return statistics.median(self.wall_s)
+
+    @property
+    def median_model_s(self) -> float:
+        return statistics.median(self.model_s)
+
+    def mean_of(self, values: Sequence[float], prompt: str | None = None) -> float:
+        """Mean of a per-batch list, optionally over one prompt's batches only."""
+        picked = [v for v, p in zip(values, self.prompt_labels) if prompt is None or p == prompt]
+        return statistics.fmean(picked) if picked else math.nan
+
+
+def distinct_prototype_fraction(model: ToyModel, images: torch.Tensor) -> float:
+    """Fraction of image pairs i < j whose nearest prototypes differ."""
+    nearest = model.nearest_prototype(images)
+    i, j = torch.triu_indices(len(nearest), len(nearest), offset=1)
+    return float((nearest[i] != nearest[j]).double().mean())
+
+
+def _generator(sampler: str, steps: int, growth: str, model: ToyModel) -> ToyGenerator:
+    settings = ToySettings(
+        sampler=sampler,
+        growth=growth,
+        scheduler=toy_scheduler(SAMPLERS[sampler]),
+        steps=steps,
+        cfg_scale=CFG_SCALE,
+    )
+    generator = ToyGenerator(settings, model.config)
+    # The generator's own model swapped for the shared timed one: same config, so the same
+    # denoiser; shared, so its caches are warm across configurations.
+    generator.model = model
+    return generator
+
+
+def measure(
+    sampler: str,
+    batch_size: int,
+    steps: int,
+    *,
+    growths: Sequence[str] = GROWTHS,
+    prompts: Sequence[tuple[str, str]] = PROMPTS,
+    seed_sets: int = 1,
+    score: bool = True,
+    model: TimedToyModel | None = None,
+    objective: PinningObjective | None = None,
+) -> dict[str, ConfigResult]:
+    """Generate len(prompts) x seed_sets batches per growth schedule; one result per schedule.
+
+    For each (seed set, prompt) the schedules run back to back with the same seeds, so every
+    schedule sees the same prompts, seeds and (nearly) the same machine load. score=False skips
+    the FLIP and prototype scoring (rows and times only).
+    """
+    info = SAMPLERS[sampler]
+    model = model if model is not None else TimedToyModel()
+    if score and objective is None:
+        objective = PinningObjective(None, "variety")
+    evals = info.evals(steps)
+    generators = {g: _generator(sampler, steps, g, model) for g in growths}
+    results: dict[str, ConfigResult] = {}
+    for growth, generator in generators.items():
+        plan = generator.growth_plan(batch_size)
+        results[growth] = ConfigResult(
+            sampler=sampler,
+            batch_size=batch_size,
+            steps=steps,
+            growth=growth,
+            plan=plan,
+            expected_rows=plan.model_rows(evals),
+            plain_rows=plan.plain_model_rows(evals),
+            plan_cost_ratio=info.cost_ratio(plan),
+        )
+    for index in range(seed_sets):
+        seeds = seed_set(index, batch_size)
+        for label, prompt in prompts:
+            request = GenerationRequest(prompt, NEGATIVE_PROMPT, seeds)
+            for growth, generator in generators.items():
+                result = results[growth]
+                model_before = model.seconds
+                started = time.perf_counter()
+                batch: Batch = generator.generate(request)
+                result.wall_s.append(time.perf_counter() - started)
+                result.model_s.append(model.seconds - model_before)
+                result.model_rows.append(batch.model_rows)
+                result.prompt_labels.append(label)
+                if (batch.growth is None) != result.plan.is_plain:
+                    raise RuntimeError(f"{sampler} {growth}: batch.growth disagrees with the plan")
+                if score:
+                    assert objective is not None
+                    result.variety.append(objective.score_images(batch.images).value)
+                    result.distinct_pairs.append(distinct_prototype_fraction(model, batch.images))
+    return results
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One hyperbatch configuration against the plain one of the same sampler, B and S."""
+
+    hyper: ConfigResult
+    plain: ConfigResult
+
+    @property
+    def rows_ratio(self) -> float:
+        """Measured rows over the plain sampler's measured rows."""
+        return self.hyper.model_rows[0] / self.plain.model_rows[0]
+
+    @property
+    def time_ratio(self) -> float:
+        return self.hyper.median_wall_s / self.plain.median_wall_s
+
+    @property
+    def model_time_ratio(self) -> float:
+        return self.hyper.median_model_s / self.plain.median_model_s
+
+    def variety_ratio(self, prompt: str | None = None) -> float:
+        """Mean variety of the hyperbatch batches over that of the plain batches."""
+        return self.hyper.mean_of(self.hyper.variety, prompt) / self.plain.mean_of(self.plain.variety, prompt)
+
+    @property
+    def checks_out(self) -> bool:
+        """Rows match the plan in every batch, the plain rows are B x evals, and the measured
+        ratio equals SamplerInfo.cost_ratio."""
+        return (
+            self.hyper.rows_ok
+            and self.plain.rows_ok
+            and self.plain.model_rows[0] == self.hyper.plain_rows
+            and math.isclose(self.rows_ratio, self.hyper.plan_cost_ratio, rel_tol=1e-12)
+        )
+
+
+@dataclass(frozen=True)
+class ToyJob:
+    """One (sampler, B, S) cell of a profile and how many seed sets it gets."""
+
+    sampler: str
+    batch_size: int
+    steps: int
+    seed_sets: int
+
+
+def profile_jobs(
+    profile: str,
+    samplers: Sequence[str],
+    batch_sizes: Sequence[int],
+    steps_list: Sequence[int],
+    seed_sets: int | None,
+) -> list[ToyJob]:
+    """The cells a profile runs (see the module docstring for why the SDE samplers get less)."""
+    jobs = []
+    for sampler in samplers:
+        slow = uses_brownian_noise(SAMPLERS[sampler])
+        for steps in steps_list:
+            for batch_size in batch_sizes:
+                if slow and profile == "quick" and (batch_size, steps) != TARGET_POINT:
+                    continue
+                sets = seed_sets if seed_sets is not None else (2 if slow else 4)
+                jobs.append(ToyJob(sampler, batch_size, steps, sets))
+    return jobs
+
+
+def warm_up(model: TimedToyModel, samplers: Iterable[str], objective: PinningObjective) -> None:
+    """One small batch per sampler and prompt, so caches and lazy initialisation are not timed."""
+    for sampler in samplers:
+        measure(sampler, 4, 8, growths=("none", "even"), seed_sets=1, model=model, objective=objective)
+
+
+def run_toy(jobs: Sequence[ToyJob], prompts: Sequence[tuple[str, str]] = PROMPTS) -> list[Comparison]:
+    """Measure every job; one Comparison per hyperbatch schedule and job."""
+    model = TimedToyModel()
+    objective = PinningObjective(None, "variety")
+    warm_up(model, sorted({job.sampler for job in jobs}), objective)
+    comparisons = []
+    for number, job in enumerate(jobs, 1):
+        started = time.perf_counter()
+        results = measure(
+            job.sampler, job.batch_size, job.steps, prompts=prompts, seed_sets=job.seed_sets,
+            model=model, objective=objective,
+        )
+        for growth in GROWTHS[1:]:
+            comparison = Comparison(results[growth], results["none"])
+            comparisons.append(comparison)
+            if not comparison.checks_out:
+                logger.error(
+                    "row accounting mismatch: %s B=%d S=%d %s measured %s, plan %d, plain %s",
+                    job.sampler, job.batch_size, job.steps, growth,
+                    results[growth].model_rows, results[growth].expected_rows, results["none"].model_rows,
+                )
+        logger.info(
+            "[%d/%d] %s B=%d S=%d: %d batches per schedule in %.1f s",
+            number, len(jobs), job.sampler, job.batch_size, job.steps,
+            job.seed_sets * len(prompts), time.perf_counter() - started,
+        )
+    return comparisons
+
+
+# ---------------------------------------------------------------------------------------------
+# Toy tables
+# ---------------------------------------------------------------------------------------------
+
+
+def toy_heading(profile: str) -> str:
+    return f"{TOY_SUBSECTION}, {profile} profile"
+
+
+@dataclass(frozen=True)
+class OverheadProbe:
+    """Median milliseconds of the two costs that dominate toy wall times (see `probe_overheads`)."""
+
+    denoiser_call_ms: float
+    first_tree_query_ms: float
+    later_tree_query_ms: float
+    batch_size: int
+
+
+def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> OverheadProbe:
+    """Time one toy denoiser call on `batch_size` rows against Brownian-tree queries for as many seeds.
+
+    The toy denoiser costs about a millisecond, while the per-seed Brownian trees the SDE samplers
+    (and DPM++ 2M's split refresh) query are pure-Python bisections; measuring both explains the
+    toy's wall-time ratios, which on a real UNet would be dominated by the model instead.
+    """
+    model = ToyModel()
+    sigmas = get_sigmas_karras(steps, model.sigma_min, model.sigma_max)
+    seeds = seed_set(0, batch_size)
+    x = SeededNoise(seeds, model.image_shape).first() * sigmas[0]
+    args = model.extra_args([PROMPTS[0][1]] * batch_size, cond_scale=CFG_SCALE)
+    call, first, later = [], [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model(x, sigmas[0] * x.new_ones([batch_size]), **args)
+        call.append(time.perf_counter() - started)
+        noise = SeededBrownianNoise.from_sigmas(seeds, x, sigmas)
+        started = time.perf_counter()
+        noise(sigmas[steps // 2], sigmas[steps // 2 + 1])
+        first.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        noise(sigmas[steps // 2 + 1], sigmas[steps // 2 + 2])
+        later.append(time.perf_counter() - started)
+    return OverheadProbe(
+        1e3 * statistics.median(call), 1e3 * statistics.median(first), 1e3 * statistics.median(later), batch_size
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.1f}"
+
+
+def cost_table(comparisons: Sequence[Comparison]) -> str:
+    lines = [
+        "| sampler | B | S | schedule | rows (hyper / plain) | rows ratio | `cost_ratio` | check "
+        "| wall ms plain | wall ms hyper | wall ratio | denoiser-time ratio |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for c in comparisons:
+        h, p = c.hyper, c.plain
+        lines.append(
+            f"| {h.sampler} | {h.batch_size} | {h.steps} | {h.growth} | {h.model_rows[0]} / {p.model_rows[0]} "
+            f"| {c.rows_ratio:.3f} | {h.plan_cost_ratio:.3f} | {'ok' if c.checks_out else 'MISMATCH'} "
+            f"| {_ms(p.median_wall_s)} | {_ms(h.median_wall_s)} | {c.time_ratio:.2f} | {c.model_time_ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def diversity_table(comparisons: Sequence[Comparison]) -> str:
+    lines = [
+        "| sampler | B | S | schedule | batches | variety plain | variety hyper | variety ratio "
+        "| different-prototype pairs plain | hyper |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in comparisons:
+        h, p = c.hyper, c.plain
+        lines.append(
+            f"| {h.sampler} | {h.batch_size} | {h.steps} | {h.growth} | {len(h.variety)} "
+            f"| {p.mean_of(p.variety):.4f} | {h.mean_of(h.variety):.4f} | {c.variety_ratio():.3f} "
+            f"| {p.mean_of(p.distinct_pairs):.2f} | {h.mean_of(h.distinct_pairs):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def prompt_table(comparisons: Sequence[Comparison], prompts: Sequence[tuple[str, str]], point: tuple[int, int]) -> str:
+    """Variety ratio and different-prototype pairs per prompt, at one (B, S)."""
+    picked = [c for c in comparisons if (c.hyper.batch_size, c.hyper.steps) == point]
+    header = "| sampler | schedule | " + " | ".join(
+        f"{label}: variety ratio | {label}: diff. pairs plain / hyper" for label, _ in prompts
+    ) + " |"
+    lines = [header, "|---|---|" + "---:|---:|" * len(prompts)]
+    for c in picked:
+        cells = []
+        for label, _ in prompts:
+            cells.append(f"{c.variety_ratio(label):.3f}")
+            cells.append(
+                f"{c.plain.mean_of(c.plain.distinct_pairs, label):.2f} / {c.hyper.mean_of(c.hyper.distinct_pairs, label):.2f}"
+            )
+        lines.append(f"| {c.hyper.sampler} | {c.hyper.growth} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def schedule_summary(comparisons: Sequence[Comparison]) -> str:
+    """Per schedule, over every measured cell: the spread of cost and what variety it keeps."""
+    lines = [
+        "| schedule | cells | rows ratio (min - max) | rows ratio at B=8, S=20 | wall ratio (median) "
+        "| variety ratio (mean) | different-prototype pairs, hyper / plain (mean) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for growth in GROWTHS[1:]:
+        cells = [c for c in comparisons if c.hyper.growth == growth]
+        if not cells:
+            continue
+        rows = [c.rows_ratio for c in cells]
+        target = sorted({f"{c.rows_ratio:.3f}" for c in cells if (c.hyper.batch_size, c.hyper.steps) == TARGET_POINT})
+        plain_distinct = statistics.fmean(c.plain.mean_of(c.plain.distinct_pairs) for c in cells)
+        hyper_distinct = statistics.fmean(c.hyper.mean_of(c.hyper.distinct_pairs) for c in cells)
+        lines.append(
+            f"| {growth} | {len(cells)} | {min(rows):.3f} - {max(rows):.3f} | {', '.join(target) or '-'} "
+            f"| {statistics.median(c.time_ratio for c in cells):.2f} "
+            f"| {statistics.fmean(c.variety_ratio() for c in cells):.3f} "
+            f"| {hyper_distinct:.2f} / {plain_distinct:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def schedule_lines(comparisons: Sequence[Comparison]) -> list[str]:
+    """One sentence per schedule: what it costs and what variety it keeps, from the measurements."""
+    lines = []
+    for growth, role in (("even", "default"), ("late", "lower-cost setting")):
+        cells = [c for c in comparisons if c.hyper.growth == growth]
+        if not cells:
+            continue
+        rows = [c.rows_ratio for c in cells]
+        at_target = [c.rows_ratio for c in cells if (c.hyper.batch_size, c.hyper.steps) == TARGET_POINT]
+        variety = statistics.fmean(c.variety_ratio() for c in cells)
+        hyper_distinct = statistics.fmean(c.hyper.mean_of(c.hyper.distinct_pairs) for c in cells)
+        plain_distinct = statistics.fmean(c.plain.mean_of(c.plain.distinct_pairs) for c in cells)
+        target = f" ({min(at_target):.3f} to {max(at_target):.3f} at B=8, S=20)" if at_target else ""
+        line = (
+            f"- \"{growth}\" ({role}): {min(rows):.3f} to {max(rows):.3f} of the plain model rows{target}; "
+            f"keeps {variety:.2f} of the plain batches' FLIP variety on average, and "
+            f"{hyper_distinct:.2f} of its image pairs are on different prototypes against {plain_distinct:.2f} "
+            "for plain batches"
+        )
+        if hyper_distinct < 0.01:
+            line += (
+                ": its first split comes after the toy has settled on a prototype, so a batch's images "
+                "differ only in detail and a loose prompt looks as pinned as a tight one"
+            )
+        lines.append(line + ".")
+    return lines
+
+
+def target_lines(comparisons: Sequence[Comparison]) -> list[str]:
+    """The issue's target, checked per sampler at B=8, S=20 with the default schedule."""
+    lines = []
+    for c in comparisons:
+        if (c.hyper.batch_size, c.hyper.steps) == TARGET_POINT and c.hyper.growth == "even":
+            verdict = "met" if c.rows_ratio <= TARGET_ROWS_RATIO else "NOT met"
+            lines.append(
+                f"- {c.hyper.sampler}: {c.rows_ratio:.3f} of the plain rows at B=8, S=20, even "
+                f"(target <= {TARGET_ROWS_RATIO}): {verdict}"
+            )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# SD 1.5-shaped UNet (random weights), for wall-clock speed-ups on a GPU
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """UNet hyperparameters; `sd15()` has Stable Diffusion 1.5's, `tiny()` the same layout, small."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 320
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (0, 1, 2)
+    num_heads: int = 8
+    context_dim: int = 768
+    context_tokens: int = 77
+    groups: int = 32
+
+    @classmethod
+    def sd15(cls) -> UNetConfig:
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> UNetConfig:
+        return cls(model_channels=32, num_heads=2, context_dim=32)
+
+    @property
+    def time_embed_dim(self) -> int:
+        return 4 * self.model_channels
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (fractional) timesteps t [n] -> [n, dim] (cos half, then sin half)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, with the time embedding added in between; 1x1 skip on a width change."""
+
+    def __init__(self, channels: int, out_channels: int, emb_dim: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.conv1 = nn.Conv2d(channels, out_channels, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_channels)
+        self.norm2 = nn.GroupNorm(groups, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head attention (self when context is None), through scaled_dot_product_attention."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(context_dim, dim, bias=False)
+        self.to_v = nn.Linear(context_dim, dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        n, length, dim = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(n, t.shape[1], self.heads, dim // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context)))
+        return self.to_out(out.transpose(1, 2).reshape(n, length, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, cross-attention on the text context, GEGLU feed-forward; pre-norm residuals."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, context_dim, heads)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff_in = nn.Linear(dim, 8 * dim)  # GEGLU: value and gate, 4 x dim each
+        self.ff_out = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        value, gate = self.ff_in(self.norm3(x)).chunk(2, dim=-1)
+        return x + self.ff_out(value * F.gelu(gate))
+
+
+class SpatialTransformer(nn.Module):
+    """Feature map -> tokens -> one transformer block -> feature map, as in SD 1.x (1x1 conv projections)."""
+
+    def __init__(self, channels: int, config: UNetConfig) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(config.groups, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, channels, 1)
+        self.block = TransformerBlock(channels, config.context_dim, config.num_heads)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)
+        tokens = self.block(tokens, context)
+        return x + self.proj_out(tokens.transpose(1, 2).reshape(n, c, h, w))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNetStage(nn.ModuleList):
+    """Layers applied in order, each given what it takes (ResBlock: emb, SpatialTransformer: context)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context)
+            else:
+                x = layer(x)
+        return x
+
+
+class UNet(nn.Module):
+    """An eps-predicting UNet with SD 1.x's layout: UNet(x [n,4,h,w], t [n], context [n,77,C]) -> eps.
+
+    Written here from torch modules so that no download and no diffusers install is needed; the
+    weights are random (only the cost matters). With `UNetConfig.sd15()` it has 859,520,964
+    parameters, the count of SD 1.5's UNet, which checks the shapes.
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.groups
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.input_blocks = nn.ModuleList([UNetStage([nn.Conv2d(config.in_channels, mc, 3, padding=1)])])
+        skips = [mc]
+        ch = mc
+        last = len(config.channel_mult) - 1
+        for level, mult in enumerate(config.channel_mult):
+            for _ in range(config.num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, mult * mc, emb_dim, groups)]
+                ch = mult * mc
+                if level in config.attention_levels:
+                    layers.append(SpatialTransformer(ch, config))
+                self.input_blocks.append(UNetStage(layers))
+                skips.append(ch)
+            if level != last:
+                self.input_blocks.append(UNetStage([Downsample(ch)]))
+                skips.append(ch)
+        self.middle = UNetStage(
+            [ResBlock(ch, ch, emb_dim, groups), SpatialTransformer(ch, config), ResBlock(ch, ch, emb_dim, groups)]
+        )
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(config.channel_mult))):
+            for i in range(config.num_res_blocks + 1):
+                layers = [ResBlock(ch + skips.pop(), mult * mc, emb_dim, groups)]
+                ch = mult * mc
+                if level in config.attention_levels:
+                    layers.append(SpatialTransformer(ch, config))
+                if level and i == config.num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(UNetStage(layers))
+        self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(ch, config.out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))
+        hs = []
+        h = x
+        for block in self.input_blocks:
+            h = block(h, emb, context)
+            hs.append(h)
+        h = self.middle(h, emb, context)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, hs.pop()], dim=1), emb, context)
+        return self.out(h)
+
+
+class EpsDenoiser:
+    """k-diffusion-convention denoiser around an eps-predicting UNet, with classifier-free guidance.
+
+    SD 1.x's discrete schedule (1000 steps, scaled-linear betas 0.00085 to 0.012) gives the sigma
+    range and the sigma -> timestep map (interpolated in log sigma). Each call evaluates the cond
+    and uncond rows of the active images in one UNet call (2n rows), as the WebUI's CFG denoiser
+    does; `rows` counts n per call, the same convention as `ToyModel.rows_evaluated`.
+    """
+
+    def __init__(self, unet: UNet, dtype: torch.dtype) -> None:
+        self.unet = unet
+        self.dtype = dtype
+        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        sigmas = ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
+        self.log_sigmas = sigmas.log().float()
+        self.sigma_min = float(sigmas[0])
+        self.sigma_max = float(sigmas[-1])
+        self.rows = 0
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Fractional timestep whose sigma is `sigma` (linear in log sigma between table entries)."""
+        table = self.log_sigmas.to(sigma.device)
+        log_sigma = sigma.float().log()
+        high = torch.searchsorted(table, log_sigma).clamp(1, len(table) - 1)
+        low = high - 1
+        w = ((log_sigma - table[low]) / (table[high] - table[low])).clamp(0.0, 1.0)
+        return low.float() + w
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        cond_scale: float = 7.0,
+        **_unused: Any,
+    ) -> torch.Tensor:
+        n = x.shape[0]
+        self.rows += n
+        c_in = (sigma.float() ** 2 + 1.0).rsqrt()[:, None, None, None]
+        x_in = (x * c_in).to(self.dtype).repeat(2, 1, 1, 1)
+        t = self.sigma_to_t(sigma).repeat(2)
+        context = torch.cat([cond, uncond]).to(self.dtype)
+        eps_cond, eps_uncond = self.unet(x_in, t, context).float().chunk(2)
+        eps = eps_uncond + cond_scale * (eps_cond - eps_uncond)
+        return x - eps * sigma.float()[:, None, None, None]
+
+
+@dataclass
+class UNetRow:
+    """Wall-clock seconds for one sampler / B / S / schedule on the UNet."""
+
+    sampler: str
+    batch_size: int
+    steps: int
+    growth: str
+    rows: int
+    expected_rows: int
+    seconds: list[float]
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def sample_unet_batch(
+    denoiser: EpsDenoiser,
+    info: SamplerInfo,
+    seeds: Sequence[int],
+    sigmas: torch.Tensor,
+    latent_shape: tuple[int, int, int],
+    extra_args: Mapping[str, Any],
+    growth: str,
+) -> torch.Tensor:
+    """One batch with the WebUI's noise arrangement (per-seed generators, per-seed Brownian trees)."""
+    device = sigmas.device
+    noise = SeededNoise(seeds, latent_shape, device=device)
+    x = noise.first() * sigmas[0]
+    noise_sampler: Callable[[Any, Any], torch.Tensor] = (
+        SeededBrownianNoise.from_sigmas(seeds, x, sigmas) if info.webui_options.get("brownian_noise") else noise
+    )
+    return info.function(
+        denoiser, x, sigmas, extra_args=dict(extra_args), disable=True, noise_sampler=noise_sampler, growth=growth
+    )
+
+
+def run_unet(
+    config: UNetConfig,
+    device: torch.device,
+    samplers: Sequence[str],
+    batch_sizes: Sequence[int],
+    steps_list: Sequence[int],
+    repeats: int,
+    image_size: int,
+    growths: Sequence[str] = GROWTHS,
+) -> tuple[list[UNetRow], int]:
+    """Time every sampler / B / S / schedule on a random UNet; returns the rows and its parameter count.
+
+    Per (sampler, B, S): one untimed warm-up round, then `repeats` rounds, each running every
+    schedule once back to back (so load drift hits all schedules alike); medians are reported.
+    """
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    with device:
+        # Initialised on the device itself: random init of 860M parameters on a CPU takes long.
+        unet = UNet(config).eval()
+    parameters = sum(p.numel() for p in unet.parameters())
+    unet = unet.to(dtype=dtype)
+    denoiser = EpsDenoiser(unet, dtype)
+    latent_shape = (config.in_channels, image_size // 8, image_size // 8)
+    generator = torch.Generator().manual_seed(1)
+    context_shape = (1, config.context_tokens, config.context_dim)
+    cond_row = torch.randn(context_shape, generator=generator).to(device=device, dtype=dtype)
+    uncond_row = torch.randn(context_shape, generator=generator).to(device=device, dtype=dtype)
+    out: list[UNetRow] = []
+    for sampler in samplers:
+        info = SAMPLERS[sampler]
+        schedule = get_sigmas_exponential if toy_scheduler(info) == "exponential" else get_sigmas_karras
+        for steps in steps_list:
+            sigmas = schedule(steps, denoiser.sigma_min, denoiser.sigma_max, device=device)
+            for batch_size in batch_sizes:
+                seeds = seed_set(0, batch_size)
+                extra_args = {
+                    "cond": cond_row.expand(batch_size, -1, -1),
+                    "uncond": uncond_row.expand(batch_size, -1, -1),
+                    "cond_scale": 7.0,
+                }
+                rows = {
+                    g: UNetRow(
+                        sampler, batch_size, steps, g, 0,
+                        plan_growth(batch_size, steps, g).model_rows(info.evals(steps)), [],
+                    )
+                    for g in growths
+                }
+                for round_ in range(repeats + 1):
+                    for growth in growths:
+                        _sync(device)
+                        rows_before = denoiser.rows
+                        started = time.perf_counter()
+                        latents = sample_unet_batch(denoiser, info, seeds, sigmas, latent_shape, extra_args, growth)
+                        _sync(device)
+                        elapsed = time.perf_counter() - started
+                        if latents.shape[0] != batch_size or not torch.isfinite(latents).all():
+                            raise RuntimeError(f"{sampler} {growth}: bad result {tuple(latents.shape)}")
+                        rows[growth].rows = denoiser.rows - rows_before
+                        if round_:
+                            rows[growth].seconds.append(elapsed)
+                for row in rows.values():
+                    logger.info(
+                        "unet %s B=%d S=%d %s: %.3f s (rows %d, plan %d)",
+                        sampler, batch_size, steps, row.growth, row.median_s, row.rows, row.expected_rows,
+                    )
+                out.extend(rows.values())
+    return out, parameters
+
+
+def unet_table(rows: Sequence[UNetRow]) -> str:
+    plain = {(r.sampler, r.batch_size, r.steps): r for r in rows if r.growth == "none"}
+    lines = [
+        "| sampler | B | S | schedule | rows ratio | check | s plain | s hyper | wall ratio | speed-up |",
+        "|---|---:|---:|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.growth == "none":
+            continue
+        p = plain[(r.sampler, r.batch_size, r.steps)]
+        ok = r.rows == r.expected_rows and p.rows == p.expected_rows
+        lines.append(
+            f"| {r.sampler} | {r.batch_size} | {r.steps} | {r.growth} | {r.rows / p.rows:.3f} "
+            f"| {'ok' if ok else 'MISMATCH'} | {p.median_s:.3f} | {r.median_s:.3f} "
+            f"| {r.median_s / p.median_s:.2f} | {p.median_s / r.median_s:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def machine(threads: int) -> str:
+    """nproc, CPU model, torch and python versions, threads, GPU: one line for the report."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = [
+        f"nproc {nproc}",
+        f"CPU {model}",
+        f"torch {torch.__version__}",
+        f"torch threads {threads}",
+        f"python {platform.python_version()}",
+    ]
+    if torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name(0)}")
+    return ", ".join(parts)
+
+
+CODE_PATHS: tuple[str, ...] = ("samplers", "lib_pinning/generator.py", "lib_pinning/toy.py", "lib_pinning/objectives")
+"""The code a toy measurement depends on; its git state goes into the report."""
+
+
+def code_version() -> str:
+    """The git commit the measured code came from, and which of `CODE_PATHS` had local changes.
+
+    Figures from a run on uncommitted code can not be reproduced from the commit alone; saying so
+    in the report keeps a reader from comparing them with a later run as if they were.
+    """
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    if not changed:
+        return f"git {head}, no local changes under {', '.join(CODE_PATHS)}"
+    return f"git {head} plus local changes in {', '.join(line[3:] for line in changed)}"
+
+
+def _load() -> str:
+    return "%.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else "n/a"
+
+
+SECTION_INTRO = (
+    "Hyperbatch samplers start a batch from one latent and split it during sampling, so early "
+    "steps are shared: fewer model rows, at some cost in variety. Ratios are hyperbatch over the "
+    "plain sampler (schedule \"none\") with the same prompts and seeds; model rows count one row "
+    "per image per denoiser call (with CFG the UNet evaluates twice that, for plain and hyperbatch "
+    "alike). Regenerate a subsection with the command it shows."
+)
+
+
+def toy_report(
+    comparisons: Sequence[Comparison],
+    profile: str,
+    command: str,
+    info: str,
+    elapsed: float,
+    loads: tuple[str, str],
+    prompts: Sequence[tuple[str, str]],
+    probe: OverheadProbe,
+    code: str,
+) -> str:
+    """The toy subsection: setup, the issue's target, the schedule summary and the three tables.
+
+    code: `code_version()` taken before the measurements started (the code that was imported).
+    """
+    batches = sorted({len(c.hyper.variety) for c in comparisons})
+    parts = [
+        f"Command: `{command}` ({profile} profile)",
+        "",
+        f"Code: {code}.",
+        "",
+        f"Machine: {info}. The machine was shared with other jobs (1-minute load average "
+        f"{loads[0]} before, {loads[1]} after, on {os.cpu_count()} cores), so wall times are "
+        "noisy; plain and hyperbatch batches ran interleaved, which keeps their ratios fairer than "
+        f"the absolute times. Run time: {elapsed / 60:.1f} min.",
+        "",
+        f"Toy model: 64x64, cfg {CFG_SCALE}, each sampler on its WebUI default schedule (Karras; "
+        "exponential for DPM++ 2M SDE). Prompts: "
+        + "; ".join(f"{label} \"{prompt}\"" for label, prompt in prompts)
+        + f". {' or '.join(str(b) for b in batches)} batches per schedule and cell (prompts x seed "
+        "sets, the same for every schedule); wall times are medians over them.",
+        "",
+        "Issue target (at most 0.47 of the plain sampler's model rows at B=8, S=20, default schedule):",
+        "",
+        *target_lines(comparisons),
+        "",
+        "Per schedule, over all measured cells:",
+        "",
+        *schedule_lines(comparisons),
+        "",
+        schedule_summary(comparisons),
+        "",
+        "Cost. `cost_ratio` is `SamplerInfo.cost_ratio(plan)`; check = every batch's "
+        "`Batch.model_rows` equals `plan.model_rows(evals)` and the plain batches' equal B x evals. "
+        "Denoiser-time ratio: time inside the toy denoiser only.",
+        "",
+        cost_table(comparisons),
+        "",
+        f"Reading the wall times: one toy denoiser call on {probe.batch_size} rows took "
+        f"{probe.denoiser_call_ms:.1f} ms, the first query of {probe.batch_size} per-seed Brownian trees "
+        f"{probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
+        f"{probe.later_tree_query_ms:.0f} ms (medians, same run). The trees are queried for all B images "
+        "whatever the active rows (an image's noise must not depend on its batch), so the SDE samplers "
+        "spend most of a toy batch drawing noise, as much for a hyperbatch as for a plain batch, and "
+        "DPM++ 2M, whose plain solver draws no noise at all, pays for the trees at every split (the "
+        "copies' noise refresh), which can make its hyperbatch slower than plain here. On a real "
+        "UNet the model's share dominates (see the UNet subsection). The denoiser-time ratio follows "
+        "the rows only loosely on the toy: a call's fixed overhead is comparable to its per-row work, "
+        "and a hyperbatch makes as many calls as a plain batch, on fewer rows.",
+        "",
+        "Diversity. Variety = `PinningObjective(None, \"variety\")` (mean + std of FLIP over all pairs "
+        "of a batch), averaged over the batches; ratio = hyperbatch mean / plain mean. Different-"
+        "prototype pairs: fraction of image pairs whose images are nearest to different prototypes "
+        "(`ToyModel.nearest_prototype`); pairs on the same prototype differ only in detail.",
+        "",
+        diversity_table(comparisons),
+        "",
+        f"By prompt at B={TARGET_POINT[0]}, S={TARGET_POINT[1]} (fewer batches each, so noisier):",
+        "",
+        prompt_table(comparisons, prompts, TARGET_POINT),
+    ]
+    return "\n".join(parts)
+
+
+def _replace_block(text: str, heading: str, body: str) -> str:
+    """`text` with the block under `heading` (up to the next ## or ### heading) set to `body`."""
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^##+ |\Z)", re.S | re.M)
+    block = f"{heading}\n\n{body.strip()}\n\n"
+    if pattern.search(text):
+        return pattern.sub(lambda _m: block, text, count=1)
+    return text.rstrip() + "\n\n" + block
+
+
+def update_doc(path: Path, subsections: Mapping[str, str]) -> None:
+    """Write the given subsections into this benchmark's section of `path`, leaving the rest.
+
+    Other sections of the file belong to other benchmarks: the file is read just before it is
+    written (and replaced atomically) to keep the window for clobbering a concurrent edit small.
+    """
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    match = pattern.search(text)
+    section = match.group(0) if match else f"{SECTION}\n\n{SECTION_INTRO}\n\n"
+    for heading, body in subsections.items():
+        section = _replace_block(section, heading, body)
+    section = section.rstrip() + "\n\n"
+    text = text[: match.start()] + section + text[match.end():] if match else text.rstrip() + "\n\n" + section
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text.rstrip() + "\n")
+    os.replace(tmp, path)
+
+
+def resolve_unet_device(requested: str, tiny: bool) -> torch.device | None:
+    """The device for the UNet timing, or None (with a logged reason) when it must be skipped."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        if not tiny:
+            logger.warning("CUDA is not available: skipping the full-size UNet timing")
+            return None
+        logger.warning("CUDA is not available: running the tiny UNet on the CPU")
+        return torch.device("cpu")
+    if requested == "cpu" and not tiny:
+        logger.warning(
+            "the full-size UNet needs CUDA (--device cuda); skipping it "
+            "(--unet-tiny exercises the same code path on the CPU)"
+        )
+        return None
+    return torch.device(requested)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
+    parser.add_argument("--samplers", nargs="+", default=None, help="default: every sampler the toy offers")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
+    parser.add_argument("--seed-sets", type=int, default=None, help="override the profile's seed sets per cell")
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help=f"use the first N of the {len(PROMPTS)} prompts")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
+    parser.add_argument("--no-toy", action="store_true", help="skip the toy-model measurements")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device of the UNet timing")
+    parser.add_argument("--unet", action="store_true", help="time a random SD 1.5-shaped UNet (needs CUDA)")
+    parser.add_argument("--unet-tiny", action="store_true", help="the same UNet with 32 base channels (any device)")
+    parser.add_argument("--unet-size", type=int, default=None, help="image side in pixels (default 512; tiny 128)")
+    parser.add_argument("--unet-steps", type=int, nargs="+", default=[20])
+    parser.add_argument("--unet-batch-sizes", type=int, nargs="+", default=None, help="default: --batch-sizes")
+    parser.add_argument("--unet-samplers", nargs="+", default=None, help="default: every registered sampler")
+    parser.add_argument("--unet-repeats", type=int, default=2, help="timed rounds after one warm-up round")
+    parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/bench_hyperbatch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command.strip()
+    info = machine(args.threads)
+    code = code_version()
+    subsections: dict[str, str] = {}
+    failed = False
+
+    if not args.no_toy:
+        available = toy_samplers()
+        samplers = args.samplers or list(available)
+        unknown = [s for s in samplers if s not in available]
+        if unknown:
+            parser.error(f"the toy backend does not offer {unknown}; choose from {list(available)}")
+        skipped = [s for s in SAMPLERS if s not in available]
+        if skipped:
+            logger.info("not on the toy backend (ToySettings does not offer them): %s", ", ".join(skipped))
+        prompts = PROMPTS[: max(1, args.prompts)]
+        jobs = profile_jobs(args.profile, samplers, args.batch_sizes, args.steps, args.seed_sets)
+        loads = (_load(), "")
+        started = time.perf_counter()
+        comparisons = run_toy(jobs, prompts)
+        elapsed = time.perf_counter() - started
+        loads = (loads[0], _load())
+        failed = not all(c.checks_out for c in comparisons)
+        probe = probe_overheads()
+        body = toy_report(comparisons, args.profile, command, info, elapsed, loads, prompts, probe, code)
+        if skipped:
+            described = ", ".join(
+                f"{name} ({SAMPLERS[name].evals_per_step} model evaluation(s) per step)" for name in skipped
+            )
+            body += (
+                f"\n\nNot on the toy backend (`ToySettings` does not offer it): {described}; its row counts "
+                "follow from `SamplerInfo.cost_ratio` like those of the samplers above."
+            )
+        subsections[toy_heading(args.profile)] = body
+        print(body)
+        print(f"\ntoy measurements took {elapsed:.0f} s")
+
+    if args.unet or args.unet_tiny:
+        device = resolve_unet_device(args.device, args.unet_tiny)
+        if device is None:
+            print("UNet timing skipped: no CUDA device (use --device cuda on a GPU machine, or --unet-tiny)")
+        else:
+            config = UNetConfig.tiny() if args.unet_tiny else UNetConfig.sd15()
+            size = args.unet_size or (128 if args.unet_tiny else 512)
+            samplers = args.unet_samplers or list(SAMPLERS)
+            started = time.perf_counter()
+            rows, parameters = run_unet(
+                config, device, samplers, args.unet_batch_sizes or args.batch_sizes, args.unet_steps,
+                args.unet_repeats, size,
+            )
+            elapsed = time.perf_counter() - started
+            failed = failed or any(r.rows != r.expected_rows for r in rows)
+            kind = "tiny (32 base channels; a code-path check, not a speed figure)" if args.unet_tiny else "SD 1.5 shapes"
+            gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+            body = "\n".join([
+                f"Command: `{command}`",
+                "",
+                f"Machine: {info}; UNet on {device.type} ({gpu}), "
+                f"{'float16' if device.type == 'cuda' else 'float32'}. Run time: {elapsed / 60:.1f} min.",
+                "",
+                f"Random-weight UNet, {kind}: {parameters:,} parameters, {size}x{size} images "
+                f"({config.in_channels}x{size // 8}x{size // 8} latents), CFG 7 batched as cond + uncond "
+                f"rows in one call, per-seed noise as in the WebUI. Median of {args.unet_repeats} timed "
+                "rounds after a warm-up round; speed-up = plain seconds / hyperbatch seconds.",
+                "",
+                unet_table(rows),
+            ])
+            if args.unet_tiny:
+                heading = f"{UNET_SUBSECTION}: tiny code-path check"
+                body += (
+                    "\n\nThe full-size figures need CUDA: `python benchmarks/bench_hyperbatch.py --no-toy "
+                    "--unet --device cuda --update-doc docs/benchmarks.md` writes them under "
+                    f"\"{UNET_SUBSECTION}\" (a run longer than a machine's command limit can be split "
+                    "with --unet-samplers)."
+                )
+            else:
+                heading = UNET_SUBSECTION
+            subsections[heading] = body
+            print(body)
+
+    if args.update_doc is not None and subsections:
+        update_doc(args.update_doc, subsections)
+        logger.info("updated %s", args.update_doc)
+    if failed:
+        logger.error("row accounting mismatch: see the tables")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

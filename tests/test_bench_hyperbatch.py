@@ -1,0 +1,84 @@
+"""Smoke test of benchmarks/bench_hyperbatch.py, so the benchmark cannot silently rot.
+
+It runs the benchmark's own measuring function on a tiny configuration and checks the row
+accounting the published tables rest on: a hyperbatch batch evaluates exactly the rows its growth
+plan says, a plain batch B x evals, and their ratio is `SamplerInfo.cost_ratio`. The UNet code
+path is checked with a very small UNet on a few steps.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import bench_hyperbatch as bench
+from samplers import SAMPLERS
+
+
+def test_measure_accounts_rows_exactly():
+    info = SAMPLERS["euler_ancestral"]
+    results = bench.measure(
+        "euler_ancestral", 4, 8, growths=("none", "even", "late"), prompts=bench.PROMPTS[:2], seed_sets=1
+    )
+    evals = info.evals(8)
+    plain = results["none"]
+    assert plain.plan.is_plain
+    assert plain.model_rows == [4 * sum(evals)] * 2
+    for growth in ("even", "late"):
+        hyper = results[growth]
+        assert not hyper.plan.is_plain and hyper.plan.schedule == growth
+        assert hyper.model_rows == [hyper.plan.model_rows(evals)] * 2
+        comparison = bench.Comparison(hyper, plain)
+        assert comparison.checks_out
+        assert math.isclose(comparison.rows_ratio, info.cost_ratio(hyper.plan))
+        assert comparison.rows_ratio < 1.0
+        # every batch was timed and scored
+        assert len(hyper.wall_s) == len(hyper.variety) == len(hyper.distinct_pairs) == 2
+        assert all(0.0 <= d <= 1.0 for d in hyper.distinct_pairs)
+        assert all(v > 0.0 for v in hyper.variety)
+    assert results["late"].expected_rows < results["even"].expected_rows
+
+
+def test_tables_and_doc_section(tmp_path: Path):
+    results = bench.measure("dpmpp_2m", 4, 8, growths=("none", "even"), prompts=bench.PROMPTS[:1])
+    comparisons = [bench.Comparison(results["even"], results["none"])]
+    for table in (bench.cost_table(comparisons), bench.diversity_table(comparisons)):
+        assert table.count("\n") == 2 and "dpmpp_2m" in table
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other (other.py)\n\nkeep me\n")
+    bench.update_doc(doc, {bench.toy_heading("quick"): "first"})
+    bench.update_doc(doc, {bench.toy_heading("quick"): "second", bench.UNET_SUBSECTION: "unet"})
+    text = doc.read_text()
+    assert "keep me" in text and "second" in text and "first" not in text and "unet" in text
+    assert text.count(bench.SECTION) == 1
+
+
+def test_quick_profile_trims_only_the_brownian_samplers():
+    jobs = bench.profile_jobs("quick", ["euler_ancestral", "dpmpp_sde"], [4, 8], [20, 30], None)
+    assert {(j.batch_size, j.steps) for j in jobs if j.sampler == "euler_ancestral"} == {
+        (4, 20), (8, 20), (4, 30), (8, 30)
+    }
+    assert [(j.batch_size, j.steps) for j in jobs if j.sampler == "dpmpp_sde"] == [bench.TARGET_POINT]
+
+
+def test_unet_code_path_runs_and_counts_rows():
+    config = bench.UNetConfig(model_channels=32, channel_mult=(1, 2), attention_levels=(1,), num_heads=2, context_dim=16)
+    rows, parameters = bench.run_unet(
+        config, torch.device("cpu"), ["euler_ancestral"], [4], [6], repeats=1, image_size=64, growths=("none", "even")
+    )
+    assert parameters > 0
+    by_growth = {r.growth: r for r in rows}
+    assert by_growth["none"].rows == 4 * 6
+    assert by_growth["even"].rows == by_growth["even"].expected_rows < 4 * 6
+    assert "euler_ancestral" in bench.unet_table(rows)
+
+
+def test_full_size_unet_is_skipped_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the skip path is not taken")
+    assert bench.resolve_unet_device("cuda", tiny=False) is None
+    assert bench.resolve_unet_device("cpu", tiny=False) is None
+    assert bench.resolve_unet_device("cuda", tiny=True) == torch.device("cpu")
