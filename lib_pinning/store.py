@@ -23,9 +23,9 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -116,8 +116,24 @@ def load_png(path: Path) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+class _JsonRecord:
+    """JSON form of a record dataclass: its fields plus the schema version; reading ignores keys a
+    newer version added, so an older extension can still read a newer run directory."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[_R], data: dict[str, Any]) -> _R:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_R = TypeVar("_R", bound=_JsonRecord)
+
+
 @dataclass
-class IndividualRecord:
+class IndividualRecord(_JsonRecord):
     """One evaluated individual: the content of its batch_stats.json."""
 
     generation: int
@@ -150,17 +166,10 @@ class IndividualRecord:
         """What "best" means across a run: the weighted loss plus any size-limit penalty."""
         return self.loss + self.penalty
 
-    def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> IndividualRecord:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
-class GenerationRecord:
+class GenerationRecord(_JsonRecord):
     """Statistics of one generation (generation.json), as the CMA plots need them."""
 
     generation: int
@@ -180,14 +189,6 @@ class GenerationRecord:
     centroid: list[float]
     seconds: float
     failed: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GenerationRecord:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
