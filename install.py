@@ -8,8 +8,7 @@ output, and the WebUI starts anyway (the script then says which features will no
 
 What is checked (A1111 1.10.1's requirements_versions.txt and Forge's already bring numpy 1.26,
 Pillow, tqdm, torchsde 0.2.6, open-clip-torch 2.20, safetensors, transformers (and with it regex),
-gradio (and with it jinja2 and matplotlib), scikit-image (and with it imageio); only DEAP is
-normally missing):
+gradio (and with it jinja2 and matplotlib); only DEAP is normally missing):
 
 - REQUIRED: installed with `launch.run_pip` when `launch.is_installed` says they are missing.
   Versions known to work beside the WebUI's pins; deap 1.4.4 is pure Python (with moocore, which has
@@ -48,7 +47,6 @@ class Requirement:
 REQUIRED: tuple[Requirement, ...] = (
     Requirement("deap", "deap==1.4.4", "1.4", "the CMA-ES optimizer"),
     Requirement("matplotlib", "matplotlib>=3.6,<4", "3.6", "the report's plots"),
-    Requirement("imageio", "imageio>=2.25,<3", "2.25", "the report's GIFs"),
     Requirement("jinja2", "jinja2>=3.0,<4", "3.0", "the report page"),
     Requirement("torchsde", "torchsde==0.2.6", "0.2.5", "the SDE hyperbatch samplers' noise"),
     Requirement("regex", "regex", "2022.1.18", "token granularity (CLIP pre-tokens)"),

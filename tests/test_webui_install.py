@@ -61,10 +61,10 @@ def test_nothing_is_installed_when_everything_is_there() -> None:
 
 
 def test_only_the_missing_packages_are_installed_with_protective_constraints(caplog: pytest.LogCaptureFixture) -> None:
-    launch = FakeLaunch(ALL - {"deap", "imageio"})
+    launch = FakeLaunch(ALL - {"deap", "jinja2"})
     with caplog.at_level(logging.INFO):
         assert install.install(launch) == []
-    assert [c.split('"')[1] for c in launch.pip_calls] == ["deap==1.4.4", "imageio>=2.25,<3"]
+    assert [c.split('"')[1] for c in launch.pip_calls] == ["deap==1.4.4", "jinja2>=3.0,<4"]
     for constraints in launch.constraints:
         pinned = dict(line.split("==", 1) for line in constraints.split())
         assert pinned.get("torch") == importlib.metadata.version("torch")

@@ -171,7 +171,7 @@ def _reporter(notes: list[str]) -> Any:
         from lib_pinning.report import Reporter
 
         return Reporter()
-    except Exception as e:  # an ImportError of matplotlib/imageio/jinja2, or a broken install
+    except Exception as e:  # an ImportError of matplotlib/jinja2, or a broken install
         log.warning("prompt pinning: the report is unavailable: %s", e)
         notes.append(f"No report: {e} (see the extension's install messages).")
         return None
