@@ -109,11 +109,16 @@ def save_png(path: Path, image: torch.Tensor) -> None:
         raise
 
 
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image -> float32 [3, H, W] in [0, 1] (alpha dropped, greyscale expanded)."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
 def load_png(path: Path) -> torch.Tensor:
     """-> [3, H, W] float32 in [0, 1] (alpha dropped, greyscale expanded)."""
     with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+        return pil_to_tensor(img)
 
 
 class _JsonRecord:

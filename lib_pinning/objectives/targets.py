@@ -31,6 +31,7 @@ from lib_pinning.objectives.flip import (
 )
 from lib_pinning.objectives.pinning import mean_and_std
 from lib_pinning.objectives.scale import FLIP_SCALE, NaturalScale
+from lib_pinning.store import pil_to_tensor
 
 if TYPE_CHECKING:
     from lib_pinning.generator import Batch
@@ -60,9 +61,7 @@ def _open(path: Path, what: str):
 
 def load_image(path: str | os.PathLike[str]) -> torch.Tensor:
     """float32 [3, H, W] in [0, 1] from any image file PIL reads (alpha is dropped)."""
-    image = _open(Path(path), "target image").convert("RGB")
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return pil_to_tensor(_open(Path(path), "target image"))
 
 
 def load_mask(path: str | os.PathLike[str]) -> torch.Tensor:

@@ -32,11 +32,11 @@ import logging
 import time
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
 from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.run import RunStopped
+from lib_pinning.store import pil_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ def model_tokenizer(sd_model: Any) -> Any | None:
             return obj
     return None
 
-
-def pil_to_tensor(image: Any) -> torch.Tensor:
-    """A PIL image -> float32 [3, H, W] in [0, 1] (alpha dropped, greyscale expanded)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 def steps_per_individual(p: Any) -> int:
