@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -36,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
 from lib_pinning.generator import DemoPrompt, GenerationRequest, ToyGenerator  # noqa: E402
 from lib_pinning.objectives.aesthetic import AestheticHead  # noqa: E402
 from lib_pinning.objectives.clip import load_clip  # noqa: E402
@@ -118,33 +117,6 @@ def bench_model(name: str, device: str, images: torch.Tensor, repeats: int) -> R
     return Row(label, device, str(dtype).replace("torch.", ""), wall, cpu)
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
-        "cpu": model,
-        "torch": torch.__version__,
-        "torch threads": str(torch.get_num_threads()),
-        "python": platform.python_version(),
-    }
-    try:
-        from importlib.metadata import version
-
-        info["open_clip_torch"] = version("open_clip_torch")
-    except Exception:  # noqa: BLE001 - informational only
-        info["open_clip_torch"] = "unknown"
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def table(rows: list[Row], batch: int, toy: tuple[float, float]) -> str:
     lines = [
         f"| model | device | dtype | wall s / batch of {batch} | CPU s / batch | images / s (wall) "
@@ -157,18 +129,6 @@ def table(rows: list[Row], batch: int, toy: tuple[float, float]) -> str:
             f"| {r.images_per_second(batch):.2f} | {r.seconds / toy[0]:.0f}x | {r.cpu_seconds / toy[1]:.0f}x |"
         )
     return "\n".join(lines)
-
-
-def update_doc(path: Path, body: str) -> None:
-    """Replace (or append) this benchmark's section of the shared benchmarks page."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{SECTION}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,21 +156,20 @@ def main(argv: list[str] | None = None) -> int:
             devices.append(device)
     shim_note = import_open_clip()
 
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     demo = DemoPrompt()
     generator = ToyGenerator()
     request = GenerationRequest(demo.prompt, demo.negative_prompt, tuple(range(args.batch)))
     toy = median_seconds(lambda: generator.generate(request), max(args.repeats, 5), "cpu")
     images = sample_images(args.batch, args.size)
     rows = [bench_model(name, device, images, args.repeats) for device in devices for name in args.models]
-    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_after = load_average()
 
-    info = machine()
     command = "python benchmarks/bench_clip.py " + " ".join(argv if argv is not None else sys.argv[1:])
     notes = [
         f"Command: `{command.strip()}`",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+        "Machine: " + machine_line("open_clip_torch"),
         "",
         f"Random weights (`pretrained=None`), {args.batch} images of {args.size}x{args.size} per batch, "
         f"embedding cache off; median of {args.repeats} runs after a warm-up. One toy generation "
@@ -224,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     if load_before is not None and load_after is not None:
         notes += [
             "",
-            f"1-minute load average {load_before[0]:.1f} before and {load_after[0]:.1f} after the run "
+            f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the run "
             "(other processes shared the cores).",
         ]
     notes += ["", table(rows, args.batch, toy)]
     body = "\n".join(notes)
     print(body)
     if args.update_doc is not None:
-        update_doc(args.update_doc, body)
+        write_section(args.update_doc, SECTION, body=body)
         logger.info("updated %s", args.update_doc)
     return 0
 

@@ -23,8 +23,6 @@ import argparse
 import itertools
 import logging
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -37,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
 from lib_pinning.objectives import flip  # noqa: E402
 
 logger = logging.getLogger("bench_flip")
@@ -150,36 +149,6 @@ def bench_size(
     return rows, agreement
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
-        "cpu": model,
-        "torch": torch.__version__,
-        "torch threads": str(torch.get_num_threads()),
-        "python": platform.python_version(),
-    }
-    try:
-        from importlib.metadata import version
-
-        info["flip-evaluator"] = version("flip-evaluator")
-    except Exception:  # noqa: BLE001 - informational only
-        info["flip-evaluator"] = "unknown"
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
-        if os.environ.get(name):
-            info[name] = os.environ[name]
-    return info
-
-
 def table(rows: list[Row]) -> str:
     ref = {r.size: r.seconds for r in rows if r.method.startswith("(b)")}
     lines = [
@@ -201,30 +170,6 @@ SECTION_INTRO = (
     "with lib_pinning's FLIP preparing both images of every pair (how the original tool computed its "
     "loss). Lower is better; speed-up is relative to (b). Regenerate a subsection with the command it shows."
 )
-
-
-def _replace_block(text: str, heading: str, body: str, level: str) -> str:
-    """Replace the block under `heading` (up to the next heading of the same or a higher level)."""
-    stop = "|".join(re.escape("#" * n + " ") for n in range(2, len(level) + 1))
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^(?:{stop})|\Z)", re.S | re.M)
-    block = f"{heading}\n\n{body.strip()}\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _m: block, text, count=1)
-    return text.rstrip() + "\n\n" + block
-
-
-def update_doc(path: Path, subsection: str, body: str) -> None:
-    """Write `body` under `subsection` of this benchmark's section; other sections stay as they are."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    match = pattern.search(text)
-    section = match.group(0) if match else f"{SECTION}\n\n{SECTION_INTRO}\n\n"
-    section = _replace_block(section, subsection, body, "###")
-    if match:
-        text = text[: match.start()] + section + text[match.end() :]
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text.rstrip() + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,21 +201,20 @@ def main(argv: list[str] | None = None) -> int:
         if device not in devices:
             devices.append(device)
 
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     rows: list[Row] = []
     worst = np.zeros(2)
     for size in args.sizes:
         size_rows, agreement = bench_size(size, size, args.images, args.repeats, devices, args.ref_repeats)
         rows += size_rows
         worst = np.maximum(worst, agreement)
-    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_after = load_average()
 
-    info = machine()
     command = "python benchmarks/bench_flip.py " + " ".join(argv if argv is not None else sys.argv[1:])
     notes = [
         f"Command: `{command.strip()}`",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+        "Machine: " + machine_line("flip-evaluator"),
         "",
         f"Threads: torch intra-op threads set explicitly to {torch.get_num_threads()} "
         f"({'the usable core count' if threads == cores else f'of {cores} usable cores'}); "
@@ -279,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if load_before is not None and load_after is not None:
         notes.append("")
         notes.append(
-            f"1-minute load average {load_before[0]:.1f} before and {load_after[0]:.1f} after the run "
+            f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the run "
             "(other processes shared the cores)."
         )
     notes += [
@@ -299,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         heading = f"### {threads} thread{'s' if threads != 1 else ''}"
         if os.environ.get("OMP_WAIT_POLICY"):
             heading += f", OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
-        update_doc(args.update_doc, heading, body)
+        write_section(args.update_doc, SECTION, {heading: body}, intro=SECTION_INTRO)
         logger.info("updated %s", args.update_doc)
     return 0
 

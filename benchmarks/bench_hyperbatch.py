@@ -51,8 +51,6 @@ import argparse
 import logging
 import math
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -68,6 +66,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
 from lib_pinning.toy import ToyModel  # noqa: E402
@@ -954,29 +953,6 @@ def unet_table(rows: Sequence[UNetRow]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def machine(threads: int) -> str:
-    """nproc, CPU model, torch and python versions, threads, GPU: one line for the report."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    parts = [
-        f"nproc {nproc}",
-        f"CPU {model}",
-        f"torch {torch.__version__}",
-        f"torch threads {threads}",
-        f"python {platform.python_version()}",
-    ]
-    if torch.cuda.is_available():
-        parts.append(f"GPU {torch.cuda.get_device_name(0)}")
-    return ", ".join(parts)
-
-
 CODE_PATHS: tuple[str, ...] = ("samplers", "lib_pinning/generator.py", "lib_pinning/toy.py", "lib_pinning/objectives")
 """The code a toy measurement depends on; its git state goes into the report."""
 
@@ -1000,10 +976,6 @@ def code_version() -> str:
     if not changed:
         return f"git {head}, no local changes under {', '.join(CODE_PATHS)}"
     return f"git {head} plus local changes in {', '.join(line[3:] for line in changed)}"
-
-
-def _load() -> str:
-    return "%.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else "n/a"
 
 
 SECTION_INTRO = (
@@ -1089,32 +1061,14 @@ def toy_report(
     return "\n".join(parts)
 
 
-def _replace_block(text: str, heading: str, body: str) -> str:
-    """`text` with the block under `heading` (up to the next ## or ### heading) set to `body`."""
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^##+ |\Z)", re.S | re.M)
-    block = f"{heading}\n\n{body.strip()}\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _m: block, text, count=1)
-    return text.rstrip() + "\n\n" + block
+def _load_text() -> str:
+    load = load_average()
+    return "n/a" if load is None else f"{load:.1f}"
 
 
 def update_doc(path: Path, subsections: Mapping[str, str]) -> None:
-    """Write the given subsections into this benchmark's section of `path`, leaving the rest.
-
-    Other sections of the file belong to other benchmarks: the file is read just before it is
-    written (and replaced atomically) to keep the window for clobbering a concurrent edit small.
-    """
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    match = pattern.search(text)
-    section = match.group(0) if match else f"{SECTION}\n\n{SECTION_INTRO}\n\n"
-    for heading, body in subsections.items():
-        section = _replace_block(section, heading, body)
-    section = section.rstrip() + "\n\n"
-    text = text[: match.start()] + section + text[match.end():] if match else text.rstrip() + "\n\n" + section
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text.rstrip() + "\n")
-    os.replace(tmp, path)
+    """Write the given subsections into this benchmark's section of `path`, leaving the rest."""
+    write_section(path, SECTION, subsections, intro=SECTION_INTRO)
 
 
 def resolve_unet_device(requested: str, tiny: bool) -> torch.device | None:
@@ -1158,7 +1112,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_hyperbatch.py " + " ".join(argv if argv is not None else sys.argv[1:])
     command = command.strip()
-    info = machine(args.threads)
+    info = machine_line()
     code = code_version()
     subsections: dict[str, str] = {}
     failed = False
@@ -1174,11 +1128,11 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("not on the toy backend (ToySettings does not offer them): %s", ", ".join(skipped))
         prompts = PROMPTS[: max(1, args.prompts)]
         jobs = profile_jobs(args.profile, samplers, args.batch_sizes, args.steps, args.seed_sets)
-        loads = (_load(), "")
+        loads = (_load_text(), "")
         started = time.perf_counter()
         comparisons = run_toy(jobs, prompts)
         elapsed = time.perf_counter() - started
-        loads = (loads[0], _load())
+        loads = (loads[0], _load_text())
         failed = not all(c.checks_out for c in comparisons)
         probe = probe_overheads()
         body = toy_report(comparisons, args.profile, command, info, elapsed, loads, prompts, probe, code)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings
 from lib_pinning.objectives.pinning import PinningObjective

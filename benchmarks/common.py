@@ -1,0 +1,100 @@
+"""What every benchmark shares: a description of the machine and its section of docs/benchmarks.md.
+
+docs/benchmarks.md has one `## ` section per benchmark, each with optional `### ` subsections (one
+per configuration: threads, device, profile...). A benchmark rewrites only its own section or
+subsection, so the others' figures stay as they were measured.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine_info(*packages: str) -> dict[str, str]:
+    """nproc, CPU model, torch and its thread count, python, the given packages' versions, GPU."""
+    info = {
+        "nproc": str(usable_cores()),
+        "cpu": cpu_model(),
+        "torch": torch.__version__,
+        "torch threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+    }
+    for package in packages:
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = "not installed"
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if os.environ.get(name):
+            info[name] = os.environ[name]
+    return info
+
+
+def machine_line(*packages: str) -> str:
+    return ", ".join(f"{key} {value}" for key, value in machine_info(*packages).items())
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: other processes on the cores make wall times noisy; say so."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def replace_block(text: str, heading: str, body: str) -> str:
+    """`text` with the block under `heading` (up to the next heading of its level or higher) set
+    to `body`, or with the block appended."""
+    level = len(heading) - len(heading.lstrip("#"))
+    stop = "|".join(re.escape("#" * n + " ") for n in range(1, level + 1))
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^(?:{stop})|\Z)", re.S | re.M)
+    block = f"{heading}\n\n{body.strip()}\n\n"
+    if pattern.search(text):
+        return pattern.sub(lambda _m: block, text, count=1)
+    return text.rstrip() + "\n\n" + block
+
+
+def write_section(
+    path: Path, section: str, subsections: Mapping[str, str] | None = None, *, body: str | None = None, intro: str = ""
+) -> None:
+    """Write `body` as the whole `section` ("## ..."), or the given "### ..." subsections into it.
+
+    The file is read just before it is replaced (atomically), so other benchmarks' sections, even
+    ones written meanwhile, are kept.
+    """
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if body is not None:
+        text = replace_block(text, section, body)
+    else:
+        pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+        match = pattern.search(text)
+        block = match.group(0) if match else f"{section}\n\n{intro.strip()}\n\n"
+        for heading, sub_body in (subsections or {}).items():
+            block = replace_block(block, heading, sub_body)
+        block = block.rstrip() + "\n\n"
+        text = text[: match.start()] + block + text[match.end() :] if match else text.rstrip() + "\n\n" + block
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text.rstrip() + "\n")
+    os.replace(tmp, path)
