@@ -426,7 +426,7 @@ def test_weight_classes() -> None:
 
 def test_updates_draw_only_new_items(tmp_path: Path) -> None:
     run = SyntheticRun(tmp_path / "00007-live", lambda_=2, batch=2, size=8)
-    reporter = Reporter()
+    reporter = Reporter(budget=None)  # every update draws everything new (the budget is tested below)
     run.baseline()
     reporter.update(run.store)
     assert reporter.rendered[layout.INDIVIDUAL_LOSS_PLOT] == 1
@@ -483,7 +483,7 @@ def test_a_refresh_reads_only_new_json_files(tmp_path: Path, monkeypatch: pytest
     run.baseline()
     for generation in range(1, 5):
         run.generation(generation)
-    reporter = Reporter()
+    reporter = Reporter(budget=None)
     reporter.update(run.store)
 
     read: list[str] = []
@@ -546,7 +546,7 @@ def test_memory_does_not_grow_across_refreshes(tmp_path: Path) -> None:
     What a growing run legitimately keeps per individual is measured by benchmarks/bench_report.py.
     """
     run = build_run(tmp_path / "00010-memory", generations=3, lambda_=2, batch=2, size=8, status="running")
-    reporter = Reporter()
+    reporter = Reporter(budget=None)  # every refresh runs (a budget would skip most of them)
     for refresh in range(10):
         reporter.update(run.store, final=refresh in (0, 5))
     tracemalloc.start()
@@ -570,7 +570,6 @@ def test_plot_templates_do_not_accumulate_artists() -> None:
     plotter = plots.Plotter()
 
     def draw_all(n: int) -> list[int]:
-        # Tick objects come and go with the data's range, so compare draws of the same data.
         rng = np.random.default_rng(n)
         plotter.individual.render(rng.random(n), f"individual {n}")
         plotter.generation.render(rng.random(n * 3), rng.random(n), f"generation {n}")
@@ -586,8 +585,10 @@ def test_plot_templates_do_not_accumulate_artists() -> None:
         ]
         plotter.cma.render(records, "cma")
         plotter.mo.render(rng.random(n), rng.random(n), rng.random(n) > 0.3, 0.8, (0.1, 0.1), "mo")
+        # Artists of the figure and its axes; ticks (children of the axes' Axis objects) come and
+        # go with the axis limits, which the blitted templates keep per run and only grow.
         return [
-            len(template.fig.findobj())
+            len(template.fig.get_children()) + sum(len(ax.get_children()) for ax in template.fig.axes)
             for template in (plotter.individual, plotter.generation, plotter.cma, plotter.mo)
         ]
 

@@ -134,3 +134,32 @@ def test_screenshot(chromium: str, report: tuple[Path, int, str], tmp_path: Path
     keep = os.environ.get("REPORT_SCREENSHOT")
     if keep:  # e.g. REPORT_SCREENSHOT=/tmp/report.png to look at the page
         Path(keep).write_bytes(shot.read_bytes())
+
+
+def test_a_live_page_with_pending_artifacts(chromium: str, tmp_path: Path) -> None:
+    """Under a refresh budget the newest individuals' GIF and loss plot lag: the table the script
+    renders shows their first image and a "pending" note, and every image it shows exists."""
+    from lib_pinning.report import Reporter
+    from tests.report_synthetic import SyntheticRun
+
+    run = SyntheticRun(tmp_path / "00001-live", lambda_=3, batch=2, size=16, generations=3)
+    reporter = Reporter(budget=0.0)  # the first update draws one item; the rest stays pending
+    run.baseline()
+    run.generation(1)
+    reporter.update(run.store)
+    assert reporter.pending > 0
+    index = run.store.root / "index.html"
+    result = chromium_run(chromium, tmp_path / "profile", index, "--dump-dom")
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = PageParser()
+    dom.feed(result.stdout)
+    dom.close()
+    rows = [a for tag, a in dom.elements if tag == "tr" and "data-generation" in a]
+    assert len(rows) == 1 + 3
+    pending_notes = [a for tag, a in dom.elements if tag == "span" and "pending" in (a.get("class") or "").split()]
+    assert len(pending_notes) >= 2  # the individuals' cells and the generations' table
+    root = run.store.root
+    for tag, attributes in dom.elements:
+        if tag == "img":
+            src = (attributes.get("src") or "").split("?", 1)[0]
+            assert (root / src).is_file(), src

@@ -19,6 +19,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+
 # Longest side of a GIF frame / a contact sheet tile, in pixels. Small images (the toy model's are
 # 64 px) are enlarged on the sheet by a whole factor, so its labels stay legible; GIFs keep their
 # size and the page scales them.
@@ -70,8 +71,11 @@ def gif_bytes(frames: Sequence[Image.Image], frame_ms: int) -> bytes:
         Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE) for frame in _pad_to(frames)
     ]
     buffer = io.BytesIO()
+    # optimize=False: Pillow's palette optimisation (dropping unused entries, remapping each frame
+    # in Python) halved nothing but the speed here: 1.25 -> 0.65 ms for 8 frames, same file size.
     quantized[0].save(
-        buffer, format="GIF", save_all=True, append_images=quantized[1:], duration=int(frame_ms), loop=0
+        buffer, format="GIF", save_all=True, append_images=quantized[1:], duration=int(frame_ms), loop=0,
+        optimize=False,
     )
     return buffer.getvalue()
 
@@ -127,7 +131,20 @@ def _enlarge(image: Image.Image, min_side: int) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
+# zlib level 1: the report's PNGs are plots and contact sheets, mostly flat areas that compress
+# about as well at level 1 as at the default 6, a third faster (2.0 against 3.0 ms a loss plot).
+PNG_COMPRESS_LEVEL = 1
+
+
+def png_rgb(pixels: np.ndarray) -> bytes:
+    """An RGB PNG of an H x W x 3 or H x W x 4 uint8 array (alpha, if any, is dropped: the
+    report's figures are opaque)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ValueError(f"expected an H x W x 3|4 uint8 array, got {pixels.dtype} {pixels.shape}")
+    return png_bytes(Image.fromarray(np.ascontiguousarray(pixels[..., :3])))
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=3)
+    image.convert("RGB").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()

@@ -213,7 +213,7 @@ class PageModel:
         return self._units
 
     def row_json(self, entry: Entry) -> str:
-        """The individual's table row (cached by the caller: a row never changes)."""
+        """The individual's table row (cached by the caller, rebuilt when its artifacts are drawn)."""
         fitness = [round(v, 8) for v in entry.fitness]
         row = {
             "g": entry.generation,
@@ -235,6 +235,8 @@ class PageModel:
             "img": entry.images[0] if entry.images else None,
             "t": None if entry.generate_seconds is None else round(entry.generate_seconds, 4),
         }
+        if entry.pending:
+            row["pd"] = True  # loss plot and GIF not drawn yet: the table says so, links neither
         return script_json(row)
 
     def card(self, entry: Entry | None, label: str) -> dict[str, Any] | None:
@@ -297,7 +299,12 @@ class PageModel:
         plots = [
             {"src": name, "title": title, "present": run_artifacts.get(name, False), "note": note, "cls": cls}
             for name, title, note, cls in (
-                (layout.CMA_PLOT, "CMA-ES over the run", "drawn after the first generation", "wide"),
+                (
+                    layout.CMA_PLOT,
+                    "CMA-ES over the run",
+                    "drawn after the first generation (a fast run's live report may lag)",
+                    "wide",
+                ),
                 *(
                     ((layout.CMA_MO_PLOT, "Loss vs size (multi-objective)", "drawn after the first generation", ""),)
                     if multi
@@ -363,6 +370,7 @@ def _generation_row(state: GenerationState) -> dict[str, Any]:
         "best": None if best is None else {"index": best.index, "loss": best.loss},
         "contact_sheet": f"{folder}/{layout.CONTACT_SHEET}" if state.contact_sheet else None,
         "loss_plot": f"{folder}/{layout.GENERATION_LOSS_PLOT}" if state.loss_plot else None,
+        "pending": state.pending,
     }
 
 

@@ -5,14 +5,35 @@ What an update costs, and why it does not grow with the run:
 - per-individual and per-generation artifacts are drawn once, for new items only: an artifact
   that exists and is not older than its record is kept (so a rebuild, or the first update after
   a resume, redraws nothing that is already there);
-- cma_plot.png (and cma_mo_plot.png) is redrawn when a generation completes. Its data grows with
-  the run (one point per generation per line, one marker per individual), but drawing it is
-  dominated by the figure's fixed cost; benchmarks/bench_report.py measures it;
+- cma_plot.png (and cma_mo_plot.png) is redrawn when a generation completes, and by a final
+  update only if a generation or an individual arrived since it was drawn. Its data grows with the
+  run, but it is blitted over a cached background (plots.py), so a redraw costs the lines, not the
+  figure;
 - best_generation_summary.gif is a copy of the best individual's summary.gif, made when the best
   changes;
 - index.html is re-rendered from cached, pre-serialised rows: a string join;
 - final_summary.gif re-encodes one frame per generation, so it is written only when the run ends
   (update with final=True) and by `rebuild`; while a run is live the page says so.
+
+The refresh budget. On a fast backend (the toy model: a generation in a third of a second) even
+cheap artifacts cost a large fraction of the run, so live updates may spend at most `budget` times
+the wall time the run spent outside the report (generating) since the reporter's first update, in
+total:
+- an update is skipped (nothing read, nothing drawn) while the time spent so far exceeds that
+  share; what it would have done waits in the run directory, where the next update finds it (the
+  cache reads whatever it has not read yet, whenever it runs);
+- an update that runs reads everything new and rewrites index.html, but draws artifacts only
+  while its share lasts, in order of interest: the best individual's artifacts, the CMA plot,
+  each completed generation's plots, then the individuals' plots and GIFs oldest first, so the
+  newest individuals' artifacts are the ones that lag. It stops at the first item whose kind has
+  cost more than the time left, which then waits for an update with more time saved up; one
+  item is drawn even when none fits, so a live report always advances. The page shows "pending"
+  for what waits and links only files that exist;
+- an update with final=True, and so `rebuild`, draws everything outstanding: when a run ends
+  (finished, interrupted or failed) its report is complete.
+The first update, with no run time to measure yet, draws one item. With a slow backend (the WebUI:
+seconds per batch) the share then covers a generation's artifacts many times over, so every later
+update draws everything new, the first update's backlog included. budget=None turns the limit off.
 
 A failure to draw one artifact is logged and skipped (the page shows what exists): the report must
 never stop a run.
@@ -24,6 +45,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -42,58 +64,207 @@ from lib_pinning.store import (
 
 log = logging.getLogger(__name__)
 
+# The share of the run's own time (generating) live report updates may take (module docstring):
+# the issue's target for the toy demo; a real backend's generations take far longer than the report.
+DEFAULT_BUDGET = 0.1
+
+READ = "run directory (read)"  # the `seconds` key of reading the run directory
+
+# Kinds of queued work, each with the cost of its last item (Reporter._costs).
+_INDIVIDUAL, _GENERATION, _RUN_PLOTS = "individual", "generation", "run plots"
+
+
+@dataclass
+class _IndividualJob:
+    """An individual whose loss plot and GIF are still to be drawn: what they need from its record
+    (the record itself is not kept)."""
+
+    entry: Entry
+    values: list[float]
+    what: str
+
 
 class Reporter:
     """Refreshes a run's report; create one per run and call `update` after each generation.
 
+    budget: live updates may spend this share of the time the run spends outside the report
+    (module docstring); None: no limit.
+
     `rendered` counts the artifacts drawn by this reporter and `seconds` the time spent on them,
-    by file name ("index.html" included), for tests and benchmarks; `last_update_seconds` is the
-    duration of the latest update.
+    by file name ("index.html" and READ included), for tests and benchmarks; `last_update_seconds`
+    is the duration of the latest update and `last_update_skipped` whether it was skipped;
+    `spent` the time of all updates, `skipped` how many were skipped, `pending` how many items
+    wait to be drawn.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: float | None = DEFAULT_BUDGET) -> None:
+        if budget is not None and not budget >= 0:
+            raise ValueError(f"budget must be a non-negative share of wall time or None, got {budget!r}")
+        self.budget = budget
         self._cache: RunCache | None = None
         self._page: PageModel | None = None
-        self._best_key: tuple[int, int] | None = None
-        self._assets_version = ""
-        self._updates = 0
-        self._plots = plots.Plotter()
         self.rendered: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()
         self.last_update_seconds = 0.0
+        self.last_update_skipped = False
+        self._reset_run_state()
+
+    def _reset_run_state(self) -> None:
+        """Everything that belongs to one run directory, the plot templates' run-wide axis ranges
+        and the budget's clock included."""
+        self._plots = plots.Plotter()  # templates are built on first use
+        self._best_key: tuple[int, int] | None = None
+        self._assets_version = ""
+        self._updates = 0  # updates that ran
+        self._individual_jobs: dict[tuple[int, int], _IndividualJob] = {}  # discovery order
+        self._generation_jobs: dict[int, GenerationState] = {}
+        self._run_plots_due = False
+        self._run_plots_drawn: tuple[int, int] | None = None  # (generations, individuals) drawn
+        self._clock_start: float | None = None  # the first update's start
+        self._costs: dict[str, float] = {}  # kind of work -> estimated seconds of its next item
+        self.spent = 0.0
+        self.skipped = 0
+
+    @property
+    def pending(self) -> int:
+        """Items whose artifacts wait for a later update (individuals, generations, the run plots)."""
+        return len(self._individual_jobs) + len(self._generation_jobs) + int(self._run_plots_due)
 
     def update(self, store: RunStore, final: bool = False) -> None:
         """Read what is new in the run directory, draw what is missing, rewrite index.html.
 
-        final=True (the run ended: finished, interrupted or failed) also writes the whole-run
-        aggregates whose cost grows with the run (final_summary.gif) and redraws the run plots.
+        final=True (the run ended: finished, interrupted or failed) draws everything outstanding,
+        whatever the budget, and writes the whole-run aggregates whose cost grows with the run
+        (final_summary.gif). A live update (final=False) keeps within the budget.
         """
         started = time.perf_counter()
         if self._cache is None or self._cache.store.root.resolve() != store.root.resolve():
             self._cache = RunCache(store)
             self._page = PageModel(self._cache)
-            self._best_key = None
-            self._assets_version = ""
-        cache, page = self._cache, self._page
-        assert page is not None
-        changes = cache.refresh()
-        for entry, record in changes.individuals:
-            self._individual_artifacts(entry, record)
-            entry.row = page.row_json(entry)
-        for state in changes.completed:
-            self._generation_artifacts(state)
-        if changes.generation_records or final:
-            self._run_plots()
+            self._reset_run_state()
+        if self._clock_start is None:
+            self._clock_start = started
+        allowance = self._allowance(started)
+        if not final and allowance is not None and allowance < 0:
+            self.skipped += 1
+            self.last_update_skipped = True
+            self.last_update_seconds = time.perf_counter() - started
+            self.spent += self.last_update_seconds
+            log.debug(
+                "report %s: update skipped (%.3f s spent, budget %.3f s); %d items pending",
+                store.root, self.spent, self._share(started), self.pending,
+            )
+            return
+        # A final update, or no budget: draw everything outstanding.
+        deadline = None if final or allowance is None else started + allowance
+        self._read()
+        drawn = self._draw_outstanding(deadline, final)
         self._best_gif()
         if final:
             self._final_gif()
         self._write_page()
         self._updates += 1
+        self.last_update_skipped = False
         self.last_update_seconds = time.perf_counter() - started
+        self.spent += self.last_update_seconds
         log.debug(
-            "report %s updated in %.3f s (%d new individuals, %d generations completed)",
-            store.root, self.last_update_seconds, len(changes.individuals), len(changes.completed),
+            "report %s updated in %.3f s (%d items drawn, %d pending)",
+            store.root, self.last_update_seconds, drawn, self.pending,
         )
+
+    # the budget ------------------------------------------------------------------------------------
+
+    def _share(self, now: float) -> float:
+        """What the updates may have spent by `now`: budget x the wall time since the clock started
+        that the run spent outside the report (generating). Measured against the run's own time,
+        the report costs `budget` of what generating cost, the issue's terms; against the whole
+        wall time it could reach budget / (1 - budget) of it."""
+        assert self.budget is not None and self._clock_start is not None
+        return self.budget * (now - self._clock_start - self.spent)
+
+    def _allowance(self, now: float) -> float | None:
+        """The time this update may spend (negative: it is skipped); None: no budget."""
+        if self.budget is None:
+            return None
+        return self._share(now) - self.spent
+
+    # reading and queueing -------------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        cache, page = self._cache, self._page
+        assert cache is not None and page is not None
+        started = time.perf_counter()
+        changes = cache.refresh()
+        for entry, record in changes.individuals:
+            if entry.ok and entry.images:  # a failed individual has no images; the page shows its error
+                values, what = _loss_plot_values(record)
+                self._individual_jobs[entry.key] = _IndividualJob(entry, values, what)
+                entry.pending = True
+            entry.row = page.row_json(entry)
+        for state in changes.completed:
+            self._generation_jobs[state.number] = state
+            state.pending = True
+        if changes.generation_records:
+            self._run_plots_due = True
+        self.seconds[READ] += time.perf_counter() - started
+
+    def _draw_outstanding(self, deadline: float | None, final: bool) -> int:
+        """Draw queued artifacts in order of interest while the update's time allows (deadline None:
+        all of them). The next item is drawn only if its kind's estimated cost still fits before the
+        deadline; if it does not, the update stops there and the time saved carries over, so an
+        expensive item (a CMA plot whose axes changed) gets drawn by a later update rather than
+        being overtaken forever by cheap ones. If nothing fitted, one item of the cheapest kind is
+        drawn anyway, so a live report always advances. Returns the number of items drawn."""
+        cache = self._cache
+        assert cache is not None
+        if final and self._run_plot_signature() != self._run_plots_drawn:
+            self._run_plots_due = True  # an interrupted generation's individuals, a resumed run
+        best = cache.best
+        drawn = 0
+
+        def next_item() -> tuple[str, Callable[[], None]] | None:
+            """The most interesting queued item: the best individual (the page's best batch GIF
+            copies its GIF), the run plots, the completed generations, the other individuals."""
+            if best is not None and best.key in self._individual_jobs:
+                return _INDIVIDUAL, lambda: self._individual_artifacts(self._individual_jobs.pop(best.key))
+            if self._run_plots_due:
+                return _RUN_PLOTS, self._run_plots
+            if self._generation_jobs:
+                number = next(iter(self._generation_jobs))
+                return _GENERATION, lambda: self._generation_artifacts(self._generation_jobs.pop(number))
+            if self._individual_jobs:
+                key = next(iter(self._individual_jobs))
+                return _INDIVIDUAL, lambda: self._individual_artifacts(self._individual_jobs.pop(key))
+            return None
+
+        def draw(kind: str, job: Callable[[], None]) -> None:
+            nonlocal drawn
+            started = time.perf_counter()
+            job()
+            # The estimate for the next item of this kind: this cost, or half the previous estimate
+            # if that is more, so a dear item (the first builds the plot templates; a CMA plot whose
+            # axes changed costs several blits) weighs on the next few estimates and a one-off
+            # stall fades. Erring high lets the live report lag; erring low overruns the budget.
+            self._costs[kind] = max(time.perf_counter() - started, 0.5 * self._costs.get(kind, 0.0))
+            drawn += 1
+
+        def estimate(kind: str) -> float:
+            """A kind not drawn yet is assumed to cost as much as the dearest estimate so far."""
+            return self._costs.get(kind, max(self._costs.values(), default=0.0))
+
+        while (item := next_item()) is not None:
+            kind, job = item
+            if deadline is not None and time.perf_counter() + estimate(kind) > deadline:
+                break
+            draw(kind, job)
+        if drawn == 0 and self.pending:
+            if self._individual_jobs:
+                key = best.key if best is not None and best.key in self._individual_jobs else None
+                key = key or next(iter(self._individual_jobs))
+                draw(_INDIVIDUAL, lambda: self._individual_artifacts(self._individual_jobs.pop(key)))
+            elif (item := next_item()) is not None:
+                draw(*item)
+        return drawn
 
     # drawing helpers ---------------------------------------------------------------------------------
 
@@ -110,19 +281,22 @@ class Reporter:
 
     # per individual ------------------------------------------------------------------------------------
 
-    def _individual_artifacts(self, entry: Entry, record: IndividualRecord) -> None:
-        if not entry.ok or not entry.images:
-            return  # a failed individual has no images; the page shows its error
+    def _individual_artifacts(self, job: _IndividualJob) -> None:
+        entry = job.entry
         folder = self._store.individual_dir(entry.generation, entry.index)
         source = folder / INDIVIDUAL_FILE
         title = f"generation {entry.generation} · individual {entry.index} · loss {entry.loss:.5g}"
-        values, what = _loss_plot_values(record)
         entry.loss_plot = self._draw(
-            folder / layout.INDIVIDUAL_LOSS_PLOT, lambda: self._plots.individual.render(values, title, what), source
+            folder / layout.INDIVIDUAL_LOSS_PLOT,
+            lambda: self._plots.individual.render(job.values, title, job.what),
+            source,
         )
         entry.gif = self._draw(
             folder / layout.INDIVIDUAL_GIF, lambda: media.batch_gif([folder / n for n in entry.images]), source
         )
+        entry.pending = False
+        assert self._page is not None
+        entry.row = self._page.row_json(entry)
 
     # per generation ------------------------------------------------------------------------------------
 
@@ -154,8 +328,16 @@ class Reporter:
             source,
         )
         state.pair_values.clear()  # only this plot needed them
+        state.pending = False
 
     # per run ---------------------------------------------------------------------------------------------
+
+    def _run_plot_signature(self) -> tuple[int, int]:
+        """What the run plots show: the generations with statistics and the individuals read."""
+        cache = self._cache
+        assert cache is not None
+        generations = sum(1 for g in cache.generations.values() if g.record is not None)
+        return (generations, sum(len(g.entries) for g in cache.generations.values()))
 
     def _run_plots(self) -> None:
         cache = self._cache
@@ -165,8 +347,12 @@ class Reporter:
         states = [g for _, g in sorted(cache.generations.items()) if g.record is not None]
         records = [g.record for g in states if g.record is not None]
         f_stats = [g.fitness_stats() for g in states]
-        self._redraw(root / layout.CMA_PLOT, lambda: self._plots.cma.render(records, f"CMA-ES · {run_id}", f_stats))
         cma = cache.run.get("cma")
+        total = _total_evaluations(cma)
+        self._redraw(
+            root / layout.CMA_PLOT,
+            lambda: self._plots.cma.render(records, f"CMA-ES · {run_id}", f_stats, evaluations_total=total),
+        )
         if isinstance(cma, dict) and cma.get("multi_objective"):
             ok = [e for e in cache.entries() if e.ok]
             options = cache.run.get("options") if isinstance(cache.run.get("options"), dict) else {}
@@ -183,6 +369,8 @@ class Reporter:
                     f"MO-CMA-ES · {run_id}",
                 ),
             )
+        self._run_plots_due = False
+        self._run_plots_drawn = self._run_plot_signature()
 
     def _redraw(self, path: Path, produce: Callable[[], bytes | None]) -> bool:
         """Write `path` from `produce()`; True if written (None from produce: nothing to draw)."""
@@ -209,11 +397,14 @@ class Reporter:
         if best is None or not best.gif or (best.key == self._best_key and target.is_file()):
             return
         source = self._store.individual_dir(best.generation, best.index) / layout.INDIVIDUAL_GIF
+        started = time.perf_counter()
         try:
             atomic_write_bytes(target, source.read_bytes())
         except OSError:
             log.exception("report: copying %s failed", source)
             return
+        finally:
+            self.seconds[layout.BEST_GIF] += time.perf_counter() - started
         self.rendered[layout.BEST_GIF] += 1
         self._best_key = best.key
 
@@ -236,6 +427,7 @@ class Reporter:
 
     def _write_page(self) -> None:
         root = self._store.root
+        started = time.perf_counter()
         if not self._assets_version:
             copy_assets(root / layout.ASSETS_DIR)
             digest = hashlib.sha1()
@@ -247,7 +439,6 @@ class Reporter:
             name: (root / name).is_file()
             for name in (layout.CMA_PLOT, layout.CMA_MO_PLOT, layout.BEST_GIF, layout.FINAL_GIF)
         }
-        started = time.perf_counter()
         html = self._page.render(present, assets_version=self._assets_version, update=self._updates)
         atomic_write_bytes(root / layout.INDEX_HTML, html.encode("utf-8"))
         self.seconds[layout.INDEX_HTML] += time.perf_counter() - started
@@ -259,6 +450,16 @@ def rebuild(run_dir: Path) -> Path:
     store = RunStore.open(Path(run_dir))
     Reporter().update(store, final=True)
     return store.root / layout.INDEX_HTML
+
+
+def _total_evaluations(cma: object) -> int | None:
+    """The evaluations of the whole run (baseline included), from run.json's "cma" settings."""
+    if not isinstance(cma, dict):
+        return None
+    generations, lambda_ = cma.get("generations"), cma.get("lambda")
+    if isinstance(generations, int) and isinstance(lambda_, int) and generations > 0 and lambda_ > 0:
+        return 1 + generations * lambda_
+    return None
 
 
 def _mtime(path: Path) -> float:
@@ -288,5 +489,5 @@ def _loss_plot_values(record: IndividualRecord) -> tuple[list[float], str]:
                 per_image = ([float(v) for v in values], str(name))
                 break
     if pairs or per_image is None:
-        return pairs, "pair loss"
+        return pairs, plots.PAIR_LOSS
     return per_image

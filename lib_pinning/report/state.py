@@ -60,7 +60,8 @@ class Entry:
     folder: str  # relative to the run directory
     loss_plot: bool = False  # artifact present
     gif: bool = False  # artifact present
-    row: str = ""  # the page's JSON row, built once the artifacts are known
+    pending: bool = False  # its artifacts wait for a later report update (the refresh budget)
+    row: str = ""  # the page's JSON row, rebuilt when its artifacts are drawn
 
     @property
     def key(self) -> tuple[int, int]:
@@ -87,6 +88,7 @@ class GenerationState:
     pair_values: dict[int, list[float]] = field(default_factory=dict)
     loss_plot: bool = False  # artifact present
     contact_sheet: bool = False  # artifact present
+    pending: bool = False  # complete, its artifacts wait for a later report update
 
     @property
     def complete(self) -> bool:

@@ -80,6 +80,13 @@
 
   function numCell(value, digits) { return el("td", "num", fmt(value, digits)); }
 
+  /* A live run's newest individuals: their GIF and loss plot are drawn by a later report update. */
+  function pendingNote() {
+    var note = el("span", "pending", "pending");
+    note.title = "drawn by a later report update (reload the page)";
+    return note;
+  }
+
   /* Columns: label, sort key (a function of the row), cell renderer. */
   var columns = [
     { label: "gen", key: function (r) { return r.g; }, cell: function (r) { return numCell(r.g); } },
@@ -123,6 +130,7 @@
         var td = el("td");
         if (r.gif) { td.appendChild(imageLink(r.dir + "/summary.gif", r.dir + "/summary.gif", "thumb", "batch GIF")); }
         else if (r.img) { td.appendChild(imageLink(r.dir + "/" + r.img, r.dir + "/" + r.img, "thumb", "first image")); }
+        if (r.pd) { td.appendChild(pendingNote()); }
         return td;
       }
     },
@@ -131,6 +139,7 @@
       cell: function (r) {
         var td = el("td");
         if (r.plot) { td.appendChild(imageLink(r.dir + "/loss_plot.png", r.dir + "/loss_plot.png", "lossthumb", "loss plot")); }
+        else if (r.pd) { td.appendChild(pendingNote()); }
         return td;
       }
     },
