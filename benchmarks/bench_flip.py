@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
+from benchmarks.common import load_average, machine_line, usable_cores, write_section  # noqa: E402
 from lib_pinning.objectives import flip  # noqa: E402
 
 logger = logging.getLogger("bench_flip")
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     threads = args.threads or cores
     torch.set_num_threads(threads)
     # The reference bundles its own OpenMP runtime, which reads this when flip_evaluator loads.
