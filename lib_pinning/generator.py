@@ -39,6 +39,9 @@ class Batch:
     model_rows: denoiser rows evaluated (a batch of n rows at one model call counts n): the cost
         measure hyperbatch sampling reduces.
     timings: seconds per phase, e.g. {"sample": 0.12, "decode": 0.01}.
+    nonfinite: per image, whether the backend saw non-finite latents or pixels for it (the image is
+        then what the decoder made of them, usually black); None when the backend cannot tell
+        (the WebUI hands over 8-bit images). The degenerate-image guard (lib_pinning.guard) reads it.
     """
 
     images: torch.Tensor
@@ -46,6 +49,7 @@ class Batch:
     growth: GrowthPlan | None = None
     model_rows: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    nonfinite: tuple[bool, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -54,6 +58,8 @@ class Batch:
             raise ValueError(
                 f"Batch has {self.images.shape[0]} images but {len(self.seeds)} seeds"
             )
+        if self.nonfinite is not None and len(self.nonfinite) != len(self.seeds):
+            raise ValueError(f"Batch has {len(self.seeds)} images but {len(self.nonfinite)} non-finite flags")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -173,12 +179,16 @@ class ToyGenerator:
         latents = self.sampler.function(
             self.model, x, sigmas, extra_args=extra_args, disable=True, noise_sampler=noise_sampler, growth=plan
         )
+        # Over-emphasis frying and NaN latents (toy.FailureModes; off with ToyConfig(failure_modes=False)).
+        latents = self.model.failure_modes(request.prompt, request.negative_prompt).apply(latents, seeds)
+        nonfinite = tuple(bool(v) for v in ~torch.isfinite(latents).flatten(1).all(dim=1))
         return Batch(
             images=to_images(latents),
             seeds=seeds,
             growth=None if plan.is_plain else plan,
             model_rows=self.model.rows_evaluated - rows_before,
             timings={"sample": time.perf_counter() - started},
+            nonfinite=nonfinite,
         )
 
     def describe(self) -> dict[str, Any]:

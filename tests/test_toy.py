@@ -417,3 +417,69 @@ def test_config_validation_and_round_trip():
     for bad in ({"component_std": 0.0}, {"sigma_min": 200.0}, {"temperature": 0.0}, {"image_size": 4}):
         with pytest.raises(ValueError):
             ToyConfig(**bad)
+
+
+# failure modes: over-emphasis frying and NaN latents -------------------------------------------------
+
+
+def _toy_batch(prompt: str, negative: str = "", failure_modes: bool = True, seeds=(1, 2, 3, 4)):
+    from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings
+
+    generator = ToyGenerator(ToySettings(steps=8), ToyConfig(failure_modes=failure_modes))
+    return generator.generate(GenerationRequest(prompt, negative, tuple(seeds)))
+
+
+def test_effective_emphasis_weight_counts_nesting_and_the_negative_prompt():
+    from lib_pinning.toy import emphasis_peak
+
+    assert emphasis_peak("red circle") == (1.0, "red")
+    assert emphasis_peak("red ((circle:1.5))")[0] == pytest.approx(1.5 * 1.1)
+    assert emphasis_peak("(red:1.2) circle", "(blurry:2.6)") == (2.6, "blurry")
+    assert emphasis_peak("", "") == (0.0, "")
+
+
+def test_frying_starts_at_1_5_grows_gradually_and_ends_in_one_colour_field_for_every_seed():
+    model = ToyModel()
+    fry = [model.failure_modes(f"red (circle:{w})").fry for w in (1.0, 1.5, 1.7, 1.9, 2.1, 2.3, 2.8)]
+    assert fry[0] == fry[1] == 0.0 and fry[-2] == fry[-1] == 1.0
+    assert all(a < b for a, b in zip(fry[1:-2], fry[2:-1]))  # gradual in between
+    clean = _toy_batch("red circle, (blue:1.4) square")
+    fried = _toy_batch("red circle, (blue:2.4) square")
+    assert clean.nonfinite == fried.nonfinite == (False,) * 4
+    assert float((fried.images - fried.images[0]).abs().max()) < 1e-6  # all seeds alike
+    assert float((clean.images - clean.images[0]).abs().max()) > 0.3
+    assert float(fried.images.std()) > 0.05  # a colour field, not black
+
+
+def test_nan_region_breaks_a_growing_share_of_the_batch_and_decodes_black():
+    seeds = tuple(range(1, 17))
+    shares = [sum(_toy_batch(f"red (circle:{w})", seeds=seeds).nonfinite) / 16 for w in (2.9, 3.2, 3.5)]
+    assert shares[0] == 0.0 and 0.0 < shares[1] < 1.0 and shares[2] == 1.0
+    batch = _toy_batch("red (circle:3.2)", seeds=seeds)
+    broken = torch.tensor(batch.nonfinite)
+    assert float(batch.images[broken].abs().max()) == 0.0  # NaN decodes to black
+    assert torch.isfinite(batch.images).all()
+    # Which images break is fixed by their seeds: deterministic, and monotone in the weight.
+    again = _toy_batch("red (circle:3.2)", seeds=seeds)
+    assert again.nonfinite == batch.nonfinite and torch.equal(again.images, batch.images)
+    more = _toy_batch("red (circle:3.4)", seeds=seeds).nonfinite
+    assert all(m for b, m in zip(batch.nonfinite, more) if b)
+
+
+def test_failure_modes_off_gives_the_clean_mixture():
+    clean_high = _toy_batch("red circle, (blue:3.4) square", failure_modes=False)
+    assert clean_high.nonfinite == (False,) * 4
+    from lib_pinning import guard
+
+    assert guard.inspect(clean_high.images, clean_high.nonfinite).share_degenerate == 0.0
+    # Below the onset the failure modes change nothing at all.
+    assert torch.equal(_toy_batch("red (circle:1.4)").images, _toy_batch("red (circle:1.4)", failure_modes=False).images)
+    model = ToyModel(ToyConfig(failure_modes=False))
+    assert model.failure_modes("(red:9)").fry == 0.0 and model.failure_modes("(red:9)").nan_share == 0.0
+
+
+def test_failure_thresholds_are_validated_and_round_trip():
+    config = ToyConfig(fry_onset=1.4, fry_full=2.0, nan_onset=2.5, nan_full=3.0)
+    assert ToyConfig(**config.to_json()) == config
+    with pytest.raises(ValueError):
+        ToyConfig(fry_onset=2.0, fry_full=1.8)
