@@ -20,14 +20,31 @@ Emphasis enclosing a fixed piece still applies to it and is rendered around it w
 multipliers in the same order, so the WebUI computes bit-identical weights for fixed pieces.
 
 Units and weights: a unit may cover text with different base weights (a phrase ``a (b:1.2) c``); it
-keeps them and adds one shared offset. A piece's weight is ``|base + x[unit]|``. Reflection rather
-than clamping at zero: clamping makes the objective flat wherever ``base + x < 0`` (every such
-sample renders the same prompt), which stalls CMA-ES's step-size and covariance updates and lets the
-mean drift; ``|.|`` keeps weights non-negative (a negative weight flips the embedding, a different
-meaning) while the objective stays continuous and keeps changing with ``x``. Changed weights are
-rounded to :data:`WEIGHT_DECIMALS` decimals, and :meth:`PromptSpace.weights` reports the rounded values
-the prompt really used. An offset of exactly 0 keeps the original multipliers (``((x))`` stays
-1.1 * 1.1, not 1.21), so rendering ``x = 0`` reproduces the prompt's weights exactly.
+keeps them and adds one shared offset. A piece's weight is ``base + x[unit]`` reflected into the
+run's :class:`~lib_pinning.bounds.WeightRange` (default ``[0, 2]``; see that module for why reflection
+rather than clipping or a penalty); the unbounded ``|base + x|`` of older runs is the range
+``[0, inf)``. A negative weight would flip the embedding, a different meaning. Changed weights are
+rounded to :data:`WEIGHT_DECIMALS` decimals (and never leave the range), and
+:meth:`PromptSpace.weights` reports the rounded values the prompt really used. An offset of exactly
+0 keeps the original multipliers (``((x))`` stays 1.1 * 1.1, not 1.21), so rendering ``x = 0``
+reproduces the prompt's weights exactly, even where the prompt's own weights lie outside the range.
+
+The WebUI's parse cost (:data:`SCHEDULE_GUARD`): before any emphasis is read, every AND part (and
+the negative prompt) goes through the WebUI's prompt-editing grammar, a lark Earley parser. Its
+top rule ``(prompt | /[][():]/+)*`` over ``prompt: (...)*`` lets a run of items be split into
+``prompt`` nodes in every way, and lets every bracket also be read as a stray character, which puts
+the contents of every group at the top level too: Earley items grow with the square of the number
+of brackets and text pieces, time with about the cube (measured with its lark 1.1.2: 2,324 items
+for 10 ``(word:w)`` groups, 85,764 for 80; a 50-word prompt with one group per word took seconds,
+plain text is one token and takes a millisecond; ``benchmarks/bench_prompt_parse.py``). The
+grammar cannot be made cheaper from inside the prompt, but it can be made to give up at once: a
+part that starts with a backslash and a newline is rejected at its first character (no terminal
+matches a backslash before a newline) and the WebUI then uses the part as literal text, which is
+exactly its reading of a part without prompt editing. Emphasis then reads the backslash as a lone
+escape (an empty entry) and the newline as whitespace, which makes no CLIP tokens. So a rendered part
+with emphasis brackets and no prompt editing starts with the guard; a part with prompt editing or
+alternation must be parsed and is left as it is (its cost still grows with its brackets). Parsing a
+rendered prompt again drops the guard's newline, so pinning a pinned prompt does not pile them up.
 
 Granularity (which text becomes one unit):
 
@@ -71,6 +88,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from lib_pinning.bounds import DEFAULT_WEIGHT_RANGE, UNBOUNDED, WeightRange
 from lib_pinning.tokenizer import Tokenizer, adapt_tokenizer, default_tokenizer
 
 __all__ = [
@@ -80,6 +98,7 @@ __all__ = [
     "Piece",
     "PromptSpace",
     "PromptSyntaxError",
+    "SCHEDULE_GUARD",
     "Unit",
     "WEIGHT_DECIMALS",
     "effective_weights",
@@ -96,6 +115,9 @@ PromptSide = Literal["positive", "negative"]
 
 #: Decimals of a rendered (optimised) weight.
 WEIGHT_DECIMALS = 3
+#: Starts a rendered part so that the WebUI's prompt-editing grammar rejects it at once instead of
+#: parsing it for seconds (see the module docstring); invisible to emphasis and to the tokenizer.
+SCHEDULE_GUARD = "\\\n"
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 JSON_FORMAT = 1
@@ -667,7 +689,10 @@ class _PromptParser:
                     "(a '|' outside [a|b], or a backslash at the end), so the brackets are emphasis",
                     text[start:end],
                 )
-        cells = self.scan(start, end, edits)
+        # A rendered prompt's guard (the grammar has rejected the part above) makes no tokens:
+        # leave it out, so that pinning a pinned prompt does not pile guards up.
+        guarded = text.startswith(SCHEDULE_GUARD, start) and start + len(SCHEDULE_GUARD) <= end
+        cells = self.scan(start + len(SCHEDULE_GUARD) if guarded else start, end, edits)
         self.check_edit_weights(cells, start, end)
         if self.granularity is not None and any(c.kind == "break" and c.factors for c in cells):
             logger.warning(
@@ -965,11 +990,14 @@ def _format_number(value: float) -> str:
     return text
 
 
-def _round_weight(value: float) -> float:
-    return float(_format_number(round(value, WEIGHT_DECIMALS)))
+def _round_weight(value: float, weight_range: WeightRange = UNBOUNDED) -> float:
+    # Rounding a value just inside the range may step over an end that has more decimals.
+    return weight_range.clamp(float(_format_number(round(value, WEIGHT_DECIMALS))))
 
 
-def _piece_chains(parsed: ParsedPrompt, offsets: Sequence[float]) -> list[tuple[float, ...]]:
+def _piece_chains(
+    parsed: ParsedPrompt, offsets: Sequence[float], weight_range: WeightRange = DEFAULT_WEIGHT_RANGE
+) -> list[tuple[float, ...]]:
     """The multipliers each piece is rendered with."""
     chains = []
     for piece in parsed.pieces:
@@ -977,7 +1005,7 @@ def _piece_chains(parsed: ParsedPrompt, offsets: Sequence[float]) -> list[tuple[
             chains.append(())
             continue
         if piece.unit is not None and offsets[piece.unit] != 0.0:
-            weight = _round_weight(abs(piece.base_weight + offsets[piece.unit]))
+            weight = _round_weight(weight_range.fold(piece.base_weight + offsets[piece.unit]), weight_range)
             chains.append(() if weight == 1.0 else (weight,))
         else:
             chains.append(tuple(f for f in piece.factors if f != 1.0))
@@ -1127,18 +1155,28 @@ def _render_part(
     return out
 
 
-def render_prompt(parsed: ParsedPrompt, offsets: Sequence[float] | np.ndarray, *, verify: bool = True) -> str:
+def render_prompt(
+    parsed: ParsedPrompt,
+    offsets: Sequence[float] | np.ndarray,
+    *,
+    verify: bool = True,
+    weight_range: WeightRange = DEFAULT_WEIGHT_RANGE,
+    guard: bool = False,
+) -> str:
     """Render ``parsed`` with one weight offset per unit (see the module docstring).
 
-    With ``verify`` the result is parsed again and checked to give the intended weights; a mismatch
-    is a bug and raises RuntimeError rather than letting a wrong prompt reach the model.
+    Every changed weight is ``base + offset`` reflected into ``weight_range``. With ``guard``, each
+    part with emphasis brackets and no prompt editing starts with :data:`SCHEDULE_GUARD`, which
+    spares the WebUI seconds of parsing per prompt. With ``verify`` the result is parsed again and
+    checked to give the intended weights; a mismatch is a bug and raises RuntimeError rather than
+    letting a wrong prompt reach the model.
     """
     offsets = [float(v) for v in offsets]
     if len(offsets) != parsed.unit_count:
         raise ValueError(f"expected {parsed.unit_count} offsets, got {len(offsets)}")
     if not all(math.isfinite(v) for v in offsets):
         raise ValueError("weight offsets must be finite")
-    chains = _piece_chains(parsed, offsets)
+    chains = _piece_chains(parsed, offsets, weight_range)
     positive = not parsed.negative
     parts: list[tuple[list[Piece], list[tuple[float, ...]], Piece | None]] = [([], [], None)]
     separators: list[Piece] = []
@@ -1157,6 +1195,9 @@ def render_prompt(parsed: ParsedPrompt, offsets: Sequence[float] | np.ndarray, *
         tail_weight = tail is not None and _AND_WEIGHT_END.search(_EXTRA_NETWORK.sub("", tail.text)) is not None
         fragment = _render_part(pieces, part_chains, positive, first_part=index == 0, tail_has_weight=tail_weight)
         text = fragment.full
+        if guard and any(part_chains) and not any(p.kind == "edit" for p in pieces):
+            text = SCHEDULE_GUARD + text
+            seen += SCHEDULE_GUARD
         seen += fragment.plain
         if tail is not None:
             text += tail.text
@@ -1230,10 +1271,12 @@ def _verify_render(parsed: ParsedPrompt, chains: list[tuple[float, ...]], render
         )
 
 
-def effective_weights(parsed: ParsedPrompt, offsets: Sequence[float] | np.ndarray) -> list[tuple[float, ...]]:
+def effective_weights(
+    parsed: ParsedPrompt, offsets: Sequence[float] | np.ndarray, weight_range: WeightRange = DEFAULT_WEIGHT_RANGE
+) -> list[tuple[float, ...]]:
     """Per unit, the weights its pieces get when rendered with ``offsets`` (distinct, in order)."""
     offsets = [float(v) for v in offsets]
-    chains = _piece_chains(parsed, offsets)
+    chains = _piece_chains(parsed, offsets, weight_range)
     result: list[list[float]] = [[] for _ in range(parsed.unit_count)]
     for piece, chain in zip(parsed.pieces, chains):
         if piece.unit is None:
@@ -1258,6 +1301,9 @@ class PromptSpace:
         negative_prompt: the negative prompt ("" gives no units).
         granularity: ``token``, ``word`` or ``phrase``.
         tokenizer: used by ``token`` granularity only (see :func:`parse_prompt`).
+        weight_range: the range every changed weight is reflected into.
+        schedule_guard: start rendered parts with :data:`SCHEDULE_GUARD` where that spares the
+            WebUI's prompt-editing parser (see the module docstring).
 
     Raises:
         PromptSyntaxError: a prompt cannot be represented, or neither prompt has a weightable unit.
@@ -1269,16 +1315,29 @@ class PromptSpace:
         negative_prompt: str = "",
         granularity: Granularity = "word",
         tokenizer: object | None = None,
+        *,
+        weight_range: WeightRange = DEFAULT_WEIGHT_RANGE,
+        schedule_guard: bool = True,
     ) -> None:
         if granularity == "token" and tokenizer is None:
             tokenizer = default_tokenizer()
         positive = parse_prompt(prompt, granularity, negative=False, tokenizer=tokenizer)
         negative = parse_prompt(negative_prompt, granularity, negative=True, tokenizer=tokenizer)
-        self._init(positive, negative)
+        self._init(positive, negative, weight_range, schedule_guard)
 
-    def _init(self, positive: ParsedPrompt, negative: ParsedPrompt) -> None:
+    def _init(self, positive: ParsedPrompt, negative: ParsedPrompt, weight_range: WeightRange, schedule_guard: bool) -> None:
         self.positive = positive
         self.negative = negative
+        self.weight_range = weight_range
+        self.schedule_guard = schedule_guard
+        for parsed in (positive, negative):
+            for text in _edited_parts_with_many_units(parsed):
+                logger.warning(
+                    "%r uses prompt editing and has many weighted units: the WebUI parses such a part "
+                    "for seconds per individual (its cost grows with the cube of the emphasis groups); "
+                    "phrase granularity, or prompt editing in a separate AND part, keeps it fast",
+                    text[:60] + ("..." if len(text) > 60 else ""),
+                )
         self.granularity = positive.granularity
         if positive.unit_count + negative.unit_count == 0:
             raise PromptSyntaxError(
@@ -1308,12 +1367,15 @@ class PromptSpace:
     def render(self, x: Sequence[float] | np.ndarray) -> tuple[str, str]:
         """``(prompt, negative_prompt)`` in emphasis syntax for the search vector ``x``."""
         pos, neg = self._split(x)
-        return render_prompt(self.positive, pos), render_prompt(self.negative, neg)
+        options = {"weight_range": self.weight_range, "guard": self.schedule_guard}
+        return render_prompt(self.positive, pos, **options), render_prompt(self.negative, neg, **options)
 
     def weights(self, x: Sequence[float] | np.ndarray) -> list[tuple[float, ...]]:
         """Per unit, the weights the rendered prompts really use (rounded where changed)."""
         pos, neg = self._split(x)
-        return effective_weights(self.positive, pos) + effective_weights(self.negative, neg)
+        return effective_weights(self.positive, pos, self.weight_range) + effective_weights(
+            self.negative, neg, self.weight_range
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The parse, for run.json; :meth:`from_json` restores it without re-parsing."""
@@ -1323,6 +1385,8 @@ class PromptSpace:
             "prompt": self.positive.to_json(),
             "negative_prompt": self.negative.to_json(),
             "units": [dataclasses.asdict(u) for u in self.units],
+            "weight_range": self.weight_range.to_json(),
+            "schedule_guard": self.schedule_guard,
         }
 
     @classmethod
@@ -1334,8 +1398,36 @@ class PromptSpace:
         if positive.negative or not negative.negative:
             raise ValueError("prompt and negative_prompt are swapped in the JSON")
         space = cls.__new__(cls)
-        space._init(positive, negative)
+        # Runs recorded before these keys existed rendered |base + x| with no guard: keep that.
+        weight_range = WeightRange.from_json(data.get("weight_range"))
+        space._init(positive, negative, weight_range, bool(data.get("schedule_guard", False)))
         return space
 
     def __repr__(self) -> str:
-        return f"PromptSpace(dim={self.dim}, granularity={self.granularity!r}, prompt={self.positive.source!r}, negative_prompt={self.negative.source!r})"
+        return (
+            f"PromptSpace(dim={self.dim}, granularity={self.granularity!r}, prompt={self.positive.source!r}, "
+            f"negative_prompt={self.negative.source!r}, weight_range=[{self.weight_range.low:g}, {self.weight_range.high:g}])"
+        )
+
+
+#: Weighted units in one AND part with prompt editing above which the WebUI's parse takes seconds.
+SLOW_EDITED_PART_UNITS = 20
+
+
+def _edited_parts_with_many_units(parsed: ParsedPrompt) -> list[str]:
+    """The text of each AND part that has prompt editing (so no guard) and many units."""
+    found: list[str] = []
+    units: set[int] = set()
+    edited = False
+    text = ""
+    for piece in (*parsed.pieces, Piece("and", "")):
+        if piece.kind == "and":
+            if edited and len(units) > SLOW_EDITED_PART_UNITS:
+                found.append(text)
+            units, edited, text = set(), False, ""
+            continue
+        edited = edited or piece.kind == "edit"
+        text += piece.text
+        if piece.unit is not None:
+            units.add(piece.unit)
+    return found

@@ -20,6 +20,7 @@ from lib_pinning.prompt import (
     ParsedPrompt,
     PromptSpace,
     PromptSyntaxError,
+    SCHEDULE_GUARD,
     parse_prompt,
     parse_prompt_attention,
     render_prompt,
@@ -164,10 +165,20 @@ def webui_view(prompt: str, negative: bool = False) -> tuple[list, list]:
     return parts, networks
 
 
-def intended_view(parsed: ParsedPrompt, x: list[float] | None = None) -> tuple[list, list]:
+def mirror(value: float, low: float = 0.0, high: float = 2.0) -> float:
+    """Reference reflection into [low, high], one mirror at a time (independent of bounds.py)."""
+    while value < low or value > high:
+        value = 2 * low - value if value < low else 2 * high - value
+    return value
+
+
+def intended_view(
+    parsed: ParsedPrompt, x: list[float] | None = None, low: float = 0.0, high: float = 2.0
+) -> tuple[list, list]:
     """The same view built from the parse and the weight rule: a piece of unit u weighs
-    ``|base + x[u]|`` rounded to 3 decimals, or exactly ``base`` when ``x[u] == 0``; edits expand
-    through parse_prompt_attention times their multipliers, as the view above sees them."""
+    ``base + x[u]`` mirrored into [low, high] and rounded to 3 decimals, or exactly ``base`` when
+    ``x[u] == 0``; edits expand through parse_prompt_attention times their multipliers, as the view
+    above sees them."""
     parts: list[list] = [[1.0, []]]
     networks: list[str] = []
     for piece in parsed.pieces:
@@ -181,7 +192,7 @@ def intended_view(parsed: ParsedPrompt, x: list[float] | None = None) -> tuple[l
         elif piece.kind == "text":
             weight = piece.base_weight
             if x is not None and piece.unit is not None and x[piece.unit] != 0:
-                weight = round(abs(weight + x[piece.unit]), 3)
+                weight = min(max(round(mirror(weight + x[piece.unit], low, high), 3), low), high)
             parts[-1][1].append((piece.text, weight))
         elif piece.kind == "break":
             parts[-1][1].append(("BREAK", -piece.base_weight))
@@ -532,9 +543,12 @@ def test_prompt_space_basics() -> None:
         (2, "negative", "ugly", (1.0,)),
         (3, "negative", "blurry", (1 / 1.1,)),
     ]
-    assert space.render(np.zeros(4)) == ("(cat:1.2), dog", "ugly, [blurry]")
+    # Parts with emphasis start with the guard that spares the WebUI's schedule parser.
+    assert space.render(np.zeros(4)) == (SCHEDULE_GUARD + "(cat:1.2), dog", SCHEDULE_GUARD + "ugly, [blurry]")
     x = np.array([0.1, -1.2, 0.5, -0.00001])
-    assert space.render(x) == ("(cat:1.3), (dog:0.2)", "(ugly:1.5), (blurry:0.909)")
+    assert space.render(x) == (SCHEDULE_GUARD + "(cat:1.3), (dog:0.2)", SCHEDULE_GUARD + "(ugly:1.5), (blurry:0.909)")
+    assert PromptSpace("cat", "", schedule_guard=False).render([0.2]) == ("(cat:1.2)", "")
+    assert PromptSpace("cat dog", "").render([0.0, 0.0]) == ("cat dog", "")  # no brackets, no guard
     assert space.weights(x) == [(1.3,), (0.2,), (1.5,), (0.909,)]
     assert space.weights(np.zeros(4))[3] == (1 / 1.1,)
 
@@ -542,7 +556,7 @@ def test_prompt_space_basics() -> None:
 def test_prompt_space_empty_negative_and_errors() -> None:
     space = PromptSpace("a cat", "", "phrase")
     assert space.dim == 1 and space.negative.unit_count == 0
-    assert space.render([0.5]) == ("(a cat:1.5)", "")
+    assert space.render([0.5]) == (SCHEDULE_GUARD + "(a cat:1.5)", "")
     with pytest.raises(ValueError, match="has 1"):
         space.render([0.1, 0.2])
     with pytest.raises(ValueError, match="finite"):
@@ -572,4 +586,4 @@ def test_prompt_space_json_round_trip() -> None:
 def test_prompt_space_token_granularity_with_injected_tokenizer() -> None:
     space = PromptSpace("photorealistic cat, 8k", "", "token", tokenizer=FAKE_CLIP)
     assert [u.text for u in space.units] == ["photorealistic", "cat", ",", "8", "k"]
-    assert space.render([0, 0.2, 0, 0, 0]) == ("photorealistic (cat:1.2), 8k", "")
+    assert space.render([0, 0.2, 0, 0, 0]) == (SCHEDULE_GUARD + "photorealistic (cat:1.2), 8k", "")

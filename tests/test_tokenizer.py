@@ -149,4 +149,5 @@ def test_token_granularity_uses_the_default_tokenizer() -> None:
         ("positive", "score"), ("positive", "_"), ("positive", "9"), ("negative", "lowres"),
     ]
     x = [0.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0, -0.1]
-    assert space.render(x) == ("a (photorealistic:1.2) cat, score_9", "(lowres:0.9)")
+    guard = "\\\n"  # prompt.SCHEDULE_GUARD: parts with emphasis start with it
+    assert space.render(x) == (guard + "a (photorealistic:1.2) cat, score_9", guard + "(lowres:0.9)")
