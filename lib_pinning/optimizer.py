@@ -8,6 +8,17 @@ Two strategies, chosen by the options:
   pinned" against "how far from what you wrote". Offsets beyond the limit are evaluated at their
   closest valid point and penalised (`tools.ClosestValidPenalty`).
 
+Long prompts. With one weight per unit, a 40-100 tag prompt is a 40-150 dimensional search, in
+which CMA-ES learns its covariance at rates of order 1/N^2 and the default budget grows past a
+thousand batches. The "groups" search space (the default above `groups_above` units) gives runs of
+neighbouring units one shared offset: x = G z, G a 0/1 membership matrix of contiguous groups that
+never cross from the prompt into the negative prompt. CMA-ES then searches the few group offsets z
+(about sqrt(N) of them), with lambda, mu and the generations resolved for that dimension; the run,
+the rendering and the report still see one offset per unit. Measured on the toy (a 44-tag, 74-unit
+prompt, batch 8, 3 image seeds, 150-batch budget, guard and nearest_mode loss on): units reached
+a median loss of 0.36 of the baseline's (within-batch variety -87%) with 113-150 batches; 9 groups
+reached 0.356 (variety -87%) and stopped on a plateau after 31-81 batches (median 71).
+
 DEAP draws from numpy's *global* RNG. A run owns its own RNG state: every draw happens inside
 `_own_rng`, which swaps the run's state in and out, so other numpy users neither disturb nor are
 disturbed by the search, and the state is checkpointed with the strategy (resume = same result).
@@ -61,7 +72,7 @@ def _own_rng(holder: dict[str, Any]) -> Iterator[None]:
 class CmaSettings:
     """Strategy parameters with the automatic ones resolved for a problem of `dim` weights."""
 
-    dim: int
+    dim: int  # units: the length of the offsets x the run renders
     generations: int
     lambda_: int
     mu: int
@@ -73,13 +84,21 @@ class CmaSettings:
     size_limit_error: float
     size_limit_weight: float
     n_objectives: int = 1
+    # (start, stop) unit ranges sharing one offset each (the "groups" search space); () = one per unit.
+    groups: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def resolve(cls, options: PinningOptions, dim: int, objective_terms: int = 1) -> CmaSettings:
-        """Settings for `dim` weights; `objective_terms` counts the terms a "pareto" run separates."""
+    def resolve(
+        cls, options: PinningOptions, dim: int, objective_terms: int = 1, blocks: Sequence[int] | None = None
+    ) -> CmaSettings:
+        """Settings for `dim` weights; `objective_terms` counts the terms a "pareto" run separates;
+        `blocks` are the unit counts of the prompt and the negative prompt, which groups never mix
+        (default: one block)."""
         if dim < 1:
             raise ValueError("nothing to optimise: the prompt has no weightable units")
-        lambda_ = options.cma_lambda or int(4 + 3 * math.log(dim))
+        groups = resolve_groups(options, dim, blocks)
+        search_dim = len(groups) or dim
+        lambda_ = options.cma_lambda or int(4 + 3 * math.log(search_dim))
         mu = options.cma_mu or int(lambda_ / 2)
         if mu > lambda_:
             raise ValueError(f"Mu ({mu}) must not exceed lambda ({lambda_})")
@@ -97,7 +116,7 @@ class CmaSettings:
         limit = options.size_limit
         return cls(
             dim=dim,
-            generations=options.default_generations(dim),
+            generations=options.default_generations(search_dim),
             lambda_=lambda_,
             mu=mu,
             sigma=options.initial_std,
@@ -108,11 +127,56 @@ class CmaSettings:
             size_limit_error=limit / 100 if options.size_limit_error is None else options.size_limit_error,
             size_limit_weight=limit * 10 if options.size_limit_weight is None else options.size_limit_weight,
             n_objectives=(objective_terms if options.combine == "pareto" else 1) + (1 if limit > 0 else 0),
+            groups=groups,
         )
 
     @property
     def multi_objective(self) -> bool:
         return self.n_objectives > 1
+
+    @property
+    def search_dim(self) -> int:
+        """Dimension CMA-ES works in: the number of groups, or of units."""
+        return len(self.groups) or self.dim
+
+    def lift(self, z: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Per-unit offsets x of search coordinates z (z itself without groups)."""
+        z = np.asarray(z, dtype=float)
+        if not self.groups:
+            return z.copy()
+        x = np.empty(self.dim)
+        for value, (start, stop) in zip(z, self.groups):
+            x[start:stop] = value
+        return x
+
+
+def default_group_count(dim: int) -> int:
+    """About sqrt(N) groups of about sqrt(N) units each (at least 2)."""
+    return max(2, round(math.sqrt(dim)))
+
+
+def resolve_groups(options: PinningOptions, dim: int, blocks: Sequence[int] | None) -> tuple[tuple[int, int], ...]:
+    """The groups search space's unit ranges, or () for one offset per unit."""
+    use = options.search_space == "groups" or (options.search_space == "auto" and dim > options.groups_above)
+    if not use:
+        return ()
+    sizes = [b for b in (blocks if blocks is not None else (dim,)) if b > 0]
+    if sum(sizes) != dim:
+        raise ValueError(f"blocks {list(sizes)} do not add up to {dim} units")
+    count = min(dim, options.search_groups or default_group_count(dim))
+    count = max(count, len(sizes))
+    # Groups in proportion to each block's units, at least one per block.
+    shares = [max(1, round(count * b / dim)) for b in sizes]
+    while sum(shares) > count and max(shares) > 1:
+        shares[shares.index(max(shares))] -= 1
+    groups: list[tuple[int, int]] = []
+    first = 0
+    for size, share in zip(sizes, shares):
+        share = min(share, size)
+        edges = np.linspace(0, size, share + 1).round().astype(int)
+        groups.extend((first + int(a), first + int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a)
+        first += size
+    return tuple(groups)
 
 
 class PinningOptimizer:
@@ -124,9 +188,10 @@ class PinningOptimizer:
         self._fitness_cls, self._individual_cls = _creator_classes(self.n_objectives)
         self._rng: dict[str, Any] = {"state": np.random.RandomState(seed % 2**32).get_state()}
         with _own_rng(self._rng):
-            centroid = np.random.uniform(-settings.centroid_radius, settings.centroid_radius, settings.dim)
+            centroid = np.random.uniform(-settings.centroid_radius, settings.centroid_radius, settings.search_dim)
         self.centroid0 = centroid
         self.generation = 0  # generations completed (told)
+        self._asked: list[np.ndarray] = []  # the last ask()'s search points (z), for tell()
         self.strategy: Any = None
         if not settings.multi_objective:
             self.strategy = cma.Strategy(
@@ -141,20 +206,28 @@ class PinningOptimizer:
     # ask / tell -----------------------------------------------------------------------------
 
     def ask(self) -> list[np.ndarray]:
-        """The next generation's population (deterministic in the checkpointed state)."""
+        """The next generation's population as per-unit offsets (deterministic in the checkpointed
+        state); with groups, the search points behind them are kept for `tell`."""
         with _own_rng(self._rng):
             if self.strategy is None:
                 # MO-CMA-ES starts from an evaluated population: sample the first one the way
                 # the single-objective strategy would (centroid + sigma * N(0, I)).
-                z = np.random.standard_normal((self.settings.lambda_, self.settings.dim))
+                z = np.random.standard_normal((self.settings.lambda_, self.settings.search_dim))
                 population = [self._individual_cls(self.centroid0 + self.settings.sigma * row) for row in z]
             else:
                 population = self.strategy.generate(self._individual_cls)
-        return population
+        if not self.settings.groups:
+            return population
+        self._asked = population
+        return [self._individual_cls(self.settings.lift(z)) for z in population]
 
     def tell(self, population: Sequence[np.ndarray], fitnesses: Sequence[Sequence[float]]) -> None:
         if len(population) != len(fitnesses):
             raise ValueError("one fitness per individual is required")
+        if self.settings.groups:
+            if len(self._asked) != len(population):
+                raise ValueError("tell() needs the population of the last ask()")
+            population = self._asked
         for individual, fitness in zip(population, fitnesses):
             if len(fitness) != self.n_objectives:
                 raise ValueError(f"expected {self.n_objectives} objective values, got {len(fitness)}")
@@ -214,10 +287,19 @@ class PinningOptimizer:
 
     @property
     def axis_scales(self) -> np.ndarray:
-        """Squared lengths of the search distribution's main axes (the covariance eigenvalues)."""
+        """Squared lengths of the search distribution's main axes (the covariance eigenvalues, in
+        the search space: one per group with groups)."""
         if isinstance(self.strategy, cma.Strategy):
             return np.asarray(self.strategy.diagD, dtype=float) ** 2
-        return np.ones(self.settings.dim)
+        return np.ones(self.settings.search_dim)
+
+    @property
+    def spread(self) -> float:
+        """sigma times the largest coordinate standard deviation, in weight units (pycma's tolx
+        measure): how far the next proposals may still move any one weight."""
+        if isinstance(self.strategy, cma.Strategy):
+            return float(self.strategy.sigma * np.sqrt(np.max(np.diag(self.strategy.C))))
+        return self.sigma
 
     @property
     def axis_ratio(self) -> float:
@@ -226,9 +308,10 @@ class PinningOptimizer:
 
     @property
     def centroid(self) -> np.ndarray:
+        """The search distribution's mean as per-unit offsets."""
         if isinstance(self.strategy, cma.Strategy):
-            return np.asarray(self.strategy.centroid, dtype=float)
-        return np.asarray(self.centroid0, dtype=float)
+            return self.settings.lift(self.strategy.centroid)
+        return self.settings.lift(self.centroid0)
 
     # checkpoints --------------------------------------------------------------------------------
 
@@ -256,6 +339,7 @@ class PinningOptimizer:
         self._rng = {"state": _decode(state["rng"], self._individual_cls)}
         self.centroid0 = np.asarray(state["centroid0"], dtype=float)
         self.generation = int(state["generation"])
+        self._asked = []
         self.strategy = None
         if state["strategy"] is not None:
             kind = {"Strategy": cma.Strategy, "StrategyMultiObjective": cma.StrategyMultiObjective}[
