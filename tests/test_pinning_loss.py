@@ -87,19 +87,28 @@ def test_objective_matches_a_brute_force_loop(images: tuple[torch.Tensor, torch.
     targets, candidates = images
     everything = torch.cat([targets, candidates])
     n_t = targets.shape[0]
+    to_targets = [(t, c) for t in range(n_t) for c in range(n_t, 7)]
     if mode == "all_pairs":
         expected_pairs = list(itertools.combinations(range(7), 2))
     elif mode == "variety":
         expected_pairs = list(itertools.combinations(range(n_t, 7), 2))
+    elif mode == "nearest_mode":
+        expected_pairs = to_targets + list(itertools.combinations(range(n_t, 7), 2))
     else:
-        expected_pairs = [(t, c) for t in range(n_t) for c in range(n_t, 7)]
+        expected_pairs = to_targets
     expected_values = [brute_force_pair_value(everything, i, j) for i, j in expected_pairs]
 
     objective = PinningObjective(targets, mode)
     result = objective.score(Batch(images=candidates, seeds=(1, 2, 3, 4)))
     assert result.pairs == expected_pairs
     np.testing.assert_allclose(result.pair_values, expected_values, atol=1e-6, rtol=0)
-    assert result.value == pytest.approx(numpy_mean_plus_std(expected_values), abs=1e-6)
+    if mode == "nearest_mode":
+        # Checked against its own brute force in tests/test_nearest_mode.py; here only the pairs.
+        distances = np.array(expected_values[: len(to_targets)]).reshape(n_t, 4)
+        expected_value = pinning.nearest_mode_loss(distances).value
+    else:
+        expected_value = numpy_mean_plus_std(expected_values)
+    assert result.value == pytest.approx(expected_value, abs=1e-6)
     assert result.components["flip_mean"] == pytest.approx(np.mean(expected_values), abs=1e-6)
     assert result.components["flip_std"] == pytest.approx(np.std(expected_values), abs=1e-6)
     assert objective.name == f"flip_{mode}"
@@ -146,7 +155,7 @@ def test_pinned_batch_scores_lower_than_a_varied_one(images: tuple[torch.Tensor,
 
 def test_targets_are_required_except_for_variety(images: tuple[torch.Tensor, torch.Tensor]) -> None:
     _, candidates = images
-    for mode in ("all_pairs", "target_distance"):
+    for mode in ("nearest_mode", "all_pairs", "target_distance"):
         with pytest.raises(ValueError, match="none were given"):
             PinningObjective(None, mode)
         with pytest.raises(ValueError, match="none were given"):
@@ -267,14 +276,16 @@ def test_variety_with_level_weighting(images: tuple[torch.Tensor, torch.Tensor],
     values = dict(zip(result.pairs, result.pair_values, strict=True))
     level2 = [values[(0, 1)], values[(2, 3)]]
     level1 = [values[p] for p in [(0, 2), (0, 3), (1, 2), (1, 3)]]
-    expected = numpy_mean_plus_std(level1) * 1.0 + numpy_mean_plus_std(level2) * 1.0**2
-    assert result.value == pytest.approx(expected, abs=1e-12)
+    raw = numpy_mean_plus_std(level1) * 1.0 + numpy_mean_plus_std(level2) * 1.0**2
+    # Exponential at scale 0.5 weighs every level X_K * 1^K: from 0 (both 0) to 2 (both 1).
+    assert result.value == pytest.approx(raw / 2, abs=1e-12)
+    assert result.components["level_weighted_raw"] == pytest.approx(raw, abs=1e-12)
     assert result.components["level_1"] == pytest.approx(numpy_mean_plus_std(level1), abs=1e-12)
     assert result.components["level_2"] == pytest.approx(numpy_mean_plus_std(level2), abs=1e-12)
     assert result.components["flip_mean"] == pytest.approx(np.mean(result.pair_values), abs=1e-12)
 
 
-def test_all_pairs_weighting_adds_the_target_pairs_summary(images: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_all_pairs_weighting_averages_in_the_target_pairs_summary(images: tuple[torch.Tensor, torch.Tensor]) -> None:
     targets, candidates = images
     weighting = LevelWeighting("Geometric", 1.0)
     result = PinningObjective(
@@ -285,12 +296,12 @@ def test_all_pairs_weighting_adds_the_target_pairs_summary(images: tuple[torch.T
     with_target = [v for (i, _), v in values.items() if i < 3]
     level1 = [cand[p] for p in [(0, 2), (0, 3), (1, 2), (1, 3)]]
     level2 = [cand[(0, 1)], cand[(2, 3)]]
-    expected = (
-        numpy_mean_plus_std(level1)
-        + math.sqrt(numpy_mean_plus_std(level2))
-        + numpy_mean_plus_std(with_target)
-    )
+    # Geometric at scale 1: X_1 + sqrt(X_2), from 0 to 2; then averaged by pair count with the
+    # 15 pairs that involve a target (3 target x target, 12 target x image) against 6 image pairs.
+    weighted = (numpy_mean_plus_std(level1) + math.sqrt(numpy_mean_plus_std(level2))) / 2
+    expected = (6 * weighted + 15 * numpy_mean_plus_std(with_target)) / 21
     assert result.value == pytest.approx(expected, abs=1e-12)
+    assert result.components["level_weighted"] == pytest.approx(weighted, abs=1e-12)
     assert result.components["target_pairs"] == pytest.approx(numpy_mean_plus_std(with_target), abs=1e-12)
 
 

@@ -6,7 +6,9 @@ the user's weight, so weights compare importance, not units. The distance penalt
 offset of the weights from the prompt's own) is in weight units already and is added as it is.
 
 `Scored.loss` is the weighted sum; `Scored.values` the same terms one by one, which a
-"pareto" run hands to MO-CMA-ES as separate objectives.
+"pareto" run hands to MO-CMA-ES as separate objectives. With one objective at weight 1 (the
+default: the image loss alone) the loss is on that objective's natural scale, so a reported fitness
+above 1 means a batch worse than the worst plausible one, not a summation artefact.
 """
 
 from __future__ import annotations

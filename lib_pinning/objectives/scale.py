@@ -44,7 +44,11 @@ class NaturalScale:
 
 
 FLIP_SCALE = NaturalScale(best=0.0, worst=1.0, unit="FLIP error")
-"""FLIP errors lie in [0, 1]; the pinning summaries (mean + std) of typical batches stay below 1."""
+"""FLIP errors lie in [0, 1], and so do the pinning losses built on them: ``nearest_mode`` is a mean
+of FLIP values, and the hyperbatch level weighting is rescaled onto [0, 1]
+(`pinning.normalised_level_loss`; the original's sum over levels reached 3 for a batch of 8).
+A mean + std summary can exceed 1 only for implausible batches (at most (1 + sqrt 2) / 2 = 1.21,
+with 85% of the pairs at FLIP's maximum error, i.e. images unlike each other at every pixel)."""
 
 AESTHETIC_SCORE_RANGE = (1.0, 10.0)
 """The LAION aesthetic predictor's rating scale (AVA-style 1..10; SD images mostly score 4.5..7)."""
