@@ -15,9 +15,10 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
+from lib_pinning import guard
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
 from lib_pinning.options import OptionError, OptionsModel, OptionSpec, PinningOptions
-from lib_pinning.run import PinningRun, RunEvent, RunResult, derive_seeds
+from lib_pinning.run import RESUME_OPTIONS, PinningRun, RunEvent, RunResult, derive_seeds
 from lib_pinning.store import RunDirectoryError
 
 log = logging.getLogger("lib_pinning")
@@ -29,10 +30,15 @@ def _flag(spec: OptionSpec) -> str:
     return "--" + spec.key.replace("_", "-")
 
 
-def add_option_flags(parser: argparse.ArgumentParser, model: type[OptionsModel], title: str) -> None:
-    """One flag per option; values stay strings here and are coerced by the option's own spec."""
+def add_option_flags(
+    parser: argparse.ArgumentParser, model: type[OptionsModel], title: str, keys: Sequence[str] | None = None
+) -> None:
+    """One flag per option (or per option in `keys`); values stay strings here and are coerced by
+    the option's own spec."""
     group = parser.add_argument_group(title)
     for spec in model.specs():
+        if keys is not None and spec.key not in keys:
+            continue
         help_text = f"{spec.help} [{spec.range_text()}; default: {spec.default!r}]"
         kwargs: dict[str, Any] = {"dest": spec.key, "default": argparse.SUPPRESS, "help": help_text}
         if spec.kind == "paths":
@@ -62,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(demo, ToySettings, "sampling (toy model)")
     add_option_flags(demo, PinningOptions, "pinning")
 
-    resume = commands.add_parser("resume", help="continue an interrupted run")
+    resume = commands.add_parser(
+        "resume", help="continue an interrupted or stopped run (optionally with a larger budget)"
+    )
     resume.add_argument("run_dir", type=Path)
+    add_option_flags(resume, PinningOptions, "what a resumed run may change", keys=RESUME_OPTIONS)
 
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
     report.add_argument("run_dir", type=Path)
@@ -98,12 +107,20 @@ def _reporter() -> Any:
 def _print_result(result: RunResult) -> None:
     out = sys.stdout
     out.write(f"\nstatus:        {result.status}" + (f" ({result.error})" if result.error else "") + "\n")
-    out.write(f"evaluations:   {result.evaluations} batches, {result.generations_done} generations\n")
+    repeats = f" + {result.repeats} repeats (reused, not generated)" if result.repeats else ""
+    out.write(f"evaluations:   {result.batches} batches{repeats}, {result.generations_done} generations\n")
+    out.write(f"stopped:       {result.stop_reason}\n")
     out.write(f"baseline loss: {result.baseline.loss:.5f}\n")
     out.write(f"best loss:     {result.best.loss:.5f} (generation {result.best.generation}, #{result.best.index})\n")
     out.write(f"best prompt:   {result.best.prompt}\n")
     if result.best.negative_prompt:
         out.write(f"best negative: {result.best.negative_prompt}\n")
+    if result.degenerate_generations:
+        listed = ", ".join(str(g) for g in result.degenerate_generations)
+        out.write(f"degenerate:    most images of generation(s) {listed} were broken (black, flat or fried)\n")
+    if result.best.degenerate:
+        counts = guard.describe(guard.summarize_reasons(result.best.degenerate_reasons), len(result.best.degenerate_reasons))
+        out.write(f"warning:       the best batch has degenerate images ({counts})\n")
     out.write(f"run directory: {result.run_dir}\n")
     out.write(f"report:        {result.report_path}\n")
 
@@ -133,7 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs_dir=args.runs_dir,
             )
         elif args.command == "resume":
-            run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)))
+            changes = {
+                s.key: s.coerce(getattr(args, s.key)) for s in PinningOptions.specs()
+                if s.key in RESUME_OPTIONS and hasattr(args, s.key)
+            }
+            run = PinningRun.resume(
+                args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)), changes
+            )
         else:
             from lib_pinning.report import rebuild
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Union
 
 Granularity = Literal["token", "word", "phrase"]
-FlipLoss = Literal["all_pairs", "variety", "target_distance"]
+FlipLoss = Literal["nearest_mode", "variety", "target_distance", "all_pairs"]
 CmaWeights = Literal["superlinear", "linear", "equal"]
 HyperbatchWeightType = Literal["Geometric", "Exponential", "Polynomial"]
 
@@ -276,13 +276,15 @@ class PinningOptions(OptionsModel):
         infotext="Pin units",
     )
     flip_loss: FlipLoss = option(
-        "variety",
+        "nearest_mode",
         label="Image loss",
-        help="variety (default): mean + std of FLIP over the pairs within the batch, i.e. how much "
-        "the images vary across seeds; target_distance: image-to-target pairs only (closeness to "
-        "the targets); all_pairs: every pair of targets and images together (the original tool's "
-        "loss: it also keeps the batch near the targets, which without target images are the "
-        "unpinned prompt's batch).",
+        help="nearest_mode (default): every image should look like one and the same target image "
+        "(without target images: one of the unpinned prompt's own images), and each like some "
+        "target, so the batch pins to one of the prompt's pictures and a black or over-emphasised "
+        "batch scores badly; variety: mean + std of FLIP over the pairs within the batch, i.e. how "
+        "much the images vary across seeds, whatever they show; target_distance: image-to-target "
+        "pairs only (closeness to all the targets); all_pairs: every pair of targets and images "
+        "together (the original tool's loss).",
         infotext="Pin loss",
     )
     flip_weight: float = option(
@@ -406,6 +408,109 @@ class PinningOptions(OptionsModel):
         minimum=1,
         maximum=10000,
     )
+    # -- when the run stops, and the search space of long prompts (lib_pinning.stopping, optimizer) --
+    max_batches: int | None = option(
+        None,
+        label="Max batches",
+        help="Budget: the run stops once it has generated this many batches, the baseline included "
+        "(a repeat of an already generated prompt costs nothing and does not count). Empty: no limit "
+        "but the generations. A stopped run can be resumed with a larger budget.",
+        infotext="Pin max batches",
+        minimum=1,
+        maximum=1000000,
+    )
+    max_minutes: float | None = option(
+        None,
+        label="Max minutes",
+        help="Budget: the run stops after the batch in progress once it has run this long (all the "
+        "sessions of a resumed run together). Empty: no limit.",
+        infotext="Pin max minutes",
+        minimum=0.01,
+        maximum=100000.0,
+    )
+    stop_early: bool = option(
+        True,
+        label="Stop when settled",
+        help="Stop before the last generation once more batches cannot help: the loss reached its "
+        "floor (0); the best parents have all scored like the best for Patience generations (a "
+        "plateau); nothing improved for Stagnation generations; every batch of a generation scored "
+        "the same; or the search shrank below the weights' resolution. Off: run every generation "
+        "(the budget still applies).",
+        infotext="Pin stop early",
+    )
+    stop_patience: int = option(
+        2,
+        label="Patience",
+        help="Generations in a row in which the best parents (mu of them) all score within the "
+        "tolerance of the best so far, with no improvement, before the run stops: the search sits on "
+        "a plateau and its moves are decided by ties.",
+        infotext="Pin patience",
+        group="stopping",
+        minimum=1,
+        maximum=1000,
+    )
+    stop_stagnation: int | None = option(
+        None,
+        label="Stagnation",
+        help="Generations without an improvement of the best by more than the tolerance before the "
+        "run stops, plateau or not. Empty: a third of the generations, at least 8.",
+        infotext="Pin stagnation",
+        group="stopping",
+        minimum=1,
+        maximum=10000,
+    )
+    stop_tolerance: float = option(
+        0.001,
+        label="Loss tolerance",
+        help="Loss differences below this count as equal (tolfun): smaller improvements are not "
+        "improvements, and a loss this close to 0 has reached its floor. Losses run from 0 (perfect "
+        "batch) to about 1; 0.001 is below what 8-bit rounding of the images moves.",
+        infotext="Pin tolerance",
+        group="stopping",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.0001,
+    )
+    stop_tolx: float = option(
+        0.0005,
+        label="Weight tolerance",
+        help="The run stops when the search distribution's largest standard deviation of a weight is "
+        "below this (tolx): rendered weights have 3 decimals, so below half of 0.001 every proposal "
+        "renders (nearly) the same prompt.",
+        infotext="Pin tolx",
+        group="stopping",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.0001,
+    )
+    search_space: Literal["auto", "units", "groups"] = option(
+        "auto",
+        label="Search space",
+        help="units: one weight per unit; groups: runs of neighbouring units (tags) share one weight, "
+        "a low-dimensional search that long prompts can afford; auto: groups above the Groups above "
+        "size, units below.",
+        infotext="Pin search space",
+        group="cma",
+    )
+    search_groups: int | None = option(
+        None,
+        label="Groups",
+        help="Number of weight groups of the groups search space (positive and negative prompt "
+        "separately, in proportion to their units). Empty: automatic (see the README).",
+        infotext="Pin groups",
+        group="cma",
+        minimum=1,
+        maximum=1000,
+    )
+    groups_above: int = option(
+        40,
+        label="Groups above",
+        help="With the auto search space, prompts with more units than this are searched in groups.",
+        infotext="Pin groups above",
+        group="cma",
+        minimum=1,
+        maximum=100000,
+    )
     centroid_radius: float = option(
         0.0,
         label="Initial centroid radius",
@@ -429,6 +534,33 @@ class PinningOptions(OptionsModel):
         minimum=0.001,
         maximum=2.0,
         step=0.001,
+    )
+    weight_min: float = option(
+        0.0,
+        label="Lowest weight",
+        help="No weight the search changes goes below this (the search reflects off it). 0 "
+        "(default) lets a word fade out entirely, which the default image loss already penalises "
+        "when the picture changes; a negative weight would invert the word, so there is no lower "
+        "floor than 0. Raise it (e.g. 0.2) to keep every word present. Weights you wrote yourself "
+        "stay as written until the search changes them.",
+        infotext="Pin weight min",
+        group="cma",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.05,
+    )
+    weight_max: float = option(
+        2.0,
+        label="Highest weight",
+        help="No weight the search changes goes above this (the search reflects off it). 2 "
+        "(default): SD 1.5 images start to fry past about 1.5 and are fried at 2 on most models, "
+        "so nothing worth finding lies beyond, and the image guard catches the fried batches "
+        "between; 1.5 keeps an SD 1.5 search clear of frying, SDXL and Pony models bear 1.6-1.8. 10 (the largest) is in effect no bound, as before.",
+        infotext="Pin weight max",
+        group="cma",
+        minimum=1.0,
+        maximum=10.0,
+        step=0.05,
     )
     size_limit: float = option(
         0.0,
@@ -565,6 +697,59 @@ class PinningOptions(OptionsModel):
         maximum=10.0,
         step=0.01,
     )
+    guard: bool = option(
+        True,
+        label="Degenerate-image guard",
+        help="Recognise broken images (NaN/non-finite, black, flat, fried by over-emphasis): a batch "
+        "with any is penalised so the search moves away, and never chosen as the best. Off, they are "
+        "still recorded and shown in the report, but scored like any image.",
+        infotext="Pin guard",
+        group="guard",
+    )
+    guard_black_level: float = option(
+        0.03,
+        label="Black level",
+        help="An image is black when 99% of its pixels are darker than this in every channel "
+        "(0 to 1; 0.03 is about 8/255). 0 disables the check.",
+        infotext="Pin guard black",
+        group="guard",
+        minimum=0.0,
+        maximum=0.5,
+        step=0.005,
+    )
+    guard_flat_std: float = option(
+        0.01,
+        label="Flat image std",
+        help="An image is flat (near-constant) when every channel's standard deviation is below "
+        "this (0 to 1; 0.01 is a gradient spanning under 9/255). 0 disables the check.",
+        infotext="Pin guard flat",
+        group="guard",
+        minimum=0.0,
+        maximum=0.25,
+        step=0.001,
+    )
+    guard_fried_saturation: float = option(
+        0.8,
+        label="Fried saturation",
+        help="An image is fried when its mean saturation is at least this, half its channel values "
+        "are clipped, and it has no detail (see Fried detail).",
+        infotext="Pin guard fried saturation",
+        group="guard",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.01,
+    )
+    guard_fried_detail: float = option(
+        0.06,
+        label="Fried detail",
+        help="A saturated, clipped image is fried when its detail (99th percentile of its high-pass "
+        "response at 64 px) is below this. 0 disables the fried check.",
+        infotext="Pin guard fried detail",
+        group="guard",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.005,
+    )
     cli_log: bool = option(
         True,
         label="Log generations to the console",
@@ -574,6 +759,11 @@ class PinningOptions(OptionsModel):
     )
 
     def _check_combination(self) -> None:
+        if self.weight_min >= self.weight_max:
+            raise OptionError(
+                "weight_max", self.spec("weight_max").label,
+                f"{self.weight_max} must exceed the lowest weight ({self.weight_min})",
+            )
         if self.cma_mu is not None and self.cma_lambda is not None and self.cma_mu > self.cma_lambda:
             raise OptionError(
                 "cma_mu", self.spec("cma_mu").label, f"{self.cma_mu} exceeds lambda ({self.cma_lambda})"

@@ -8,7 +8,16 @@
 3. After each generation: statistics, a checkpoint and the report are written, so an interrupted
    or crashed run is readable and resumable; `resume` continues it to the same result.
 
-Stopping: a cancel callable (the WebUI's Interrupt/Skip, the CLI's first Ctrl-C) is checked before
+When it ends (lib_pinning.stopping): after the planned generations; earlier when the search has
+settled (the loss floor, a plateau, tolfun, tolx, stagnation) or the budget is spent (max batches,
+max minutes). run.json records why (`stop_criterion`, `stop_reason`); a run stopped so can be
+resumed with a larger budget and continues the same search.
+
+Repeats: an individual whose rendered prompt pair equals one already generated reuses that result
+(`repeat_of`, images hard-linked) without calling the backend; rendering rounds weights to 3
+decimals, and on a plateau CMA-ES proposes the same prompt again and again.
+
+Cancelling: a cancel callable (the WebUI's Interrupt/Skip, the CLI's first Ctrl-C) is checked before
 every individual, so the run stops after the current one; a KeyboardInterrupt that arrives in the
 middle of an individual drops that individual (it was never persisted) and still finalises the run.
 """
@@ -22,20 +31,25 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from lib_pinning import __version__
+from lib_pinning import __version__, guard
 from lib_pinning.generator import Batch, GenerationRequest, Generator
 from lib_pinning.objectives.compose import CompositeObjective, active_terms, build_objective
 from lib_pinning.objectives.targets import load_targets
 from lib_pinning.optimizer import FAILED_FITNESS, CmaSettings, PinningOptimizer
 from lib_pinning.options import PinningOptions
+from lib_pinning.bounds import WeightRange
 from lib_pinning.prompt import PromptSpace
+from lib_pinning.stopping import (
+    BUDGET, CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
+    planned_batches,
+)
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +69,9 @@ class RunEvent:
     best_fitness: float | None
     record: IndividualRecord | GenerationRecord | None = None
     message: str = ""
+    batches: int = 0  # batches generated so far (repeats cost none)
+    planned_batches: int = 0  # batches the run generates at most (generations and budget)
+    elapsed: float = 0.0  # seconds of run time so far, every session of a resumed run included
 
 
 @dataclass
@@ -66,6 +83,12 @@ class RunResult:
     generations_done: int
     evaluations: int
     error: str | None = None
+    # Generations most of whose images the guard found degenerate (lib_pinning.guard.MAJORITY).
+    degenerate_generations: list[int] = field(default_factory=list)
+    stop_criterion: str = ""  # lib_pinning.stopping's criterion, "cancelled" or "failed"
+    stop_reason: str = ""  # why the run ended, in a sentence
+    batches: int = 0  # batches generated (evaluations minus repeats)
+    repeats: int = 0  # individuals answered from an identical earlier prompt pair
 
     @property
     def report_path(self) -> Path:
@@ -125,6 +148,14 @@ class PinningRun:
         self.baseline: IndividualRecord | None = None
         self.evaluations = 0
         self._consecutive_failures = 0
+        self.repeats = 0
+        self._seen: dict[tuple[str, str], tuple[int, int]] = {}  # rendered pair -> first individual
+        self.stop_rules = StopRules.resolve(options, settings.generations, settings.mu)
+        self.monitor = StopMonitor(self.stop_rules)
+        self.stop_decision: StopDecision | None = None
+        self._generation_records: list[IndividualRecord] = []
+        self._session_started = time.perf_counter()
+        self._seconds_before = float(run_info.get("seconds", 0.0))  # earlier sessions' run time
 
     # construction ------------------------------------------------------------------------------
 
@@ -141,10 +172,13 @@ class PinningRun:
         tokenizer: Any = None,
     ) -> PinningRun:
         """Validate everything that can be checked before generating, then create the run directory."""
-        space = PromptSpace(prompt, negative_prompt, options.granularity, tokenizer=tokenizer)
+        space = PromptSpace(
+            prompt, negative_prompt, options.granularity, tokenizer=tokenizer,
+            weight_range=WeightRange(options.weight_min, options.weight_max),
+        )
         if not seeds:
             raise ValueError("at least one seed is required")
-        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)))
+        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)), blocks=_blocks(space))
         for path in (*options.target_images, *options.target_masks):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"target image or mask not found: {path}")
@@ -167,7 +201,10 @@ class PinningRun:
                 "lambda": settings.lambda_,
                 "mu": settings.mu,
                 "multi_objective": settings.multi_objective,
+                "search_dim": settings.search_dim,
+                "groups": [list(g) for g in settings.groups],
             },
+            "planned_batches": planned_batches(options, settings.generations, settings.lambda_),
             "generator": generator.describe(),
             "targets": [],
             "target_masks": [],
@@ -179,20 +216,39 @@ class PinningRun:
         }
         store.write_run(run_info)
         optimizer = PinningOptimizer(settings, seed=cma_seed)
-        log.info("run %s: %d weights, %d generations of %d", store.root, space.dim, settings.generations, settings.lambda_)
+        log.info(
+            "run %s: %d weights%s, %d generations of %d, at most %d batches", store.root, space.dim,
+            f" in {settings.search_dim} groups" if settings.groups else "", settings.generations, settings.lambda_,
+            run_info["planned_batches"],
+        )
         return cls(
             store=store, space=space, generator=generator, options=options, seeds=tuple(int(s) for s in seeds),
             settings=settings, optimizer=optimizer, run_info=run_info,
         )
 
     @classmethod
-    def resume(cls, run_dir: Path, generator: Generator) -> PinningRun:
-        """Continue an interrupted run; the result equals an uninterrupted run with the same seed."""
+    def resume(cls, run_dir: Path, generator: Generator, changes: dict[str, Any] | None = None) -> PinningRun:
+        """Continue an interrupted or stopped run; the result equals an uninterrupted run with the same seed.
+
+        `changes` may give a stopped run more room: options among RESUME_OPTIONS (a larger budget,
+        more generations, other stopping rules). After a convergence stop the stopping criteria
+        start afresh from where the run stood, so the same search goes on.
+        """
         store = RunStore.open(run_dir)
         info = store.read_run()
         options = PinningOptions.from_json(info["options"])
+        if changes:
+            refused = sorted(set(changes) - set(RESUME_OPTIONS))
+            if refused:
+                raise ValueError(f"a resumed run cannot change {', '.join(refused)}; it can change {', '.join(RESUME_OPTIONS)}")
+            options = options.replace(**changes)
+            info["options"] = options.to_json()
         space = PromptSpace.from_json(info["space"])
-        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)))
+        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)), blocks=_blocks(space))
+        info["cma"]["generations"] = settings.generations
+        info["planned_batches"] = planned_batches(options, settings.generations, settings.lambda_)
+        if info.get("stop_criterion") in CONVERGENCE:
+            info["stop_checks_from"] = int(info.get("generations_done", 0))
         checkpoint = store.read_checkpoint()
         if checkpoint is None:
             optimizer = PinningOptimizer(settings, seed=info["cma_seed"])
@@ -206,13 +262,29 @@ class PinningRun:
         )
         for record in store.iter_individuals():
             run._account(record)
+            run._note(record)
         return run
 
     # the loop ----------------------------------------------------------------------------------------
 
     @property
     def total_evaluations(self) -> int:
-        return 1 + self.settings.generations * self.settings.lambda_
+        """Individuals the run evaluates at most: the planned batches plus the repeats so far."""
+        return self.planned_batches + self.repeats
+
+    @property
+    def planned_batches(self) -> int:
+        return planned_batches(self.options, self.settings.generations, self.settings.lambda_)
+
+    @property
+    def batches(self) -> int:
+        """Batches generated (the backend was called), failed ones included."""
+        return self.evaluations - self.repeats
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of run time, all sessions together (what Max minutes counts)."""
+        return self._seconds_before + time.perf_counter() - self._session_started
 
     def execute(
         self,
@@ -225,14 +297,25 @@ class PinningRun:
         cancel = cancel or (lambda: False)
         emit = on_event or (lambda event: None)
         status, error = "finished", None
+        self._session_started = time.perf_counter()
+        self._seconds_before = float(self.run_info.get("seconds", 0.0))
+        self.stop_decision = None
         emit(self._event("start"))
         try:
             with _first_ctrl_c_cancels() as ctrl_c:
                 stop = lambda: cancel() or ctrl_c.is_set()  # noqa: E731
                 self._baseline(stop, emit)
                 self._write_checkpoint()
+                self._prime_monitor()
                 for generation in range(self.optimizer.generation + 1, self.settings.generations + 1):
-                    self._generation(generation, stop, emit, reporter)
+                    summary = self._generation(generation, stop, emit, reporter)
+                    self.stop_decision = self.monitor.observe(self._outcome(summary))
+                    if self.stop_decision is not None:
+                        break
+                else:
+                    self.stop_decision = generations_decision(self.settings.generations)
+        except _StopNow as e:
+            self.stop_decision = e.decision
         except RunStopped:
             status = "interrupted"
         except KeyboardInterrupt:
@@ -241,7 +324,45 @@ class PinningRun:
         except Exception as e:  # the run directory stays valid; say what broke
             log.exception("pinning run failed")
             status, error = "failed", f"{type(e).__name__}: {e}"
+        if status == "interrupted":
+            self.stop_decision = StopDecision(
+                "cancelled", "Stopped on request (Interrupt, Skip, Stop or Ctrl-C); resume it to go on.",
+                int(self.run_info.get("generations_done", 0)),
+            )
+        elif status == "failed":
+            self.stop_decision = StopDecision("failed", f"The run failed: {error}", int(self.run_info.get("generations_done", 0)))
+        assert self.stop_decision is not None
+        log.info("%s", self.stop_decision.message)
         return self._finalize(status, error, emit, reporter)
+
+    def _prime_monitor(self) -> None:
+        """Bring the stopping criteria up to where the run stands: replay the generations since the
+        checks last (re)started, from the records on disk, so a resumed run decides as one that ran
+        straight through (or, after a convergence stop, starts them afresh)."""
+        since = int(self.run_info.get("stop_checks_from", 0))
+        records = list(self.store.iter_individuals())
+        before = [r.total for r in records if r.generation <= since and r.status == "ok" and not r.excluded]
+        self.monitor.restart(min(before) if before else None)
+        values: dict[int, list[float]] = {}
+        for r in records:
+            values.setdefault(r.generation, []).append(r.total)
+        for summary in self.store.iter_generations():
+            if since < summary.generation <= self.optimizer.generation:
+                self.monitor.observe(GenerationOutcome(
+                    summary.generation, values.get(summary.generation) or [summary.fitness_min],
+                    summary.best_so_far_fitness, math.inf,
+                ))
+
+    def _outcome(self, summary: GenerationRecord) -> GenerationOutcome:
+        values = [r.total for r in self._generation_records]
+        return GenerationOutcome(summary.generation, values, summary.best_so_far_fitness, self.optimizer.spread)
+
+    def _check_budget(self, generation: int) -> None:
+        """Before every individual: the loss floor and the budget end the run there."""
+        best = None if self.best is None or self.best.excluded else self.best.total
+        decision = self.monitor.before_individual(best, self.batches, self.elapsed, generation)
+        if decision is not None:
+            raise _StopNow(decision)
 
     def _baseline(self, stop: Callable[[], bool], emit: Callable[[RunEvent], None]) -> None:
         existing = self.store.read_individual(0, 0)
@@ -257,6 +378,7 @@ class PinningRun:
         record.fitness = list(self._fitness_of(record, zero))
         self.store.write_individual(record)
         self._account(record)
+        self._note(record)
         emit(self._event("individual", record=record))
 
     def _prepare_objective(self, baseline: IndividualRecord) -> None:
@@ -279,7 +401,7 @@ class PinningRun:
 
     def _generation(
         self, generation: int, stop: Callable[[], bool], emit: Callable[[RunEvent], None], reporter: Reporter | None
-    ) -> None:
+    ) -> GenerationRecord:
         started = time.perf_counter()
         population = self.optimizer.ask()
         records: list[IndividualRecord] = []
@@ -288,11 +410,14 @@ class PinningRun:
             if record is None or not np.allclose(record.x, individual, rtol=0, atol=1e-12):
                 if stop():
                     raise RunStopped
+                self._check_budget(generation)
                 record = self._evaluate_individual(generation, index, individual)
                 emit(self._event("individual", generation=generation, record=record))
             records.append(record)
         self.optimizer.tell(population, [tuple(r.fitness) for r in records])
         summary = self._summarize(generation, population, records, time.perf_counter() - started)
+        summary.repeats = sum(r.repeat_of is not None for r in records)
+        self._generation_records = records
         self.store.write_generation(summary)
         self._write_checkpoint()
         self.run_info["generations_done"] = generation
@@ -305,6 +430,7 @@ class PinningRun:
             )
         self._refresh_report(reporter, final=False)
         emit(self._event("generation", generation=generation, record=summary))
+        return summary
 
     def _evaluate_individual(self, generation: int, index: int, proposed: np.ndarray) -> IndividualRecord:
         """Generate, score and persist one individual; a failure is recorded, not raised."""
@@ -323,6 +449,7 @@ class PinningRun:
         record.penalty = record.fitness[0] - self._fitness_of(record, np.asarray(record.x_evaluated))[0]
         self.store.write_individual(record)
         self._account(record)
+        self._note(record)
         if record.status != "ok":
             self._consecutive_failures += 1
             if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
@@ -332,6 +459,9 @@ class PinningRun:
         return record
 
     def _evaluate_point(self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray) -> IndividualRecord:
+        repeat = self._repeat(generation, index, proposed, x)
+        if repeat is not None:
+            return repeat
         try:
             record, batch = self._produce(generation, index, proposed, x)
             self._score(record, batch, x)
@@ -354,7 +484,10 @@ class PinningRun:
         started = time.perf_counter()
         batch = self.generator.generate(GenerationRequest(prompt, negative, self.seeds))
         seconds = time.perf_counter() - started
-        batch = replace(batch, images=quantize(batch.images))
+        # Non-finite pixels become the black the WebUI shows; the guard judges the images as saved.
+        images, nonfinite = guard.sanitize(batch.images, batch.nonfinite)
+        batch = replace(batch, images=quantize(images), nonfinite=nonfinite)
+        verdict = guard.inspect(batch.images, nonfinite, guard.GuardThresholds.from_options(self.options))
         record = IndividualRecord(
             generation=generation, index=index, x=proposed.tolist(), x_evaluated=x.tolist(),
             weights=_weights_json(self.space.weights(x)), prompt=prompt, negative_prompt=negative,
@@ -362,7 +495,14 @@ class PinningRun:
             images=self.store.save_batch_images(generation, index, batch.images, batch.seeds),
             timings={**batch.timings, "generate": seconds}, model_rows=batch.model_rows,
             growth=batch.growth.to_dict() if batch.growth is not None else None,
+            guard=verdict.to_json(penalised=self.options.guard),
+            guard_penalty=guard.penalty(verdict.share_degenerate) if self.options.guard else 0.0,
         )
+        if verdict.count:
+            level = logging.WARNING if (generation, index) == (0, 0) else logging.DEBUG
+            log.log(level, "individual %d/%d: degenerate images (%s)%s", generation, index,
+                    guard.describe(verdict.reason_counts(), len(batch)),
+                    ": the prompt as written already fails on this model" if level == logging.WARNING else "")
         return record, batch
 
     def _score(self, record: IndividualRecord, batch: Batch, x: np.ndarray) -> None:
@@ -384,7 +524,9 @@ class PinningRun:
             fitness.append(float(np.linalg.norm(x)))
         if len(fitness) != self.optimizer.n_objectives:
             raise RuntimeError(f"{len(fitness)} objective values for a {self.optimizer.n_objectives}-objective search")
-        return tuple(fitness)
+        # Degenerate images: every objective worsens past any clean batch's (guard.DEGENERATE_OFFSET),
+        # so CMA-ES ranks the batch last and MO-CMA-ES finds it dominated.
+        return tuple(v + record.guard_penalty for v in fitness)
 
     # bookkeeping ---------------------------------------------------------------------------------------
 
@@ -392,8 +534,17 @@ class PinningRun:
         self.evaluations += 1
         if record.generation == 0 and record.index == 0:
             self.baseline = record
-        if record.status == "ok" and (self.best is None or record.total < self.best.total):
+        if record.status == "ok" and self._better_than_best(record):
             self.best = record
+
+    def _better_than_best(self, record: IndividualRecord) -> bool:
+        """A batch the guard excluded is never the best, except the first one while nothing clean
+        exists (the baseline: the prompt as written is the one safe answer); a clean one replaces it."""
+        if self.best is None:
+            return True
+        if record.excluded or self.best.excluded:
+            return self.best.excluded and not record.excluded
+        return record.total < self.best.total
 
     def _summarize(
         self, generation: int, population: Sequence[np.ndarray], records: Sequence[IndividualRecord], seconds: float
@@ -418,7 +569,54 @@ class PinningRun:
             centroid=self.optimizer.centroid.tolist(),
             seconds=seconds,
             failed=sum(r.status != "ok" for r in records),
+            **self._guard_summary(generation, records),
         )
+
+    def _guard_summary(self, generation: int, records: Sequence[IndividualRecord]) -> dict[str, Any]:
+        """The generation's degenerate individuals and image share; says so when most are degenerate."""
+        reasons = [image for r in records for image in r.degenerate_reasons]
+        share = sum(bool(image) for image in reasons) / len(reasons) if reasons else 0.0
+        if share > guard.MAJORITY:
+            flagged = self.run_info.setdefault("degenerate_generations", [])
+            if generation not in flagged:
+                flagged.append(generation)
+            log.warning(
+                "generation %d: most images are degenerate (%s): the search is in the model's failure "
+                "region%s", generation, guard.describe(guard.summarize_reasons(reasons), len(reasons)),
+                "; they are penalised and never chosen as best" if self.options.guard else " and the guard is off",
+            )
+        return {"degenerate": sum(r.degenerate for r in records), "degenerate_share": share}
+
+    # repeats ---------------------------------------------------------------------------------------------
+
+    def _note(self, record: IndividualRecord) -> None:
+        """Count a persisted record and remember its prompt pair for the repeat cache (a failed
+        individual is not remembered: its failure may not be the prompt's)."""
+        if record.repeat_of is not None:
+            self.repeats += 1
+        if record.status == "ok":
+            self._seen.setdefault((record.prompt, record.negative_prompt), (record.generation, record.index))
+
+    def _repeat(self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray) -> IndividualRecord | None:
+        """The record of an earlier individual with the same rendered prompt pair, re-keyed to this
+        one (same images, scores and guard verdict: same prompts and seeds give the same batch), or None."""
+        prompt, negative = self.space.render(x)
+        key = self._seen.get((prompt, negative))
+        if key is None:
+            return None
+        source = self.store.read_individual(*key)
+        if source is None or source.status != "ok":
+            return None
+        record = IndividualRecord.from_json(source.to_json())
+        record.generation, record.index = generation, index
+        record.x, record.x_evaluated = proposed.tolist(), x.tolist()
+        record.weights = _weights_json(self.space.weights(x))
+        record.fitness, record.penalty = [], 0.0
+        record.timings, record.model_rows = {}, 0
+        record.repeat_of = list(key)
+        record.images = self.store.link_batch_images(source, generation, index)
+        log.debug("individual %d/%d repeats %d/%d: result reused, no batch generated", generation, index, *key)
+        return record
 
     def _write_checkpoint(self) -> None:
         self.store.write_checkpoint({"optimizer": self.optimizer.state_dict()})
@@ -429,6 +627,13 @@ class PinningRun:
         info["error"] = error
         info["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
         info["evaluations"] = self.evaluations
+        info["batches"] = self.batches
+        info["repeats"] = self.repeats
+        info["seconds"] = round(self.elapsed, 3)
+        info["planned_batches"] = self.planned_batches
+        decision = self.stop_decision if status != "running" else None
+        info["stop_criterion"] = None if decision is None else decision.criterion
+        info["stop_reason"] = None if decision is None else decision.message
         for key, record in (("best", self.best), ("baseline", self.baseline)):
             info[key] = None if record is None else {
                 "generation": record.generation,
@@ -456,6 +661,10 @@ class PinningRun:
         return RunResult(
             run_dir=self.store.root, status=status, best=self.best, baseline=self.baseline,
             generations_done=int(self.run_info["generations_done"]), evaluations=self.evaluations, error=error,
+            degenerate_generations=list(self.run_info.get("degenerate_generations", [])),
+            stop_criterion=self.stop_decision.criterion if self.stop_decision else "",
+            stop_reason=self.stop_decision.message if self.stop_decision else "",
+            batches=self.batches, repeats=self.repeats,
         )
 
     def _refresh_report(self, reporter: Reporter | None, final: bool) -> None:
@@ -471,7 +680,28 @@ class PinningRun:
         return RunEvent(
             kind=kind, generation=generation, done=self.evaluations, total=self.total_evaluations,
             best_fitness=None if self.best is None else self.best.total, record=record, message=message,
+            batches=self.batches, planned_batches=self.planned_batches, elapsed=self.elapsed,
         )
+
+
+class _StopNow(Exception):
+    """Raised inside the loop when the loss floor or the budget ends the run before an individual."""
+
+    def __init__(self, decision: StopDecision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+# Options a resumed run may change: the budget, the length of the search and the stopping rules.
+RESUME_OPTIONS = (
+    "max_batches", "max_minutes", "generations", "stop_early", "stop_patience", "stop_stagnation",
+    "stop_tolerance", "stop_tolx", "cli_log",
+)
+
+
+def _blocks(space: PromptSpace) -> tuple[int, int]:
+    """Unit counts of the prompt and the negative prompt (groups never mix them)."""
+    return (space.positive.unit_count, space.negative.unit_count)
 
 
 class _CtrlC:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -161,6 +162,14 @@ class IndividualRecord(_JsonRecord):
     growth: dict[str, Any] | None = None
     status: str = "ok"  # "ok" | "failed"
     error: str | None = None
+    # The degenerate-image guard's verdict (lib_pinning.guard.GuardVerdict.to_json): per image its
+    # reasons ([] for a valid image) and statistics, the share of degenerate images, and whether
+    # the run penalised them (the guard option). None: not inspected (a failed or older record).
+    guard: dict[str, Any] | None = None
+    guard_penalty: float = 0.0  # added to every fitness value for the degenerate images (guard.penalty)
+    # [generation, index] of the individual whose rendered prompt pair this one repeated: its result
+    # was reused and its images hard-linked (or copied) here, without calling the backend.
+    repeat_of: list[int] | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -168,8 +177,30 @@ class IndividualRecord(_JsonRecord):
 
     @property
     def total(self) -> float:
-        """What "best" means across a run: the weighted loss plus any size-limit penalty."""
-        return self.loss + self.penalty
+        """What "best" means across a run: the weighted loss plus the size-limit and guard penalties."""
+        return self.loss + self.penalty + self.guard_penalty
+
+    @property
+    def degenerate_reasons(self) -> list[list[str]]:
+        """Per image, why the guard found it degenerate ([] for a valid image; [] for no verdict)."""
+        if not isinstance(self.guard, dict):
+            return []
+        return [[str(r) for r in image] for image in self.guard.get("reasons") or []]
+
+    @property
+    def share_degenerate(self) -> float:
+        reasons = self.degenerate_reasons
+        return sum(bool(r) for r in reasons) / len(reasons) if reasons else 0.0
+
+    @property
+    def degenerate(self) -> bool:
+        """Any image of the batch is degenerate."""
+        return any(self.degenerate_reasons)
+
+    @property
+    def excluded(self) -> bool:
+        """Degenerate and the run's guard acted on it: never the run's best."""
+        return self.degenerate and bool((self.guard or {}).get("penalised"))
 
 
 
@@ -194,6 +225,9 @@ class GenerationRecord(_JsonRecord):
     centroid: list[float]
     seconds: float
     failed: int = 0
+    degenerate: int = 0  # individuals with a degenerate image (lib_pinning.guard)
+    degenerate_share: float = 0.0  # share of the generation's images that are degenerate
+    repeats: int = 0  # individuals that repeated an already generated prompt pair (no batch generated)
 
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
@@ -266,6 +300,22 @@ class RunStore:
             save_png(folder / name, image)
             names.append(name)
         return names
+
+    def link_batch_images(self, source: IndividualRecord, generation: int, index: int) -> list[str]:
+        """Give individual (generation, index) the images of `source` (a repeat of it): hard links,
+        which cost no disk space, or copies where the file system has none."""
+        folder = self.individual_dir(generation, index)
+        folder.mkdir(parents=True, exist_ok=True)
+        origin = self.individual_dir(source.generation, source.index)
+        for name in source.images:
+            target = folder / name
+            if target.exists():
+                target.unlink()
+            try:
+                os.link(origin / name, target)
+            except OSError:
+                shutil.copyfile(origin / name, target)
+        return list(source.images)
 
     def load_batch_images(self, record: IndividualRecord) -> torch.Tensor:
         folder = self.individual_dir(record.generation, record.index)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib_pinning import guard
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings
 from lib_pinning.objectives.pinning import PinningObjective
 from lib_pinning.options import PinningOptions
@@ -20,7 +21,9 @@ SEEDS = derive_seeds(11, 4)
 
 
 def start(tmp_path: Path, generator=None, **options) -> PinningRun:
-    opts = PinningOptions(**{"generations": 3, "cma_lambda": 4, "cli_log": False, **options})
+    # stop_early off: these tests count individuals of a fixed-length run (tests/test_stopping.py
+    # covers the stopping rules).
+    opts = PinningOptions(**{"generations": 3, "cma_lambda": 4, "cli_log": False, "stop_early": False, **options})
     return PinningRun.start(
         generator=generator or ToyGenerator(FAST), prompt=PROMPT, negative_prompt="blurry",
         seeds=SEEDS, options=opts, runs_dir=tmp_path,
@@ -232,3 +235,113 @@ def test_no_objective_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="no objective selected"):
         start(tmp_path, flip_weight=0.0)
     assert not any(tmp_path.iterdir())
+
+
+# the degenerate-image guard in the loop --------------------------------------------------------------
+
+# The old behaviour: variety loss, weights unbounded (5), every generation; a prompt already near
+# the toy's frying onset and a wide search, so 5 short generations reach the failure region.
+OLD_SEARCH = dict(flip_loss="variety", weight_max=5.0, stop_early=False, generations=5, cma_lambda=6, initial_std=0.5)
+
+
+def _guard_run(tmp_path: Path, guard_on: bool) -> tuple[PinningRun, list]:
+    run = PinningRun.start(
+        generator=ToyGenerator(FAST), prompt="a red circle, blue (square:1.6)", negative_prompt="blurry",
+        seeds=SEEDS, options=PinningOptions(cli_log=False, guard=guard_on, **OLD_SEARCH), runs_dir=tmp_path,
+    )
+    result = run.execute()
+    return result, list(RunStore.open(result.run_dir).iter_individuals())
+
+
+def test_without_the_guard_the_old_search_pins_a_degenerate_batch(tmp_path):
+    result, individuals = _guard_run(tmp_path, guard_on=False)
+    assert result.best.degenerate and result.best.loss < 0.01  # "pinned" into a shared colour field
+    assert result.best.guard["penalised"] is False and result.best.guard_penalty == 0.0
+    assert any(r.degenerate for r in individuals) and result.degenerate_generations
+    assert json.loads((result.run_dir / "run.json").read_text())["degenerate_generations"] == result.degenerate_generations
+
+
+def test_with_the_guard_the_same_search_never_picks_a_degenerate_batch(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="lib_pinning.run"):
+        result, individuals = _guard_run(tmp_path, guard_on=True)
+    degenerate = [r for r in individuals if r.degenerate]
+    clean = [r for r in individuals if r.status == "ok" and not r.degenerate]
+    assert degenerate, "the search should still meet the failure region"
+    assert not result.best.degenerate and result.best.loss < result.baseline.loss
+    # Every degenerate batch scores worse than every clean one, fewer broken images being better.
+    assert min(r.fitness[0] for r in degenerate) > max(r.fitness[0] for r in clean)
+    for r in degenerate:
+        assert r.excluded and r.guard_penalty == pytest.approx(guard.penalty(r.share_degenerate))
+        assert r.fitness[0] == pytest.approx(r.loss + r.guard_penalty)
+    # Per-image reasons are in batch_stats.json.
+    stats = json.loads((RunStore.open(result.run_dir).individual_dir(degenerate[0].generation, degenerate[0].index)
+                        / "batch_stats.json").read_text())
+    assert any(stats["guard"]["reasons"]) and stats["guard"]["share_degenerate"] > 0
+    if result.degenerate_generations:
+        assert "most images are degenerate" in caplog.text
+    generations = list(RunStore.open(result.run_dir).iter_generations())
+    assert sum(g.degenerate for g in generations) == sum(1 for r in degenerate if r.generation > 0)
+
+
+def _record(generation: int, index: int, loss: float, reasons: list[list[str]], penalised: bool = True):
+    from lib_pinning.store import IndividualRecord
+
+    share = sum(bool(r) for r in reasons) / len(reasons)
+    return IndividualRecord(
+        generation=generation, index=index, x=[0.0], x_evaluated=[0.0], weights=[[1.0]], prompt="p",
+        negative_prompt="", seeds=[1, 2], fitness=[loss], loss=loss,
+        guard={"reasons": reasons, "share_degenerate": share, "penalised": penalised},
+        guard_penalty=guard.penalty(share) if penalised else 0.0,
+    )
+
+
+def test_account_never_makes_an_excluded_batch_the_best(tmp_path):
+    run = start(tmp_path)
+    baseline = _record(0, 0, 0.9, [[], []])
+    run._account(baseline)
+    black = _record(1, 0, 0.0, [["black"], ["black"]])
+    black.guard_penalty = 0.0  # even if its fitness were not penalised
+    run._account(black)
+    assert run.best is baseline
+    clean = _record(1, 1, 0.5, [[], []])
+    run._account(clean)
+    assert run.best is clean
+
+
+def test_when_every_batch_is_degenerate_the_best_stays_the_prompt_as_written(tmp_path):
+    run = start(tmp_path)
+    baseline = _record(0, 0, 0.0, [["black"], ["black"]])
+    run._account(baseline)
+    run._account(_record(1, 0, 0.0, [["fried"], []]))
+    assert run.best is baseline
+    run._account(clean := _record(1, 1, 0.7, [[], []]))
+    assert run.best is clean
+    # Guard off: degenerate batches compete like any other.
+    off = start(tmp_path)
+    off._account(_record(0, 0, 0.9, [[], []], penalised=False))
+    off._account(fried := _record(1, 0, 0.0, [["fried"], ["fried"]], penalised=False))
+    assert off.best is fried
+
+
+class _NanPixels:
+    """A backend that hands over NaN pixels for its second image (a decoder that does not clean up)."""
+
+    def __init__(self) -> None:
+        self.inner = ToyGenerator(FAST)
+
+    def generate(self, request: GenerationRequest) -> Batch:
+        batch = self.inner.generate(request)
+        images = batch.images.clone()
+        images[1, :, :8] = float("nan")
+        return Batch(images=images, seeds=batch.seeds, model_rows=batch.model_rows)
+
+    def describe(self) -> dict:
+        return {"backend": "nan-pixels"}
+
+
+def test_nan_pixels_from_any_backend_are_recorded_and_scored_as_black(tmp_path):
+    result = start(tmp_path, generator=_NanPixels(), generations=1).execute()
+    assert result.status == "finished"
+    for record in RunStore.open(result.run_dir).iter_individuals():
+        assert record.status == "ok" and np.isfinite(record.loss)
+        assert "nonfinite" in record.degenerate_reasons[1] and record.degenerate_reasons[0] == []

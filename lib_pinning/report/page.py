@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import jinja2
 from markupsafe import Markup
 
-from lib_pinning import __version__
+from lib_pinning import __version__, guard
 from lib_pinning.options import PinningOptions
 from lib_pinning.report import layout
 from lib_pinning.report.state import Entry, GenerationState, RunCache
@@ -235,8 +235,15 @@ class PageModel:
             "img": entry.images[0] if entry.images else None,
             "t": None if entry.generate_seconds is None else round(entry.generate_seconds, 4),
         }
+        if entry.repeat_of is not None:
+            row["rp"] = list(entry.repeat_of)  # a repeat: the batch of that individual, not generated again
         if entry.pending:
             row["pd"] = True  # loss plot and GIF not drawn yet: the table says so, links neither
+        if entry.degenerate_images:
+            # The guard's reasons (reason -> images), the images flagged, and whether the run penalised them.
+            row["dg"] = entry.degenerate
+            row["dn"] = entry.degenerate_images
+            row["dx"] = entry.excluded
         return script_json(row)
 
     def card(self, entry: Entry | None, label: str) -> dict[str, Any] | None:
@@ -258,6 +265,7 @@ class PageModel:
             "status": entry.status,
             "loss": entry.loss,
             "fitness": entry.fitness,
+            "degenerate": guard.describe(entry.degenerate, len(entry.images)) if entry.degenerate_images else None,
             "prompt": entry.prompt,
             "negative_prompt": entry.negative_prompt,
             "units": views[0],
@@ -324,7 +332,16 @@ class PageModel:
             "generations_done": len([g for g in cache.generations.values() if g.record is not None]),
             "generations_total": cma.get("generations"),
             "evaluations": len(entries),
+            "repeats": sum(1 for e in entries if e.repeat_of is not None),
+            "stop_reason": run.get("stop_reason"),
+            "planned_batches": run.get("planned_batches"),
             "failed": sum(1 for e in entries if not e.ok),
+            "degenerate": sum(1 for e in entries if e.degenerate_images),
+            "degenerate_generations": [int(g) for g in run.get("degenerate_generations") or []],
+            "degenerate_reasons": guard.describe(
+                _reason_totals(entries), sum(len(e.images) for e in entries if e.degenerate_images)
+            ),
+            "guard": bool((run.get("options") or {}).get("guard", True)),
             "multi": multi,
             "cma": cma,
             "prompt": str(run.get("prompt", "")),
@@ -366,12 +383,23 @@ def _generation_row(state: GenerationState) -> dict[str, Any]:
         "sigma": None if record is None else record.sigma,
         "axis_ratio": None if record is None else record.axis_ratio,
         "failed": sum(1 for e in state.entries.values() if not e.ok),
+        "degenerate": sum(1 for e in state.entries.values() if e.degenerate_images),
         "seconds": None if record is None else record.seconds,
         "best": None if best is None else {"index": best.index, "loss": best.loss},
         "contact_sheet": f"{folder}/{layout.CONTACT_SHEET}" if state.contact_sheet else None,
         "loss_plot": f"{folder}/{layout.GENERATION_LOSS_PLOT}" if state.loss_plot else None,
         "pending": state.pending,
     }
+
+
+def _reason_totals(entries: Sequence[Entry]) -> dict[str, int]:
+    """Images per guard reason over the run, in the guard's order."""
+    totals: dict[str, int] = {}
+    for reason in guard.REASONS:
+        count = sum(e.degenerate.get(reason, 0) for e in entries)
+        if count:
+            totals[reason] = count
+    return totals
 
 
 def _value_text(value: Any) -> str:

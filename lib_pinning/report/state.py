@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib_pinning.guard import summarize_reasons
 from lib_pinning.store import (
     GENERATION_FILE,
     INDIVIDUAL_FILE,
@@ -62,6 +63,10 @@ class Entry:
     gif: bool = False  # artifact present
     pending: bool = False  # its artifacts wait for a later report update (the refresh budget)
     row: str = ""  # the page's JSON row, rebuilt when its artifacts are drawn
+    degenerate: dict[str, int] = field(default_factory=dict)  # guard reason -> images with it
+    degenerate_images: int = 0  # images with any reason
+    excluded: bool = False  # degenerate and penalised by the run's guard: never the best
+    repeat_of: tuple[int, int] | None = None  # the individual whose batch this one reused (same prompts)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -72,11 +77,16 @@ class Entry:
         return self.status == "ok"
 
     @property
-    def rank(self) -> tuple[float, int, int]:
-        """Sort key of "better": the optimizer's first fitness value, earlier individuals first on ties
-        (the run keeps the first of equal bests)."""
+    def clean(self) -> bool:
+        """Successful and not excluded by the guard: counts in fitness statistics and for the best."""
+        return self.ok and not self.excluded
+
+    @property
+    def rank(self) -> tuple[bool, float, int, int]:
+        """Sort key of "better": batches the guard excluded last, then the optimizer's first fitness
+        value, earlier individuals first on ties (the run keeps the first of equal bests)."""
         value = self.fitness[0] if self.fitness else math.inf
-        return (value if math.isfinite(value) else math.inf, self.generation, self.index)
+        return (self.excluded, value if math.isfinite(value) else math.inf, self.generation, self.index)
 
 
 @dataclass
@@ -99,12 +109,13 @@ class GenerationState:
         return self.record is not None
 
     def fitness_stats(self) -> tuple[float, float, float]:
-        """(min, mean, max) first fitness of the successful batches. generation.json's statistics
-        include failed batches' placeholder fitness, which would dwarf every real value."""
+        """(min, mean, max) first fitness of the successful, clean batches. generation.json's
+        statistics include failed batches' placeholder fitness and the guard's penalty on degenerate
+        ones, which would dwarf every real value."""
         record = self.record
-        if record is not None and not record.failed:
+        if record is not None and not record.failed and not any(e.excluded for e in self.entries.values()):
             return (record.fitness_min, record.fitness_mean, record.fitness_max)
-        values = [e.fitness[0] for e in self.entries.values() if e.ok and e.fitness]
+        values = [e.fitness[0] for e in self.entries.values() if e.clean and e.fitness]
         if not values:
             return (math.nan, math.nan, math.nan)
         return (min(values), sum(values) / len(values), max(values))
@@ -237,6 +248,10 @@ class RunCache:
             norm=math.sqrt(sum(v * v for v in evaluated)),
             feasible=feasible,
             folder=self.store.relative(self.store.individual_dir(record.generation, record.index)),
+            degenerate=summarize_reasons(record.degenerate_reasons),
+            degenerate_images=sum(bool(r) for r in record.degenerate_reasons),
+            excluded=record.excluded,
+            repeat_of=None if record.repeat_of is None else (int(record.repeat_of[0]), int(record.repeat_of[1])),
         )
 
 

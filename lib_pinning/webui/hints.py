@@ -39,7 +39,11 @@ GROUP_HINTS: dict[str, str] = {
     "tags and the distance penalty, target masks, and the CLIP model and weights folder.",
     "cma": "The CMA-ES search: starting point and step size, population (lambda, mu), learning rates and "
     "the size limit. Empty fields use the standard CMA-ES defaults for the number of weights.",
+    "stopping": "When the run stops before its last generation: plateau patience, stagnation, the loss "
+    "and weight tolerances. The budget (Max batches, Max minutes) is at the top.",
     "hyperbatch": "How image pairs from a hyperbatch sampler are weighted by where they split.",
+    "guard": "Recognises broken images (NaN, black, flat, fried by over-emphasis): batches with any are "
+    "penalised and never chosen as the best; the thresholds of each check.",
     "advanced": "Logging and other options that do not change the result.",
 }
 
@@ -65,12 +69,21 @@ def label_hints() -> dict[str, str]:
     return {spec.label: hint(spec) for spec in PinningOptions.specs()}
 
 
+# Elements of the panel that are not options: the planned-batches line and its button (ui.py).
+PANEL_HINTS = {
+    "plan": "How many batches the run will generate at most: the baseline, then generations x lambda, "
+    "capped by Max batches; the stopping rule may end it sooner. With a time estimate from the last run.",
+    "plan_button": "Count the planned batches for the prompts and options as they are now.",
+}
+
+
 def elem_hints() -> dict[str, str]:
-    """elem_id suffix (option key, or group_<group>) -> tooltip."""
+    """elem_id suffix (option key, group_<group>, or a panel element) -> tooltip."""
     out = {spec.key: hint(spec) for spec in PinningOptions.specs()}
     for group, _ in groups():
         if group != "main":
             out[f"group_{group}"] = GROUP_HINTS[group]
+    out.update(PANEL_HINTS)
     return out
 
 

@@ -36,6 +36,30 @@ from lib_pinning.run import RunEvent
 log = logging.getLogger(__name__)
 
 
+LAST_TIMING: dict[str, float] = {}
+"""Seconds per batch of the latest run in this WebUI process: the panel's time estimate
+(`ui.plan_text`) uses it before the next run starts."""
+
+
+def budget_text(event: RunEvent) -> str:
+    """", batch b/B, about m min left": the planned batches and, once one ran, the time left."""
+    if not event.planned_batches:
+        return ""
+    text = f", batch {event.batches}/{event.planned_batches}"
+    if event.batches and event.elapsed > 0:
+        left = event.elapsed / event.batches * max(0, event.planned_batches - event.batches)
+        text += f", at most {format_duration(left)} left"
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class WebUIProgress:
     """Maps RunEvents to the WebUI's progress state; `cancel` reads the stop flags."""
 
@@ -74,7 +98,9 @@ class WebUIProgress:
         elif event.kind in ("individual", "generation"):
             self.state.job_no = event.done * self.jobs_per_individual
         if event.kind != "end":
-            self.state.textinfo = self.text(event.done, event.best_fitness)
+            self.state.textinfo = self.text(event.done, event.best_fitness) + budget_text(event)
+        if event.batches:
+            LAST_TIMING["seconds_per_batch"] = event.elapsed / event.batches
 
     def text(self, done: int, best: float | None) -> str:
         """What is being generated next: the baseline, or generation g's individual i."""

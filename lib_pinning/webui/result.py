@@ -32,6 +32,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from lib_pinning import guard
 from lib_pinning.run import RunResult
 from lib_pinning.store import IndividualRecord, RunStore, to_uint8_image
 from lib_pinning.webui import TITLE
@@ -97,6 +98,8 @@ def build_processed(
     """
     store = RunStore(result.run_dir)
     best, baseline = result.best, result.baseline
+    comments = [*comments[:1], *stop_lines(result), *comments[1:]]
+    comments = [*comments[:1], *guard_lines(result), *comments[1:]]
     seeds = [int(s) for s in best.seeds]
     status = None if result.status == "finished" else result.status
     entries: list[tuple[IndividualRecord, dict[str, Any]]] = [
@@ -148,6 +151,38 @@ def build_processed(
         index_of_first_image=0,
         infotexts=infotexts,
     )
+
+
+def stop_lines(result: RunResult) -> list[str]:
+    """Why the run ended and what it cost, for the log box under the gallery."""
+    lines = [result.stop_reason] if result.stop_reason else []
+    if result.repeats:
+        lines.append(f"{result.batches} batches generated; {result.repeats} individual(s) repeated an "
+                     "already generated prompt and reused its batch.")
+    return lines
+
+
+def guard_lines(result: RunResult) -> list[str]:
+    """What the degenerate-image guard found, for the log box: generations that were mostly broken
+    images, and a best batch that is (the guard off, or no clean batch at all)."""
+    lines = []
+    penalised = bool((result.best.guard or {}).get("penalised"))
+    if result.degenerate_generations:
+        listed = ", ".join(str(g) for g in result.degenerate_generations)
+        lines.append(
+            f"Most images were degenerate (black/NaN, flat or fried) in generation(s) {listed}: the search "
+            "ran into the model's failure region (over-emphasis). "
+            + ("They were penalised and never chosen as the best." if penalised
+               else "The degenerate-image guard was off: they were scored like any batch.")
+        )
+    if result.best.degenerate:
+        counts = guard.summarize_reasons(result.best.degenerate_reasons)
+        what = guard.describe(counts, len(result.best.degenerate_reasons))
+        lines.append(
+            f"The best batch has degenerate images ({what})"
+            + (": no clean batch was found, so the prompt as written is shown." if penalised else ".")
+        )
+    return lines
 
 
 def empty_processed(processing: Any, p: Any, comments: Sequence[str]) -> Any:

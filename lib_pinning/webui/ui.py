@@ -1,7 +1,7 @@
 """The script's gradio components, built from `PinningOptions.specs()`.
 
 One component per option, in a layout by group: the "main" options at the top, then one closed
-accordion per other group ("objective", "cma", "hyperbatch", "advanced"). The WebUI passes the
+accordion per other group ("objective", "stopping", "cma", "hyperbatch", "guard", "advanced"). The WebUI passes the
 components' values to `run(p, *args)` in the order `ui()` returns them, so `build()` returns them
 in `specs()` order, whatever the layout: `PinningOptions.from_positional` reads them in that order.
 
@@ -26,15 +26,18 @@ tooltips come from javascript/prompt_pinning_hints.js, keyed by label (see `hint
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import html
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lib_pinning.options import OptionSpec, PinningOptions
 
 GROUP_TITLES: dict[str, str] = {
     "objective": "Objective",
+    "stopping": "Stopping and budget",
     "cma": "CMA-ES",
     "hyperbatch": "Hyperbatch",
+    "guard": "Degenerate-image guard",
     "advanced": "Advanced",
 }
 """Accordion labels of the groups shown folded; "main" is shown open at the top."""
@@ -116,11 +119,18 @@ def groups() -> list[tuple[str, list[OptionSpec]]]:
     return [(g, by_group[g]) for g in order if by_group[g]]
 
 
-def build(gr: Any, elem_id: Callable[[str], str], defaults: Mapping[str, Any] | None = None) -> list[Any]:
+def build(
+    gr: Any,
+    elem_id: Callable[[str], str],
+    defaults: Mapping[str, Any] | None = None,
+    prompt_boxes: Sequence[Any] = (),
+) -> list[Any]:
     """Create the components inside the current gradio Blocks context; return them in specs() order.
 
     `elem_id` maps an option key to the component's elem_id (the script's `elem_id`); `defaults`
-    overrides an option's default value (the "default image loss" setting).
+    overrides an option's default value (the "default image loss" setting); `prompt_boxes` are the
+    tab's prompt and negative prompt boxes when the script caught them (`is_prompt_box`), which
+    the planned-batches line reads.
     """
     defaults = dict(defaults or {})
     made: dict[str, Any] = {}
@@ -135,7 +145,72 @@ def build(gr: Any, elem_id: Callable[[str], str], defaults: Mapping[str, Any] | 
             for spec in specs:
                 value = ui_value(spec, defaults.get(spec.key, spec.default))
                 made[spec.key] = make_component(gr, spec, elem_id(spec.key), value, with_info=False)
-    return [made[spec.key] for spec in PinningOptions.specs()]
+    components = [made[spec.key] for spec in PinningOptions.specs()]
+    _plan_panel(gr, elem_id, components, prompt_boxes)
+    return components
+
+
+PROMPT_BOX_IDS = ("txt2img_prompt", "txt2img_neg_prompt", "img2img_prompt", "img2img_neg_prompt")
+"""elem_ids of the WebUI's prompt boxes (modules/ui_toprow.py in v1.10.1 and Forge)."""
+
+
+def is_prompt_box(kwargs: Mapping[str, Any]) -> bool:
+    """Whether a component the WebUI announces to `Script.after_component` is a prompt box. The
+    WebUI initialises the scripts before it builds the prompt row and calls after_component of
+    every script, selectable ones too, for every component (modules/scripts.py:L786-L790,
+    modules/ui.py:L264-L268 in v1.10.1; the same in Forge), so the boxes exist before `ui()`."""
+    return kwargs.get("elem_id") in PROMPT_BOX_IDS
+
+
+def plan_text(prompt: str, negative_prompt: str, values: Sequence[Any]) -> str:
+    """The planned number of batches for these options and prompts, with a time estimate when a
+    run in this WebUI has measured the seconds per batch. `values` are the option components'."""
+    from lib_pinning.optimizer import CmaSettings
+    from lib_pinning.prompt import PromptSpace
+    from lib_pinning.stopping import planned_batches
+    from lib_pinning.webui.progress import LAST_TIMING, format_duration
+
+    try:
+        options = PinningOptions.from_positional(list(values))
+        space = PromptSpace(prompt or "", negative_prompt or "", options.granularity)
+        settings = CmaSettings.resolve(
+            options, space.dim, blocks=(space.positive.unit_count, space.negative.unit_count)
+        )
+    except Exception as e:  # an option out of range, an empty prompt: say so instead of a number
+        return f"Planned batches: not known yet ({e})."
+    planned = planned_batches(options, settings.generations, settings.lambda_)
+    where = f"{space.dim} weights" + (f" in {settings.search_dim} groups" if settings.groups else "")
+    text = (f"Planned: at most {planned} batches (baseline + {settings.generations} generations x "
+            f"{settings.lambda_}{', capped by Max batches' if planned < 1 + settings.generations * settings.lambda_ else ''}"
+            f"; {where})")
+    if options.stop_early:
+        text += ", fewer when the search settles"
+    per_batch = LAST_TIMING.get("seconds_per_batch")
+    if per_batch:
+        text += f". At the last run's {per_batch:.1f} s per batch: at most {format_duration(planned * per_batch)}"
+    return text + "."
+
+
+def _plan_panel(gr: Any, elem_id: Callable[[str], str], components: list[Any], prompt_boxes: Sequence[Any]) -> None:
+    """A line with the planned batches, refreshed by its button, by changes of the options and,
+    where the prompt boxes are known, when they lose focus. Without the boxes (another WebUI) the
+    button counts for an empty prompt and says so; the progress text shows the plan during a run."""
+    plan = gr.HTML(value="<p>Planned batches: press Count.</p>", elem_id=elem_id("plan"))
+    button = gr.Button(value="Count batches", elem_id=elem_id("plan_button"))
+    boxes = list(prompt_boxes)[:2]
+
+    def refresh(*args: Any) -> str:
+        texts = list(args[: len(boxes)]) + [""] * (2 - len(boxes))
+        return f"<p>{html.escape(plan_text(texts[0], texts[1], args[len(boxes):]))}</p>"
+
+    inputs = [*boxes, *components]
+    button.click(fn=refresh, inputs=inputs, outputs=[plan])
+    for component in components:
+        if hasattr(component, "change"):
+            component.change(fn=refresh, inputs=inputs, outputs=[plan])
+    for box in boxes:
+        if hasattr(box, "blur"):
+            box.blur(fn=refresh, inputs=inputs, outputs=[plan])
 
 
 def paste_function(spec: OptionSpec) -> Callable[[Mapping[str, Any]], Any]:

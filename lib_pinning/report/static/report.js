@@ -78,6 +78,17 @@
     return a;
   }
 
+  /* The guard's verdict: which reasons, on how many images; penalised or (guard off) only recorded. */
+  function degenerateText(r) {
+    return Object.keys(r.dg || {}).map(function (reason) { return reason + " " + r.dg[reason]; }).join(", ");
+  }
+
+  function degenerateBadge(r) {
+    var badge = el("span", "tag tag-degenerate", "degenerate");
+    badge.title = degenerateText(r) + " image(s): " + (r.dx ? "penalised, never the best" : "recorded only (guard off)");
+    return badge;
+  }
+
   function numCell(value, digits) { return el("td", "num", fmt(value, digits)); }
 
   /* A live run's newest individuals: their GIF and loss plot are drawn by a later report update. */
@@ -99,6 +110,12 @@
         if (r.g + "/" + r.i === bestKey) { td.appendChild(el("span", "tag tag-best", "best")); }
         if (r.g === 0 && r.i === 0) { td.appendChild(el("span", "tag tag-base", "baseline")); }
         if (meta.multi && !r.fe) { td.appendChild(el("span", "tag tag-projected", "projected")); }
+        if (r.dn) { td.appendChild(degenerateBadge(r)); }
+        if (r.rp) {
+          var repeat = el("span", "tag tag-repeat", "repeat");
+          repeat.title = "same prompts as " + r.rp[0] + "/" + r.rp[1] + ": its batch was reused, not generated again";
+          td.appendChild(repeat);
+        }
         return td;
       }
     },
@@ -185,9 +202,12 @@
     var status = statusSelect.value;
     state.filtered = rows.filter(function (r) {
       if (generation !== "" && String(r.g) !== generation) { return false; }
-      if (status !== "" && r.s !== status) { return false; }
+      if (status === "degenerate" || status === "clean") {
+        if ((status === "degenerate") !== Boolean(r.dn)) { return false; }
+      } else if (status !== "" && r.s !== status) { return false; }
       if (!terms.length) { return true; }
-      var haystack = (r.p + "\n" + (r.np || "") + "\n" + r.s + "\ng" + r.g + "\n" + (r.e || "")).toLowerCase();
+      var haystack = (r.p + "\n" + (r.np || "") + "\n" + r.s + "\ng" + r.g + "\n" + (r.e || "") +
+        (r.dn ? "\ndegenerate " + degenerateText(r) : "")).toLowerCase();
       return terms.every(function (t) { return haystack.indexOf(t) !== -1; });
     });
     if (state.sortColumn >= 0) {
@@ -219,6 +239,7 @@
       tr.dataset.generation = String(r.g);
       tr.dataset.index = String(r.i);
       if (r.s !== "ok") { tr.classList.add("failed"); }
+      if (r.dn) { tr.classList.add("degenerate"); }
       if (r.g + "/" + r.i === bestKey) { tr.classList.add("is-best"); }
       columns.forEach(function (column) { tr.appendChild(column.cell(r)); });
       fragment.appendChild(tr);
