@@ -11,7 +11,7 @@ PY_GRADIO := $(VENV_GRADIO)/bin/python
 GRADIO_CONSTRAINTS := constraints/gradio341.txt
 GRADIO_TESTS := tests/test_webui_script.py tests/test_webui_api.py tests/test_webui_install.py
 
-.PHONY: demo test test-main test-gradio hints bench clean
+.PHONY: demo test test-main test-gradio test-integration hints bench clean
 
 $(VENV)/.installed-base: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,19 @@ $(VENV_GRADIO)/.installed: pyproject.toml $(GRADIO_CONSTRAINTS)
 demo: $(VENV)/.installed-base
 	$(PY) -m lib_pinning demo
 
-test: test-main test-gradio
+test: test-main test-gradio test-integration
 
 test-main: $(VENV)/.installed-test
-	$(PY) -m pytest -n 2 -q $(addprefix --ignore=,$(GRADIO_TESTS))
+	$(PY) -m pytest -n 2 -q $(addprefix --ignore=,$(GRADIO_TESTS)) --ignore=tests/integration
 
 test-gradio: $(VENV_GRADIO)/.installed
 	$(PY_GRADIO) -m pytest -q $(GRADIO_TESTS)
+
+# The real WebUIs (tests/integration/harness.py): each WebUI's venv is built once per machine under
+# /var/tmp/sd-prompt-pinning (harness.cache_root); without a WebUI tree (../shared/webui/*.tar.gz or $$PINNING_WEBUI_A1111)
+# this prints one line and passes, unless PINNING_REQUIRE_WEBUI=1. Runs one server at a time.
+test-integration: $(VENV)/.installed-test
+	$(PY) -m tests.integration -v -p no:cacheprovider
 
 # Regenerate javascript/prompt_pinning_hints.js from the options model (a test checks it is current).
 hints: $(VENV)/.installed-base
@@ -54,6 +60,8 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_optimizer.py
 	$(PY) benchmarks/bench_hyperbatch.py
 	$(PY) benchmarks/bench_report.py
+	$(PY) benchmarks/bench_prompt_parse.py
+	$(PY) benchmarks/bench_pinning.py --quick
 
 clean:
 	rm -rf $(VENV) $(VENV_GRADIO) outputs

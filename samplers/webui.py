@@ -256,12 +256,26 @@ def _check_supported(p: Any, sampler_name: str) -> None:
         )
 
 
+SHARED_LATENT_TOLERANCE = 0.02
+"""Rows of an init latent that differ by at most this fraction of its spread count as one image.
+
+The WebUI encodes each row's copy of the init image on its own and samples the VAE's posterior
+for each (modules/sd_samplers_common.py images_tensor_to_samples, "Full" encoding): one init
+image gives rows that differ by the posterior's std, about 1e-3 of the latent's spread for SD's
+VAE, never exactly equal rows. Distinct init images or per-seed latent noise differ by far more
+(the order of the spread itself)."""
+
+
 def _plain_reason(p: Any, x: torch.Tensor) -> str | None:
     """Why an img2img-style pass must sample a plain batch, or None when a hyperbatch fits."""
     if getattr(p, "is_hr_pass", False):
         return "the hires-fix pass refines distinct first-pass images"
-    if x.shape[0] > 1 and not torch.equal(x, x[:1].expand_as(x)):
-        return "the batch's init latents differ (several init images, or per-seed latent noise)"
+    if x.shape[0] > 1:
+        first = x[:1].float()
+        spread = float(first.std()) if first.numel() > 1 else 0.0
+        largest = float((x.float() - first).abs().max())
+        if largest > SHARED_LATENT_TOLERANCE * max(spread, 1e-6):
+            return "the batch's init latents differ (several init images, or per-seed latent noise)"
     return None
 
 

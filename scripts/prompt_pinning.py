@@ -24,6 +24,11 @@ class PromptPinningScript(scripts.Script):
     def show(self, is_img2img: bool) -> bool:
         return True
 
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        # The tab's prompt boxes, for the panel's planned-batches line (lib_pinning.webui.ui.is_prompt_box).
+        if glue.ui.is_prompt_box(kwargs):
+            self.prompt_boxes = [*getattr(self, "prompt_boxes", []), component]
+
     def ui(self, is_img2img: bool) -> list[Any]:
         import gradio as gr  # here, not at the top: running a pinning (and its tests) needs no gradio
 

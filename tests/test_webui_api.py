@@ -128,10 +128,20 @@ def test_a_documented_request_runs_a_pinning(webui: Any, reporter: RecordingRepo
     assert info["prompt"] == run["best"]["prompt"]
 
 
-def test_a_bad_request_names_the_option(webui: Any) -> None:
+@needs_fastapi
+def test_a_bad_request_is_an_http_422_naming_the_option(webui: Any) -> None:
+    """The WebUI's API middleware answers an HTTPException with its status and detail and prints
+    no traceback; any other exception is a 500 with an empty detail (modules/api/api.py:
+    api_middleware.handle_exception, v1.10.1)."""
+    from fastapi import HTTPException
+
     request = dict(doc_examples()["object"], script_args=[{"initial_std": 5}])
-    with pytest.raises(glue.PinningInputError, match=r"Initial std \(initial_std\): 5.0 is not a number in \[0.001, 2\]"):
+    with pytest.raises(HTTPException) as refused:
         txt2img_api(webui, request)
+    assert refused.value.status_code == 422
+    assert re.search(r"Initial std \(initial_std\): 5.0 is not a number in \[0.001, 2\]", refused.value.detail)
+    assert type(refused.value).__name__ == "PinningInputError"
+    assert isinstance(refused.value.__cause__, glue.PinningInputError)
 
 
 # the routes' handlers ---------------------------------------------------------------------------------

@@ -256,6 +256,28 @@ def test_hyperbatch_with_webui_conds_returns_one_image_per_seed(webui: Any, batc
     assert np.array_equal(_pixels(first.images), _pixels(again.images))
 
 
+LONG_PROMPT = ", ".join(f"a {c} {s} on a white background with soft light"
+                        for c in ("red", "blue", "green") for s in ("circle", "square", "star"))
+"""More than 75 CLIP tokens: its cond has two 77-row chunks, a one-word negative prompt's one."""
+
+
+@pytest.mark.parametrize("webui", ["1.10", "1.10-sdxl"], indirect=True)
+@pytest.mark.parametrize("padding", ["none", "pad_cond_uncond", "pad_cond_uncond_v0"])
+def test_a_long_prompt_with_a_short_negative_prompt_takes_the_webuis_padding_paths(webui: Any, padding: str) -> None:
+    """Measured in the real v1.10.1 (tests/integration): cond [B, 154, C] and uncond [B, 77, C]
+    are padded (either setting) or, by default, denoised in separate model calls."""
+    webui.load_scripts()
+    if padding != "none":
+        webui.shared.opts.set(padding, True)
+    kwargs = dict(prompt=LONG_PROMPT, negative_prompt="blurry", seed=3, batch_size=4,
+                  sampler_name="DPM++ 2M - Hyperbatch", steps=6, cfg_scale=5.0)
+    first = _generate(webui, **kwargs)
+    assert len(first.images) == 4 and len({im.tobytes() for im in first.images}) == 4
+    assert np.array_equal(_pixels(first.images), _pixels(_generate(webui, **kwargs).images))
+    short = _generate(webui, **{**kwargs, "prompt": "a red circle"})
+    assert not np.array_equal(_pixels(first.images), _pixels(short.images))
+
+
 def test_image_zero_is_the_plain_samplers_image(webui: Any) -> None:
     """Row 0 is never refreshed or copied, and takes seed 0's noise: it is the plain sampler's image 0."""
     webui.load_scripts()
@@ -355,7 +377,9 @@ def test_inpainting_cuts_the_init_latent_to_the_active_rows(webui: Any) -> None:
     res = webui.processing.process_images(p)
     assert len(res.images) == 4 and rows.images_per_call[0] == 1
     assert all(call["init_latent"] == call["uncond"] for call in rows.calls)
-    outside = np.asarray(mask) == 0
+    far = Image.new("L", (64, 64), 0)
+    far.paste(255, (16 - 11, 16 - 11, 48 + 11, 48 + 11))  # mask blur 4 reaches 10 pixels past the mask
+    outside = np.asarray(far) == 0
     for image in res.images:
         assert np.abs(np.asarray(image).astype(int) - np.asarray(init).astype(int))[outside].max() <= 1
     inside = ~outside

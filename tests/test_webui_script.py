@@ -196,7 +196,7 @@ def test_a_run_reports_progress_and_returns_best_then_baseline(webui: Any, repor
     assert [s[0] for s in seen] == list(range(total))  # job_no: one job per individual, in order
     assert {s[1] for s in seen} == {total}  # job_count: every individual of the run
     assert {s[2] for s in seen} == {6 * total}  # the console's total bar: steps x individuals
-    assert seen[0][3] == "Pinning: baseline batch"
+    assert seen[0][3] == f"Pinning: baseline batch, batch 0/{total}"
     assert seen[1][3].startswith("Pinning: generation 1/2, individual 1/3, best ")
     assert seen[-1][3].startswith("Pinning: generation 2/2, individual 3/3, best ")
     assert "\n" not in "".join(s[3] for s in seen)
@@ -559,6 +559,29 @@ def test_engine_info_lines_reach_an_unconfigured_webui_console(monkeypatch: pyte
     assert not logging.getLogger("lib_pinning").handlers
 
 
+def test_engine_info_lines_reach_a_console_the_webui_left_at_warning(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Measured in v1.10.1: the WebUI's own logging.warning() calls (sampler autocorrection) run
+    logging.basicConfig(), so the root has a handler but stays at WARNING before a run starts."""
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(sys.stderr)])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    engine = logging.getLogger("lib_pinning.run")
+    with glue.console_logging(True):
+        engine.info("gen   1  best 0.5")
+        engine.warning("printed once")
+    err = capsys.readouterr().err
+    assert "[Prompt pinning] gen   1  best 0.5" in err
+    assert err.count("printed once") == 1
+    assert logging.getLogger("lib_pinning").propagate and not logging.getLogger("lib_pinning").handlers
+    monkeypatch.setattr(root, "level", logging.INFO)  # --loglevel INFO: the WebUI's handler shows them
+    with glue.console_logging(True):
+        assert not logging.getLogger("lib_pinning").handlers
+
+
 def test_the_hints_file_is_generated_from_the_current_specs() -> None:
     assert hints.HINTS_FILE.read_text(encoding="utf-8") == hints.render_js(), (
         "javascript/prompt_pinning_hints.js is out of date: run `python -m lib_pinning.webui.hints`")
@@ -620,7 +643,7 @@ def test_every_ui_label_has_a_tooltip(webui: Any) -> None:
         label = getattr(block, "label", None)
         if label and not isinstance(block, gr.Accordion):
             assert label in labels, label
-    assert seen == len(SPECS) + len([g for g, _ in ui.groups() if g != "main"])
+    assert seen == len(SPECS) + len([g for g, _ in ui.groups() if g != "main"]) + len(hints.PANEL_HINTS)
 
 
 @needs_gradio

@@ -394,3 +394,16 @@ def test_scripts_load_like_extension_scripts(webui: Any, tmp_path: Any) -> None:
     p.script_args = [0]
     runner.alwayson_scripts[0].args_from = runner.alwayson_scripts[0].args_to = 1
     assert "Always: on" in webui.processing.process_images(p).infotexts[0]
+
+
+def test_mask_blur_matches_the_webuis_opencv_blur(webui: Any) -> None:
+    """cv2.GaussianBlur(mask, (21, 1), 4) as v1.10.1 calls it for mask blur 4, measured with the
+    WebUI's opencv on a mask white from column 32 (tests/integration runs the real one)."""
+    measured = [0, 0, 0, 0, 1, 3, 7, 12, 21, 32, 48, 67, 90, 115, 140, 165, 188, 207, 223, 234, 243, 248, 252, 254,
+                255, 255, 255, 255]
+    processing = webui.module("processing")
+    mask = np.zeros((3, 64), np.uint8)
+    mask[:, 32:] = 255
+    blurred = processing.gaussian_blur_1d(mask, 4, axis=1)
+    assert np.abs(blurred[0, 18:46].astype(int) - measured).max() <= 1
+    assert np.array_equal(processing.gaussian_blur_1d(mask.T.copy(), 4, axis=0), blurred.T)

@@ -156,7 +156,7 @@ class WebUIStub:
         """A StableDiffusionProcessingImg2Img with the toy's size and no file output by default."""
         defaults = dict(width=64, height=64, steps=12, cfg_scale=3.0, outpath_samples=str(self.data_dir / "out"),
                         outpath_grids=str(self.data_dir / "grids"), do_not_save_samples=True, do_not_save_grid=True,
-                        mask_blur=0, inpaint_full_res=False)
+                        mask_blur=4, inpaint_full_res=False)  # the WebUI's defaults (mask blur 4, whole picture)
         defaults.update(kwargs)
         return self.processing.StableDiffusionProcessingImg2Img(**defaults)
 

@@ -40,6 +40,11 @@ from lib_pinning.store import pil_to_tensor
 
 log = logging.getLogger(__name__)
 
+NANS_EXCEPTION = "NansException"
+"""modules.devices.NansException (v1.10.1 devices.py:L238; Forge the same): the UNet or VAE produced
+NaN and the NaN check (on unless --disable-nan-check) raised. Matched by name, so this module needs
+no WebUI import."""
+
 TOKENIZER_PATHS: tuple[tuple[str, ...], ...] = (
     ("cond_stage_model", "tokenizer"),  # A1111 SD 1.x: FrozenCLIPEmbedderWithCustomWords (sd_hijack_clip.py:L319)
     ("cond_stage_model", "wrapped", "tokenizer"),  # the unhijacked FrozenCLIPEmbedder
@@ -71,6 +76,37 @@ def model_tokenizer(sd_model: Any) -> Any | None:
             return obj
     return None
 
+
+
+def checkpoint_of(shared: Any) -> tuple[str | None, str | None]:
+    """(name, short hash) of the checkpoint the run's generations use, for run.json.
+
+    A1111 loads the checkpoint at start and keeps `shared.sd_model.sd_checkpoint_info` current.
+    Forge loads it lazily at the start of process_images, from
+    `sd_models.model_data.forge_loading_parameters` (modules/sd_models.py forge_model_reload in
+    dfdcbab6): before the first generation `shared.sd_model` is a FakeInitialModel without
+    checkpoint info (every Forge run's report said "model: auto"), and after a checkpoint change
+    in the UI it is still the previous model. So Forge's loading parameters come first.
+    """
+    info = None
+    try:
+        from modules import sd_models
+
+        params = getattr(getattr(sd_models, "model_data", None), "forge_loading_parameters", None)
+        info = params.get("checkpoint_info") if isinstance(params, Mapping) else None
+    except Exception:  # not Forge, or a stand-in without sd_models
+        info = None
+    if info is not None:
+        short = getattr(info, "shorthash", None)
+        if short is None and callable(getattr(info, "calculate_shorthash", None)):
+            try:  # Forge's load computes (and caches) it anyway, sd_models.load_model
+                short = info.calculate_shorthash()
+            except Exception as e:
+                log.debug("no checkpoint hash: %s", e)
+        return getattr(info, "name_for_extra", None) or getattr(info, "title", None), short
+    model = getattr(shared, "sd_model", None)
+    info = getattr(model, "sd_checkpoint_info", None)
+    return getattr(info, "name_for_extra", None) or getattr(info, "title", None), getattr(model, "sd_model_hash", None)
 
 
 def steps_per_individual(p: Any) -> int:
@@ -122,6 +158,7 @@ class WebUIGenerator:
         self.comments: dict[str, int] = {}
         self.steps = int(p.steps)
         """Sampling steps (the objective's planned hyperbatch tree for plain samplers reads it)."""
+        self._last_size: tuple[int, int] | None = None
 
     # the Generator protocol ------------------------------------------------------------------------
 
@@ -129,7 +166,12 @@ class WebUIGenerator:
         seeds = tuple(int(s) for s in request.seeds)
         pc = self._copy(request)
         started = time.perf_counter()
-        processed = self.processing.process_images(pc)
+        try:
+            processed = self.processing.process_images(pc)
+        except Exception as e:
+            if type(e).__name__ != NANS_EXCEPTION:
+                raise
+            return self._nan_batch(seeds, e, time.perf_counter() - started)
         seconds = time.perf_counter() - started
         state = self.shared.state
         if state.interrupted or state.skipped:
@@ -148,8 +190,10 @@ class WebUIGenerator:
         self.infotexts[(request.prompt, request.negative_prompt, seeds)] = infotexts
         self.comments.update(dict.fromkeys(getattr(pc, "comments", None) or {}, 1))
         plan = self._growth(len(seeds))
+        tensors = torch.stack([pil_to_tensor(im) for im in images])
+        self._last_size = (int(tensors.shape[-2]), int(tensors.shape[-1]))
         return Batch(
-            images=torch.stack([pil_to_tensor(im) for im in images]),
+            images=tensors,
             seeds=seeds,
             growth=plan,
             model_rows=plan.model_rows() if plan is not None else len(seeds) * steps_per_individual(self.p),
@@ -162,18 +206,48 @@ class WebUIGenerator:
                 "subseed_strength", "denoising_strength", "enable_hr", "hr_scale", "hr_upscaler",
                 "hr_second_pass_steps", "styles", "restore_faces", "tiling", "clip_skip")
         settings = {k: _jsonable(getattr(p, k)) for k in keys if hasattr(p, k)}
-        model = getattr(self.shared, "sd_model", None)
-        info = getattr(model, "sd_checkpoint_info", None)
+        model, model_hash = checkpoint_of(self.shared)
         return {
             "backend": "webui",
             "mode": "img2img" if getattr(p, "init_images", None) is not None else "txt2img",
             "settings": settings,
-            "model": getattr(info, "name_for_extra", None) or getattr(info, "title", None),
-            "model_hash": getattr(model, "sd_model_hash", None),
+            "model": model,
+            "model_hash": model_hash,
             "override_settings": {k: _jsonable(v) for k, v in (getattr(p, "override_settings", None) or {}).items()},
         }
 
     # helpers -------------------------------------------------------------------------------------------
+
+    def _nan_batch(self, seeds: tuple[int, ...], error: Exception, seconds: float) -> Batch:
+        """The batch a NansException stood for: NaN latents, i.e. the black images the WebUI shows
+        with --disable-nan-check, flagged non-finite. Raising instead would count the individual as
+        failed, and three in a row would end the run, though NaN is what these weights do to the
+        model: the degenerate-image guard penalises the batch so that the search moves away."""
+        log.warning("the WebUI found NaNs in an individual's batch; recorded as a NaN (black) batch: %s", error)
+        height, width = self._output_size()
+        return Batch(
+            images=torch.zeros(len(seeds), 3, height, width),
+            seeds=seeds,
+            growth=self._growth(len(seeds)),
+            model_rows=len(seeds) * steps_per_individual(self.p),
+            timings={"webui": seconds},
+            nonfinite=(True,) * len(seeds),
+        )
+
+    def _output_size(self) -> tuple[int, int]:
+        """(height, width) of the images a batch of p returns: the last batch's, else p's size (the
+        hires fix's target in txt2img)."""
+        if self._last_size is not None:
+            return self._last_size
+        p = self.p
+        height, width = int(p.height), int(p.width)
+        if getattr(p, "enable_hr", False) and getattr(p, "init_images", None) is None:
+            to_x, to_y = int(getattr(p, "hr_resize_x", 0) or 0), int(getattr(p, "hr_resize_y", 0) or 0)
+            if to_x and to_y:
+                return to_y, to_x
+            scale = float(getattr(p, "hr_scale", 1.0) or 1.0)
+            return int(height * scale) // 8 * 8, int(width * scale) // 8 * 8
+        return height, width
 
     def infotexts_for(self, prompt: str, negative_prompt: str, seeds: tuple[int, ...]) -> list[str] | None:
         """The WebUI's infotexts of an individual generated by this generator (None if it was not)."""

@@ -8,6 +8,7 @@ WebUI); at run time they are already loaded, so the imports cost nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,7 +40,7 @@ def build_ui(script: Any, gr: Any, opts: Any) -> list[Any]:
     (`ui.paste_function`), which restore defaults for keys a pinning infotext leaves out.
     """
     defaults = {"flip_loss": settings.setting(opts, "prompt_pinning_default_objective")}
-    components = ui.build(gr, script.elem_id, defaults)
+    components = ui.build(gr, script.elem_id, defaults, prompt_boxes=getattr(script, "prompt_boxes", ()))
     script.infotext_fields = ui.infotext_fields(components)
     return components
 
@@ -78,10 +79,37 @@ def parse_args(args: Sequence[Any]) -> PinningOptions:
 
 
 def run(p: Any, args: Sequence[Any]) -> Any:
-    """Pin p's prompt; return the Processed of the best and the baseline batch."""
-    options = parse_args(args)
-    with console_logging(options.cli_log):
-        return _run(p, options)
+    """Pin p's prompt; return the Processed of the best and the baseline batch.
+
+    Bad input is a PinningInputError (its message names the option), raised before anything is
+    generated. Under the API (`p.is_api`, set by modules/api/api.py's txt2img/img2img handlers)
+    it becomes an HTTP 422 error instead: the WebUI's API middleware (api_middleware's
+    handle_exception, v1.10.1 and Forge alike) answers any other exception with status 500, an
+    empty `detail` and a traceback in the console, which clients read as a server fault.
+    """
+    try:
+        options = parse_args(args)
+        with console_logging(options.cli_log):
+            return _run(p, options)
+    except PinningInputError as e:
+        if getattr(p, "is_api", False):
+            raise api_input_error(e) from e
+        raise
+
+
+def api_input_error(error: PinningInputError) -> Exception:
+    """The HTTP 422 answer for `error`: a fastapi HTTPException (the middleware takes its
+    status_code and detail and prints no traceback for it), named PinningInputError in the
+    answer's `error` field."""
+    return _api_input_error_class()(status_code=422, detail=str(error))
+
+
+@functools.cache
+def _api_input_error_class() -> type[Exception]:
+    from fastapi import HTTPException  # the WebUI's; imported here so this module needs no fastapi
+
+    return type("PinningInputError", (HTTPException,), {"__doc__": PinningInputError.__doc__,
+                                                        "__module__": __name__})
 
 
 def _run(p: Any, options: PinningOptions) -> Any:
@@ -145,24 +173,46 @@ def console_logging(enabled: bool) -> Iterator[None]:
     """Show the engine's INFO lines (per-generation statistics) in the WebUI's console.
 
     The WebUI configures logging only with --loglevel or SD_WEBUI_LOG_LEVEL
-    (modules/logging_config.py:L28-L33 in v1.10.1); otherwise the root logger has no handler and
-    Python's last-resort handler prints warnings only. In that case, and while the run lasts, the
-    "lib_pinning" logger gets its own console handler at INFO. A configured root is left alone.
+    (modules/logging_config.py:L28-L33 in v1.10.1). Without them the root logger is not left
+    unconfigured, though: the WebUI's own `logging.warning(...)` calls (e.g. the sampler/scheduler
+    autocorrection in modules/sd_samplers.py, on every API generation) run `logging.basicConfig()`,
+    which gives the root a handler and leaves its level at WARNING, so INFO lines are dropped.
+    What counts is therefore whether an INFO record of "lib_pinning" would reach a handler. If it
+    would not, the "lib_pinning" logger gets its own console handler at INFO while the run lasts,
+    and stops propagating meanwhile (else its warnings would print twice). A logging setup that
+    already shows INFO (--loglevel INFO) is left alone.
     """
     engine = logging.getLogger("lib_pinning")
-    if not enabled or logging.getLogger().handlers or engine.handlers:
+    if not enabled or _info_reaches_a_handler(engine):
         yield
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[Prompt pinning] %(message)s"))
-    level = engine.level
+    level, propagate = engine.level, engine.propagate
     engine.addHandler(handler)
     engine.setLevel(logging.INFO)
+    engine.propagate = False
     try:
         yield
     finally:
         engine.removeHandler(handler)
         engine.setLevel(level)
+        engine.propagate = propagate
+
+
+def _info_reaches_a_handler(logger: logging.Logger) -> bool:
+    """Whether an INFO record logged on `logger` is emitted by some handler (Logger.callHandlers'
+    walk; Python's last-resort handler, used when there is none, shows warnings only)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return False
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(handler.level <= logging.INFO for handler in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent  # type: ignore[assignment]
+    return False
 
 
 def _reporter(notes: list[str]) -> Any:

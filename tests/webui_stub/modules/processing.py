@@ -13,8 +13,8 @@ Toy-model specifics: latents are the toy's pixels, so opt_C = 3 and opt_f = 1 (t
 4 and 8) and p.width = p.height = 64. Not mirrored (they raise or are skipped, as documented on
 each): extra networks (<lora:...> stays in the prompt), face restoration, color correction,
 token merging, textual inversion, inpainting models' image conditioning (the toy is not one),
-hires fix with image upscalers (only latent upscaling) or a first-pass image, img2img mask blur
-and "only masked" inpainting, inpainting fill "fill".
+hires fix with image upscalers (only latent upscaling) or a first-pass image, "only masked"
+inpainting, inpainting fill "fill". Mask blur is mirrored (cv2's Gaussian in numpy).
 """
 
 from __future__ import annotations
@@ -43,6 +43,22 @@ opt_f = 1
 """modules/processing.py:L39 is 8 (the VAE's downscale); the toy's latents are full size."""
 
 _HAS_SCHEDULER = modules.version_at_least(1, 9)
+
+
+def gaussian_blur_1d(mask: np.ndarray, sigma: float, axis: int) -> np.ndarray:
+    """modules/processing.py:L1621-L1631: cv2.GaussianBlur of a uint8 mask along one axis with the
+    WebUI's kernel of 2 * int(2.5 * sigma + 0.5) + 1 taps (mask blur 4: 21 taps, reaching 10
+    pixels past the mask's edge), cv2's default border (reflect-101), rounded back to uint8."""
+    size = 2 * int(2.5 * sigma + 0.5) + 1
+    taps = np.exp(-((np.arange(size) - (size - 1) / 2) ** 2) / (2 * sigma * sigma))
+    taps /= taps.sum()
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (size // 2, size // 2)
+    padded = np.pad(mask.astype(np.float64), pad, mode="reflect")
+    out = np.zeros(mask.shape, dtype=np.float64)
+    for i, weight in enumerate(taps):
+        out += weight * (padded[i:i + mask.shape[0], :] if axis == 0 else padded[:, i:i + mask.shape[1]])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def apply_overlay(image: Image.Image, paste_loc: Any, overlay: Image.Image | None) -> tuple[Image.Image, Image.Image]:
@@ -1082,8 +1098,12 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             if self.inpainting_mask_invert:
                 image_mask = ImageOps.invert(image_mask)
                 self.extra_generation_params["Mask mode"] = "Inpaint not masked"
+            if self.mask_blur_x > 0:
+                image_mask = Image.fromarray(gaussian_blur_1d(np.array(image_mask), self.mask_blur_x, axis=1))
+            if self.mask_blur_y > 0:
+                image_mask = Image.fromarray(gaussian_blur_1d(np.array(image_mask), self.mask_blur_y, axis=0))
             if self.mask_blur_x > 0 or self.mask_blur_y > 0:
-                raise NotImplementedError("mask blur (cv2.GaussianBlur) is not mirrored by the stand-in: set mask_blur=0")
+                self.extra_generation_params["Mask blur"] = self.mask_blur
             if self.inpaint_full_res:
                 raise NotImplementedError("'only masked' inpainting is not mirrored by the stand-in: set inpaint_full_res=False")
             image_mask = images.resize_image(self.resize_mode, image_mask, self.width, self.height)

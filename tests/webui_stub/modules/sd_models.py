@@ -9,9 +9,15 @@ not a file.
 toy Gaussian-mixture model (lib_pinning.toy.ToyModel) dressed in the interface the WebUI's
 processing and samplers call:
 
-- `get_learned_conditioning(texts)` is the toy "text encoder": per prompt a [77, K] tensor whose
-  row 0 is `ToyModel.mixture_log_weights(prompt)` and whose other rows are zeros (K = 10
-  prototypes), stacked to [n, 77, K] as SD 1.x returns [n, 77, 768]. With `is_sdxl` it returns
+- `get_learned_conditioning(texts)` is the toy "text encoder": per prompt a [77 * chunks, K]
+  tensor whose row 0 is `ToyModel.mixture_log_weights(prompt)` and whose other rows are zeros
+  (K = 10 prototypes), stacked to [n, 77 * chunks, K] as SD 1.x returns [n, 77 * chunks, 768]:
+  like the WebUI's CLIP wrapper (modules/sd_hijack_clip.py), a prompt of more than 75 tokens
+  takes one more 77-row chunk per 75 tokens, so a long prompt with a short negative prompt gives
+  cond and uncond of different lengths (the CFG denoiser's padding paths); tokens are counted
+  as CLIP pre-tokens of the emphasis-free text, which is never more than the real BPE count.
+  `cond_stage_model_empty_prompt` is the empty prompt's [1, 77, K] encoding (sd_models.py:L869
+  sets it at load; the "Pad prompt/negative prompt" setting pads with it). With `is_sdxl` it returns
   what SDXL's conditioner returns: {"crossattn": [n, 77, K], "vector": [n, V]} (V = 4 here: the
   image size and two zeros, standing in for SDXL's size embedding).
 - `create_denoiser()` gives the k-diffusion-style denoiser the WebUI's CFG denoiser wraps (the
@@ -47,6 +53,10 @@ TOKENS = 77
 
 VECTOR_SIZE = 4
 """Length of the stand-in's SDXL `vector` (SDXL's real one has 2816 entries)."""
+
+POSTERIOR_STD = 1e-4
+"""Std of the toy VAE posterior's sample, in latent (= pixel, [-1, 1]) units: SD's VAE samples
+with about 1e-3 of the latent's spread; small enough here to move no pixel of an 8-bit image."""
 
 SIGMA_TABLE_SIZE = 1000
 """Discrete timesteps of the toy's sigma table, as SD's 1000 training timesteps."""
@@ -254,6 +264,26 @@ class ToyDenoiser:
         return toy(x, sigma, cond=crossattn[:, 0, :], cond_scale=1.0)
 
 
+PRETOKEN = re.compile(r"[^\W\d_]+|\d|[^\s\w]+|_+")
+"""CLIP's pre-token split (letters, one digit, punctuation) without the `regex` module's classes."""
+
+
+def token_chunks(text: str) -> int:
+    """77-row chunks of a prompt's encoding: one per 75 tokens, at least one, BREAK starting a new
+    one (modules/sd_hijack_clip.py:L81 tokenize_line; stand-in only as a function)."""
+    from modules import prompt_parser
+
+    chunks, count = 1, 0
+    for piece, _ in prompt_parser.parse_prompt_attention(text):
+        if piece == "BREAK":
+            chunks, count = chunks + 1, 0
+            continue
+        count += len(PRETOKEN.findall(piece))
+        while count > 75:
+            chunks, count = chunks + 1, count - 75
+    return chunks
+
+
 class ToySdModel:
     """The stand-in's loaded checkpoint (the WebUI's WebuiSdModel); see the module docstring."""
 
@@ -273,10 +303,17 @@ class ToySdModel:
         self.model = SimpleNamespace(conditioning_key="crossattn")
         self.first_stage_model = SimpleNamespace(dtype=devices.dtype_vae)
 
+    @property
+    def cond_stage_model_empty_prompt(self) -> torch.Tensor:
+        """The empty prompt's crossattn rows (modules/sd_models.py get_empty_cond)."""
+        empty = self.get_learned_conditioning([""])
+        return empty["crossattn"] if isinstance(empty, dict) else empty
+
     def get_learned_conditioning(self, texts: Sequence[str]) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The toy text encoder: [n, 77, K] (SD 1.x) or {"crossattn", "vector"} (SDXL)."""
+        """The toy text encoder: [n, 77 * chunks, K] (SD 1.x) or {"crossattn", "vector"} (SDXL)."""
         k = self.toy.num_prototypes
-        crossattn = torch.zeros(len(texts), TOKENS, k, dtype=devices.dtype)
+        chunks = max([token_chunks(text) for text in texts] or [1])
+        crossattn = torch.zeros(len(texts), TOKENS * chunks, k, dtype=devices.dtype)
         for i, text in enumerate(texts):
             crossattn[i, 0] = self.toy.mixture_log_weights(text).to(devices.dtype)
         if not self.is_sdxl:
@@ -299,8 +336,14 @@ class ToySdModel:
         return x
 
     def get_first_stage_encoding(self, encoder_posterior: torch.Tensor) -> torch.Tensor:
-        """The latent of an encoding (the VAE's sample times its scale factor; the identity here)."""
-        return encoder_posterior
+        """The latent of an encoding: the VAE posterior's sample times its scale factor
+        (repositories/stable-diffusion-stability-ai ldm/models/diffusion/ddpm.py, which the WebUI
+        calls through modules/sd_samplers_common.py:L87 once per image). The toy's posterior has
+        the identity as its mean and a std of POSTERIOR_STD, drawn like the real one from the
+        global torch RNG: one init image repeated over a batch gives rows that differ slightly,
+        as measured in the real v1.10.1 (tests/integration)."""
+        noise = torch.randn(encoder_posterior.shape).to(encoder_posterior.device, encoder_posterior.dtype)
+        return encoder_posterior + POSTERIOR_STD * noise
 
     @contextlib.contextmanager
     def ema_scope(self) -> Iterator[None]:

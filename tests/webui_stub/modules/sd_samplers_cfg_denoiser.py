@@ -8,8 +8,11 @@ chunks when batch_cond_uncond is off), and combines
     denoised[i] = uncond_out[i] + sum_parts (cond_out[part] - uncond_out[i]) * weight * cond_scale.
 image_cond rows are stacked the same way as x's. The inpainting blend with init_latent/mask, the
 NGMS / skip-early-CFG uncond skipping, the refiner switch and the script callbacks follow the
-WebUI. Not mirrored: the InstructPix2Pix edit-model path and cond/uncond padding (the toy's conds
-always have 77 rows, so padding never triggers) and the live-preview selection.
+WebUI. A prompt and negative prompt of different token lengths (77 rows per 75-token chunk,
+e.g. a long prompt with a one-word negative prompt) take the WebUI's paths: padded with the
+empty prompt's encoding ("Pad prompt/negative prompt") or the last row (its v0 variant), or, by
+default (both settings off), one model call for the cond rows and one for the uncond rows. Not
+mirrored: the InstructPix2Pix edit-model path and the live-preview selection.
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ def subscript_cond(cond: Any, a: int, b: int) -> Any:
     if not isinstance(cond, dict):
         return cond[a:b]
     return {key: vec[a:b] for key, vec in cond.items()}
+
+
+def pad_cond(tensor: Any, repeats: int, empty: torch.Tensor) -> Any:
+    """modules/sd_samplers_cfg_denoiser.py:L25: append `repeats` copies of the empty prompt's rows."""
+    if not isinstance(tensor, dict):
+        return torch.cat([tensor, empty.repeat((tensor.shape[0], repeats, 1))], axis=1)
+    tensor["crossattn"] = pad_cond(tensor["crossattn"], repeats, empty)
+    return tensor
 
 
 class CFGDenoiser(torch.nn.Module):
@@ -97,6 +108,35 @@ class CFGDenoiser(torch.nn.Module):
         c, uc = self.p.get_conds()
         self.sampler.sampler_extra_args["cond"] = c
         self.sampler.sampler_extra_args["uncond"] = uc
+
+    def pad_cond_uncond(self, cond: Any, uncond: Any) -> tuple[Any, Any]:
+        """modules/sd_samplers_cfg_denoiser.py:L100: pad the shorter with the empty prompt's encoding."""
+        empty = shared.sd_model.cond_stage_model_empty_prompt
+        num_repeats = (cond.shape[1] - uncond.shape[1]) // empty.shape[1]
+        if num_repeats < 0:
+            cond = pad_cond(cond, -num_repeats, empty)
+            self.padded_cond_uncond = True
+        elif num_repeats > 0:
+            uncond = pad_cond(uncond, num_repeats, empty)
+            self.padded_cond_uncond = True
+        return cond, uncond
+
+    def pad_cond_uncond_v0(self, cond: Any, uncond: Any) -> tuple[Any, Any]:
+        """modules/sd_samplers_cfg_denoiser.py:L113: repeat uncond's last row, or truncate it."""
+        is_dict_cond = isinstance(uncond, dict)
+        uncond_vec = uncond["crossattn"] if is_dict_cond else uncond
+        if uncond_vec.shape[1] < cond.shape[1]:
+            last_vector = uncond_vec[:, -1:]
+            uncond_vec = torch.hstack([uncond_vec, last_vector.repeat([1, cond.shape[1] - uncond_vec.shape[1], 1])])
+            self.padded_cond_uncond_v0 = True
+        elif uncond_vec.shape[1] > cond.shape[1]:
+            uncond_vec = uncond_vec[:, :cond.shape[1]]
+            self.padded_cond_uncond_v0 = True
+        if is_dict_cond:
+            uncond["crossattn"] = uncond_vec
+        else:
+            uncond = uncond_vec
+        return cond, uncond
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, uncond: Any, cond: Any, cond_scale: float,
                 s_min_uncond: float, image_cond: torch.Tensor) -> torch.Tensor:
@@ -167,6 +207,10 @@ class CFGDenoiser(torch.nn.Module):
 
         self.padded_cond_uncond = False
         self.padded_cond_uncond_v0 = False
+        if shared.opts.pad_cond_uncond_v0 and tensor.shape[1] != uncond.shape[1]:
+            tensor, uncond = self.pad_cond_uncond_v0(tensor, uncond)
+        elif shared.opts.pad_cond_uncond and tensor.shape[1] != uncond.shape[1]:
+            tensor, uncond = self.pad_cond_uncond(tensor, uncond)
 
         if tensor.shape[1] == uncond.shape[1] or skip_uncond:
             cond_in = tensor if skip_uncond else catenate_conds([tensor, uncond])
@@ -180,7 +224,18 @@ class CFGDenoiser(torch.nn.Module):
                     x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b],
                                                   cond=make_condition_dict(subscript_cond(cond_in, a, b), image_cond_in[a:b]))
         else:
-            raise NotImplementedError("cond/uncond of different token lengths (padding) is not mirrored by the stand-in")
+            # modules/sd_samplers_cfg_denoiser.py:L256-L272: cond rows and uncond rows in separate calls
+            x_out = torch.zeros_like(x_in)
+            batch_size = batch_size * 2 if shared.opts.batch_cond_uncond else batch_size
+            for batch_offset in range(0, tensor.shape[0], batch_size):
+                a = batch_offset
+                b = min(a + batch_size, tensor.shape[0])
+                x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b],
+                                              cond=make_condition_dict(subscript_cond(tensor, a, b), image_cond_in[a:b]))
+            if not skip_uncond:
+                x_out[-uncond.shape[0]:] = self.inner_model(
+                    x_in[-uncond.shape[0]:], sigma_in[-uncond.shape[0]:],
+                    cond=make_condition_dict(uncond, image_cond_in[-uncond.shape[0]:]))
 
         denoised_image_indexes = [x[0][0] for x in conds_list]
         if skip_uncond:

@@ -1,0 +1,1 @@
+"""Checks against the real AUTOMATIC1111 and Forge WebUIs (see harness.py)."""
