@@ -47,7 +47,7 @@ from lib_pinning.options import PinningOptions
 from lib_pinning.bounds import WeightRange
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.stopping import (
-    BUDGET, CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
+    CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
     planned_batches,
 )
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore

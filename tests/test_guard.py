@@ -265,3 +265,28 @@ def test_report_shows_degenerate_batches(tmp_path):
     assert 'id="degenerate-count"' in page
     assert 'id="degenerate-alert"' in page and "guard was off" in page
     assert 'id="best-degenerate"' in page  # the old behaviour pinned a degenerate batch
+
+
+# the schedule guard and prompt styles --------------------------------------------------------------
+
+
+def _styled_generator(styles: dict[str, tuple[str, str]]) -> WebUIGenerator:
+    database = SimpleNamespace(styles={name: SimpleNamespace(prompt=pos, negative_prompt=neg)
+                                       for name, (pos, neg) in styles.items()})
+    p = SimpleNamespace(
+        steps=4, width=64, height=48, prompt="", negative_prompt="", seed=1, batch_size=2, n_iter=1,
+        do_not_save_samples=False, extra_generation_params={}, override_settings={}, styles=list(styles),
+        sampler_name="Euler a",
+    )
+    shared = SimpleNamespace(state=SimpleNamespace(interrupted=False, skipped=False), prompt_styles=database)
+    return WebUIGenerator(p, processing=SimpleNamespace(process_images=None), shared=shared)
+
+
+def test_a_style_with_prompt_editing_gets_the_prompt_without_the_schedule_guard():
+    from lib_pinning.prompt import SCHEDULE_GUARD
+
+    request = GenerationRequest(SCHEDULE_GUARD + "(red:1.2) circle", SCHEDULE_GUARD + "(blurry:0.8)", (1, 2))
+    edited = _styled_generator({"season": ("[summer:winter:0.5]", "")})._copy(request)
+    assert (edited.prompt, edited.negative_prompt) == ("(red:1.2) circle", "(blurry:0.8)")
+    plain = _styled_generator({"photo": ("photo, 35mm", "cartoon")})._copy(request)
+    assert (plain.prompt, plain.negative_prompt) == (request.prompt, request.negative_prompt)

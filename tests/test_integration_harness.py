@@ -72,7 +72,7 @@ def test_a_venv_key_depends_on_the_recipe_and_the_tree(tmp_path: Path, monkeypat
 
 
 class FakeServer:
-    """What reload_ui_gradio3 talks to: /config and /run/predict."""
+    """What reload_ui talks to: /config and /run/predict."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -93,10 +93,10 @@ def test_reload_ui_presses_the_settings_button_through_gradio(targets: list[Any]
                              {"id": 7, "props": {"elem_id": "settings_restart_gradio"}}],
               "dependencies": [{"targets": [3]}, {"targets": targets}]}
     server = FakeServer(config)
-    harness.reload_ui_gradio3(server)  # type: ignore[arg-type]
+    harness.reload_ui(server)  # type: ignore[arg-type]
     assert server.posted == [("/run/predict", {"fn_index": 1, "data": [], "session_hash": "pinning-tests"})]
     with pytest.raises(AssertionError, match="no Reload UI button"):
-        harness.reload_ui_gradio3(FakeServer({"components": [], "dependencies": []}))  # type: ignore[arg-type]
+        harness.reload_ui(FakeServer({"components": [], "dependencies": []}))  # type: ignore[arg-type]
 
 
 def test_the_tiny_text_encoders_vocabulary_is_clips(tmp_path: Path) -> None:

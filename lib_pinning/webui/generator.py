@@ -35,6 +35,7 @@ from typing import Any, Mapping
 import torch
 
 from lib_pinning.generator import Batch, GenerationRequest
+from lib_pinning.prompt import SCHEDULE_GUARD
 from lib_pinning.run import RunStopped
 from lib_pinning.store import pil_to_tensor
 
@@ -257,8 +258,12 @@ class WebUIGenerator:
         """A copy of p for one individual; p itself is never changed."""
         p = self.p
         pc = copy.copy(p)
-        pc.prompt = request.prompt
-        pc.negative_prompt = request.negative_prompt
+        pc.prompt, pc.negative_prompt = request.prompt, request.negative_prompt
+        if _styles_need_schedules(self.shared, p.styles or []):
+            # The guard makes the WebUI read a part as plain text; a style joins the same part, so its
+            # prompt editing or alternation would be lost. Those styles pay the full parse instead.
+            pc.prompt = request.prompt.replace(SCHEDULE_GUARD, "")
+            pc.negative_prompt = request.negative_prompt.replace(SCHEDULE_GUARD, "")
         # A list seed gives each image exactly the run's seed (modules/processing.py:L901-L904 in v1.10.1).
         pc.seed = [int(s) for s in request.seeds]
         pc.batch_size = len(request.seeds)
@@ -322,3 +327,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)
+
+
+def _styles_need_schedules(shared: Any, names: list[str]) -> bool:
+    """Whether a selected style holds "[": prompt editing or alternation, which the WebUI's
+    schedule parser must see (modules/styles.py applies styles inside process_images)."""
+    database = getattr(getattr(shared, "prompt_styles", None), "styles", {}) or {}
+    for name in names:
+        style = database.get(name)
+        if style is not None and "[" in f"{style.prompt or ''}{style.negative_prompt or ''}":
+            return True
+    return False

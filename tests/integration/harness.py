@@ -35,7 +35,7 @@ The interface other target modules code against (stable; add fields with default
         "gradio4"); `startup_timeout` in seconds; `env` extra environment variables;
         `settings` the data dir's initial config.json; `data_files(ctx)` {relative path: file}
         copied into the data dir; `reload_ui(server)` presses Reload UI (default
-        `reload_ui_gradio3`, through gradio 3's /run/predict).
+        `reload_ui`, through gradio's /run/predict).
         Register it with `register(target)` from a module tests/integration/target_<name>.py;
         conftest.py imports every such module, and the checks are parametrized over
         `registered()` (PINNING_TARGETS="a1111-sd1,forge-sd15" selects some).
@@ -349,14 +349,18 @@ def cached_build(kind: str, params: Mapping[str, Any], build: Callable[[Path], P
     with file_lock(cache_root() / "checkpoints" / f"{kind}-{key}.lock"):
         ready = folder / ".ready"
         if ready.is_file():
-            return Checkpoint(path=Path(json.loads(ready.read_text())["path"]))
+            record = json.loads(ready.read_text())
+            # A build records absolute paths (its yaml names its text encoder folder): a cache that
+            # was moved or copied is rebuilt rather than pointing at the old place.
+            if record.get("folder") == str(folder) and Path(record["path"]).is_file():
+                return Checkpoint(path=Path(record["path"]))
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         start = time.monotonic()
         path = build(folder)
         seconds = time.monotonic() - start
-        ready.write_text(json.dumps({"path": str(path), "seconds": seconds}))
+        ready.write_text(json.dumps({"path": str(path), "folder": str(folder), "seconds": seconds}))
         return Checkpoint(path=path, build_seconds=seconds)
 
 
@@ -372,18 +376,21 @@ class LaunchContext:
     session_dir: Path
 
 
-def reload_ui_gradio3(server: Server) -> None:
+def reload_ui(server: Server) -> None:
     """Press Settings -> "Reload UI" (modules/ui_settings.py: the button settings_restart_gradio
     calls shared.state.request_restart; webui.py's main loop then unloads the scripts, re-imports
     them and builds a new UI and app on the same port). Done through gradio's /run/predict with
-    that button's event index, found in /config (gradio 3.x: dependencies[i].targets lists ids)."""
+    that button's event, found in /config: gradio 3.41 (A1111) numbers events by position, gradio
+    4.40 (Forge) by their `id` (equal to the position there, but not promised); targets are ids
+    (3.x) or [id, event] pairs (4.x)."""
     config = server.get("/config").ok().json
     ids = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "settings_restart_gradio"]
     assert ids, "no Reload UI button (elem_id settings_restart_gradio) in the WebUI's /config"
     for index, dependency in enumerate(config["dependencies"]):
         targets = [t[0] if isinstance(t, list) else t for t in dependency.get("targets", [])]
         if ids[0] in targets:
-            server.post("/run/predict", {"fn_index": index, "data": [], "session_hash": "pinning-tests"}).ok()
+            server.post("/run/predict", {"fn_index": dependency.get("id", index), "data": [],
+                                         "session_hash": "pinning-tests"}).ok()
             return
     raise AssertionError("the Reload UI button has no event in /config")
 
@@ -404,7 +411,7 @@ class Target:
     """Written to the data dir's config.json before the first start (the WebUI's settings)."""
     data_files: Callable[[LaunchContext], Mapping[str, Path]] = lambda ctx: {}
     """{path relative to the data dir: file to copy there} before the first start."""
-    reload_ui: Callable[[Server], None] = reload_ui_gradio3
+    reload_ui: Callable[[Server], None] = reload_ui
     """Asks the running WebUI to reload its scripts (Reload UI); Server.restart_scripts waits."""
 
 

@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from tests.integration import harness
-from tests.integration.harness import Checkpoint, LaunchContext, PreparedWebUI, Server, Target, VenvContext, WebUI
+from tests.integration.harness import Checkpoint, LaunchContext, PreparedWebUI, Target, VenvContext, WebUI
 
 BUILDER = Path(__file__).with_name("tiny_checkpoint_forge.py")
 SEED = 0
@@ -81,27 +81,9 @@ def launch_args(ctx: LaunchContext) -> list[str]:
             "--ckpt", str(ctx.checkpoint.path), "--no-download-sd-model", "--do-not-download-clip"]
 
 
-def reload_ui_gradio4(server: Server) -> None:
-    """Press Settings -> "Reload UI" (elem_id settings_restart_gradio, shared.state.request_restart).
-
-    gradio 4 keys events by their id (config["dependencies"][i]["id"]; targets are [id, event]
-    pairs) and still serves /run/predict with an fn_index and no session for unqueued-API calls.
-    """
-    config = server.get("/config").ok().json
-    ids = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "settings_restart_gradio"]
-    assert ids, "no Reload UI button (elem_id settings_restart_gradio) in the WebUI's /config"
-    for index, dependency in enumerate(config["dependencies"]):
-        targets = [t[0] if isinstance(t, list) else t for t in dependency.get("targets", [])]
-        if ids[0] in targets:
-            server.post("/run/predict", {"fn_index": dependency.get("id", index), "data": []}).ok()
-            return
-    raise AssertionError("the Reload UI button has no event in /config")
-
-
 THREADS = {"OMP_NUM_THREADS": os.environ.get("PINNING_WEBUI_THREADS", "1")}
 
 harness.register(Target(
     name="forge-sd15", webui=FORGE, checkpoint=tiny_sd15, launch_args=launch_args,
     features=frozenset({"forge", "sd15", "schedule_type", "gradio4"}), env=THREADS, startup_timeout=420,
-    reload_ui=reload_ui_gradio4,
 ))
