@@ -54,6 +54,12 @@ def build_state_dict(forge_root: Path, seed: int) -> dict:
     with torch.no_grad():
         text_encoder.text_model.final_layer_norm.bias += TEXT_MEAN_OFFSET
     vae = IntegratedAutoencoderKL.from_config(IntegratedAutoencoderKL.load_config(str(forge_root / SD15_REPO / "vae")))
+    # A point posterior, as a trained VAE's nearly is (tiny_checkpoints.deterministic_vae_encoder):
+    # Forge samples it from the global torch RNG when it encodes an img2img init image.
+    half = vae.quant_conv.out_channels // 2
+    with torch.no_grad():
+        vae.quant_conv.weight[half:] = 0.0
+        vae.quant_conv.bias[half:] = -30.0
 
     out: dict = {}
     for prefix, module in (("model.diffusion_model.", unet), ("cond_stage_model.transformer.", text_encoder),
