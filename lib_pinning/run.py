@@ -372,7 +372,7 @@ class PinningRun:
         if stop():
             raise RunStopped
         zero = np.zeros(self.space.dim)
-        record, batch = self._produce(0, 0, zero, zero)
+        record, batch = self._produce(0, 0, zero, zero, self.space.render(zero))
         self._prepare_objective(record)
         self._score(record, batch, zero)
         record.fitness = list(self._fitness_of(record, zero))
@@ -459,18 +459,19 @@ class PinningRun:
         return record
 
     def _evaluate_point(self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray) -> IndividualRecord:
-        repeat = self._repeat(generation, index, proposed, x)
+        rendered = self.space.render(x)
+        repeat = self._repeat(generation, index, proposed, x, rendered)
         if repeat is not None:
             return repeat
         try:
-            record, batch = self._produce(generation, index, proposed, x)
+            record, batch = self._produce(generation, index, proposed, x, rendered)
             self._score(record, batch, x)
             return record
         except (KeyboardInterrupt, RunStopped):
             raise
         except Exception as e:
             log.error("individual %d/%d failed: %s", generation, index, e, exc_info=log.isEnabledFor(logging.DEBUG))
-            prompt, negative = self.space.render(x)
+            prompt, negative = rendered
             return IndividualRecord(
                 generation=generation, index=index, x=proposed.tolist(), x_evaluated=x.tolist(),
                 weights=_weights_json(self.space.weights(x)), prompt=prompt, negative_prompt=negative,
@@ -478,9 +479,11 @@ class PinningRun:
                 error="".join(traceback.format_exception_only(type(e), e)).strip(),
             )
 
-    def _produce(self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray) -> tuple[IndividualRecord, Batch]:
-        """Render, generate and save the batch of offsets `x` (not yet scored)."""
-        prompt, negative = self.space.render(x)
+    def _produce(
+        self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray, rendered: tuple[str, str]
+    ) -> tuple[IndividualRecord, Batch]:
+        """Generate and save the batch of offsets `x`, rendered as the prompt pair `rendered` (not yet scored)."""
+        prompt, negative = rendered
         started = time.perf_counter()
         batch = self.generator.generate(GenerationRequest(prompt, negative, self.seeds))
         seconds = time.perf_counter() - started
@@ -597,11 +600,12 @@ class PinningRun:
         if record.status == "ok":
             self._seen.setdefault((record.prompt, record.negative_prompt), (record.generation, record.index))
 
-    def _repeat(self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray) -> IndividualRecord | None:
+    def _repeat(
+        self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray, rendered: tuple[str, str]
+    ) -> IndividualRecord | None:
         """The record of an earlier individual with the same rendered prompt pair, re-keyed to this
         one (same images, scores and guard verdict: same prompts and seeds give the same batch), or None."""
-        prompt, negative = self.space.render(x)
-        key = self._seen.get((prompt, negative))
+        key = self._seen.get(rendered)
         if key is None:
             return None
         source = self.store.read_individual(*key)

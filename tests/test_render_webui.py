@@ -94,18 +94,26 @@ def test_weight_range_options() -> None:
 @given(prompt=prompts, granularity=st.sampled_from(["word", "phrase"]), negative=st.booleans(), offsets=OFFSETS)
 @PROPERTY
 def test_guard_only_prefixes_parts(prompt: str, granularity: str, negative: bool, offsets: list[float]) -> None:
-    parsed = _parse_or_skip(prompt, granularity, negative)
-    if parsed is None:
+    rendered = _plain_and_guarded(prompt, granularity, negative, offsets)
+    if rendered is None:
         return
-    x = offsets[: parsed.unit_count] + [0.0] * max(0, parsed.unit_count - len(offsets))
-    plain = render_prompt(parsed, x)
-    guarded = render_prompt(parsed, x, guard=True)
+    parsed, plain, guarded = rendered
     assert _without_guards(guarded, negative) == plain
     again = parse_prompt(guarded, granularity, negative=negative, tokenizer=FAKE_CLIP)
     assert labels(again) == labels(parsed)  # re-pinning a pinned prompt: the guard is not text
     assert render_prompt(again, [0.0] * again.unit_count, guard=True) == render_prompt(
         parse_prompt(plain, granularity, negative=negative, tokenizer=FAKE_CLIP), [0.0] * again.unit_count, guard=True
     )
+
+
+def _plain_and_guarded(prompt: str, granularity: str, negative: bool, offsets: list[float]):
+    """The parsed prompt and its render at these offsets (padded with zeros), without and with the
+    guard; None for a prompt the parser refuses."""
+    parsed = _parse_or_skip(prompt, granularity, negative)
+    if parsed is None:
+        return None
+    x = offsets[: parsed.unit_count] + [0.0] * max(0, parsed.unit_count - len(offsets))
+    return parsed, render_prompt(parsed, x), render_prompt(parsed, x, guard=True)
 
 
 def _without_guards(prompt: str, negative: bool) -> str:
@@ -153,12 +161,10 @@ def _real_view(pp, prompt: str, negative: bool, steps: int = 10) -> list:
 @given(prompt=prompts, granularity=st.sampled_from(["word", "phrase"]), negative=st.booleans(), offsets=OFFSETS)
 @PROPERTY
 def test_real_webui_reads_the_guarded_render_as_the_plain_one(real_parser, prompt, granularity, negative, offsets) -> None:
-    parsed = _parse_or_skip(prompt, granularity, negative)
-    if parsed is None:
+    rendered = _plain_and_guarded(prompt, granularity, negative, offsets)
+    if rendered is None:
         return
-    x = offsets[: parsed.unit_count] + [0.0] * max(0, parsed.unit_count - len(offsets))
-    plain = render_prompt(parsed, x)
-    guarded = render_prompt(parsed, x, guard=True)
+    _, plain, guarded = rendered
     assert _real_view(real_parser, guarded, negative) == _real_view(real_parser, plain, negative)
 
 
