@@ -35,3 +35,14 @@ def test_a_task_and_its_report(capsys: pytest.CaptureFixture[str]) -> None:
     bench.report(outcomes, meta, write=False)
     text = capsys.readouterr().out
     assert "| now | 1 |" in text and "Degenerate best with today's defaults: 0/1 runs (met)" in text
+
+
+def test_the_stopping_replay_ends_where_the_rule_ends_a_run() -> None:
+    # The replay of a full-length run with the default Stagnation must stop exactly where a run
+    # with the rule on stops: the same batches and the same best.
+    stopped, full = bench.task((0, 0, ("now", "now, all generations")))
+    assert stopped.replay is None and full.replay is not None
+    batches, best, baseline = full.replay[str(bench.default_stagnation(16))]  # 2 units: 16 generations
+    assert batches == stopped.batches
+    assert best / baseline == pytest.approx(stopped.own_ratio, abs=1e-9)
+    assert full.replay["all"][0] == full.batches

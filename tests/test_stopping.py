@@ -47,6 +47,20 @@ def test_plateau_fires_after_patience_flat_generations_and_not_before():
     assert "plateau" in decisions[2].message
 
 
+def test_no_plateau_while_the_search_is_tied_with_its_start():
+    # The parents tie with the baseline (every proposal renders alike): not a plateau of the
+    # search's own; stagnation ends it if nothing ever improves.
+    monitor = StopMonitor(rules(patience=2, stagnation=4))
+    monitor.restart(0.9)
+    decisions = feed(monitor, [[0.9, 0.9, 0.95, 1.0]] * 3 + [[0.6, 0.6, 0.9, 1.0]] + [[0.6, 0.6, 0.9, 1.0]] * 2)
+    assert decisions[:4] == [None] * 4
+    assert decisions[5] is not None and decisions[5].criterion == "plateau"
+    stuck = StopMonitor(rules(patience=2, stagnation=4))
+    stuck.restart(0.9)
+    decisions = feed(stuck, [[0.9, 0.9, 0.95, 1.0]] * 4)
+    assert decisions[:3] == [None] * 3 and decisions[3].criterion == "stagnation"
+
+
 def test_no_plateau_when_only_the_best_sits_on_it():
     monitor = StopMonitor(rules(patience=2))
     monitor.restart(0.9)
@@ -116,7 +130,7 @@ def test_planned_batches_from_the_options_alone():
     settings = CmaSettings.resolve(PinningOptions(), dim=7)
     assert planned_batches(PinningOptions(), settings.generations, settings.lambda_) == 1 + 16 * 9
     assert planned_batches(PinningOptions(max_batches=40), settings.generations, settings.lambda_) == 40
-    assert default_stagnation(16) == 8 and default_stagnation(64) == 22
+    assert default_stagnation(16) == 5 and default_stagnation(32) == 8 and default_stagnation(64) == 16
 
 
 # -- the run loop -----------------------------------------------------------------------------------
