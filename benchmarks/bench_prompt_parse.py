@@ -2,8 +2,8 @@
 
 Before any emphasis is read, the WebUI (A1111 v1.10.1, and Forge with the same file) runs every
 prompt through `modules/prompt_parser.get_learned_conditioning_prompt_schedules`, a lark Earley
-grammar whose parse time grows with about the cube of the number of emphasis groups (see
-lib_pinning/prompt.py's docstring). For prompts of 25/50/100/200 words, one weight per word:
+grammar whose parse time grows with about the cube of the number of emphasis groups (see the
+docstring of the package lib_pinning/prompt/). For prompts of 25/50/100/200 words, one weight per word:
 
   (a) unweighted: the prompt as written (plain text);
   (b) old:        the per-word rendering without the schedule guard (this project before issue 10);
@@ -12,7 +12,9 @@ lib_pinning/prompt.py's docstring). For prompts of 25/50/100/200 words, one weig
 The real parser is imported from the A1111 tree (tests/webui_parser.py: ../shared/webui's tarball
 or PROMPT_PINNING_A1111); it needs lark (the WebUI pins 1.1.2). Each timing is the median of
 --repeats calls (one call where a single call takes longer than --slow seconds). It also checks
-that (b) and (c) give the same per-word weights in the real parser.
+that (b) and (c) give the same per-word weights in the real parser and that the schedule parse
+takes (c) literally. This is where the guard's speed is measured: the unit tests
+(tests/test_render_webui.py) check only what the real parser makes of a guarded prompt.
 
 Usage:  python benchmarks/bench_prompt_parse.py [--words 25 50 100 200] [--repeats 5]
                                                 [--update-doc docs/benchmarks.md]
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         old, _ = old_space.render(x)
         if real_weights(pp, new) != real_weights(pp, old):
             raise RuntimeError(f"{words} words: the real parser reads the new rendering differently")
+        if pp.get_learned_conditioning_prompt_schedules([new], STEPS) != [[[STEPS, new]]]:
+            raise RuntimeError(f"{words} words: the schedule grammar does not give up on the guarded rendering")
         times = {}
         for name, text in (("unweighted", prompt), ("old", old), ("new", new)):
             times[name] = timed(lambda: pp.get_learned_conditioning_prompt_schedules([text], STEPS), args.repeats, args.slow)

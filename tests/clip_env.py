@@ -31,7 +31,6 @@ import torch
 
 _SCHEMA = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
 _library: torch.library.Library | None = None
-_tiny_dir: Path | None = None
 
 TINY_MODEL = "PinningTiny-16"
 """A 3.4M-parameter CLIP (embed 32; vision width 64, 2 layers, patch 16 at 64 px; text width 64,
@@ -68,13 +67,15 @@ def ensure_open_clip() -> ModuleType:
 
 
 def tiny_model_name() -> str:
-    """Register the tiny architecture with open_clip (once) and return its name."""
-    global _tiny_dir
+    """Register the tiny architecture with open_clip (where it is not yet known) and return its name."""
     open_clip = ensure_open_clip()
-    if _tiny_dir is None:
-        _tiny_dir = Path(tempfile.mkdtemp(prefix="pinning-openclip-"))
-        (_tiny_dir / f"{TINY_MODEL}.json").write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
-        open_clip.add_model_config(_tiny_dir)
+    if TINY_MODEL not in open_clip.list_models():
+        # open_clip reads the JSON into its registry when the file is added, so the file can go at
+        # once; a folder kept for the process would stay in the temp dir after every test run.
+        with tempfile.TemporaryDirectory(prefix="pinning-openclip-") as folder:
+            config = Path(folder) / f"{TINY_MODEL}.json"
+            config.write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
+            open_clip.add_model_config(config)
     return TINY_MODEL
 
 

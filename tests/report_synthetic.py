@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from lib_pinning.objectives.base import Evaluation
+from lib_pinning.run import PinningRun
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
@@ -203,28 +205,16 @@ class SyntheticRun:
         records = [self.individual(generation, i, failed=i in failed) for i in range(count)]
         if stop_after is not None:
             return records
-        values = np.array([r.fitness[0] for r in records])
         population = np.array([r.x for r in records])
         assert self.best is not None
-        summary = GenerationRecord(
-            generation=generation,
-            evaluations=self.evaluations,
-            fitness_min=float(values.min()),
-            fitness_mean=float(values.mean()),
-            fitness_max=float(values.max()),
-            fitness_std=float(values.std()),
-            best_index=int(values.argmin()),
-            best_so_far=[self.best.generation, self.best.index],
-            best_so_far_fitness=float(self.best.fitness[0]),
-            best_so_far_x=list(self.best.x_evaluated),
+        # An invented CMA state that shrinks generation by generation, summarised by the run's own code.
+        optimizer = SimpleNamespace(
             sigma=0.05 * 0.9**generation,
             axis_ratio=1.0 + 0.1 * generation,
-            axis_scales=(np.linspace(0.5, 1.5, self.dim) * 0.9**generation).tolist(),
-            population_std=population.std(axis=0).tolist(),
-            centroid=population.mean(axis=0).tolist(),
-            seconds=0.1,
-            failed=len([i for i in failed if i < count]),
+            axis_scales=np.linspace(0.5, 1.5, self.dim) * 0.9**generation,
+            centroid=population.mean(axis=0),
         )
+        summary = _RunView(self, optimizer)._summarize(generation, list(population), records, 0.1)
         self.store.write_generation(summary)
         self.generation_records.append(summary)
         self.info["generations_done"] = generation
@@ -250,6 +240,21 @@ class SyntheticRun:
                 "path": self.store.relative(self.store.individual_dir(record.generation, record.index)),
             }
         self.store.write_run(self.info)
+
+
+class _RunView:
+    """What `PinningRun._summarize` reads of a run, so that generation.json is summarised by the
+    run's own code rather than a copy of it."""
+
+    _summarize = PinningRun._summarize
+    _guard_summary = PinningRun._guard_summary
+
+    def __init__(self, run: SyntheticRun, optimizer: SimpleNamespace) -> None:
+        self.evaluations = run.evaluations
+        self.best = run.best
+        self.optimizer = optimizer
+        self.run_info = run.info
+        self.options = SimpleNamespace(guard=True)
 
 
 def build_run(

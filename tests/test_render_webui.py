@@ -4,7 +4,6 @@ WebUI's `modules/prompt_parser.py` (skipped with a message when that source or l
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -152,6 +151,9 @@ def _real_view(pp, prompt: str, negative: bool, steps: int = 10) -> list:
         schedule = pp.get_learned_conditioning_prompt_schedules([text], steps)[0]
         for end, step_text in schedule:
             runs = [[t, w] for t, w in pp.parse_prompt_attention(step_text) if t]
+            # The part's leading whitespace may span runs (the guard's newline, then "(\ncat").
+            while runs and not runs[0][0].strip():
+                runs.pop(0)
             if runs:
                 runs[0][0] = runs[0][0].lstrip()
             view.append((end, [(t, w) for t, w in runs if t]))
@@ -168,7 +170,7 @@ def test_real_webui_reads_the_guarded_render_as_the_plain_one(real_parser, promp
     assert _real_view(real_parser, guarded, negative) == _real_view(real_parser, plain, negative)
 
 
-def test_real_webui_weights_and_parse_time_of_a_long_prompt(real_parser) -> None:
+def test_real_webui_weights_of_a_long_guarded_prompt(real_parser) -> None:
     words = " ".join(f"tag{k}," if k % 3 == 2 else f"word{k}" for k in range(50))
     space = PromptSpace(words, "lowres, (worst quality:1.4)")
     x = np.random.default_rng(1).normal(0.0, 0.3, space.dim)
@@ -181,9 +183,5 @@ def test_real_webui_weights_and_parse_time_of_a_long_prompt(real_parser) -> None
         for word in re.findall(r"\w+", text):
             assert unit_weight[word] == weight, word
     assert _real_view(real_parser, prompt, False) == _real_view(real_parser, render_prompt(space.positive, x[:50]), False)
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        real_parser.get_learned_conditioning_prompt_schedules([prompt], 20)
-        timings.append(time.perf_counter() - started)
-    assert min(timings) < 0.05  # the unguarded render of this prompt takes seconds
+    # How long the parse takes with and without the guard is measured, not asserted:
+    # benchmarks/bench_prompt_parse.py (results in docs/benchmarks.md).
