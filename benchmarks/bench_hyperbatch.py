@@ -70,9 +70,9 @@ from benchmarks.common import load_average, machine_line, write_section  # noqa:
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
 from lib_pinning.toy import ToyModel  # noqa: E402
-from samplers import SAMPLERS, GrowthPlan, SamplerInfo, SeededBrownianNoise, SeededNoise  # noqa: E402
-from samplers.growth import plan_growth  # noqa: E402
-from samplers.schedules import get_sigmas_exponential, get_sigmas_karras  # noqa: E402
+from pinning_samplers import SAMPLERS, GrowthPlan, SamplerInfo, SeededBrownianNoise, SeededNoise  # noqa: E402
+from pinning_samplers.plan import plan_growth  # noqa: E402
+from pinning_samplers.schedules import get_sigmas_exponential, get_sigmas_karras  # noqa: E402
 
 logger = logging.getLogger("bench_hyperbatch")
 
@@ -953,7 +953,7 @@ def unet_table(rows: Sequence[UNetRow]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-CODE_PATHS: tuple[str, ...] = ("samplers", "lib_pinning/generator.py", "lib_pinning/toy.py", "lib_pinning/objectives")
+CODE_PATHS: tuple[str, ...] = ("pinning_samplers", "lib_pinning/generator.py", "lib_pinning/toy.py", "lib_pinning/objectives")
 """The code a toy measurement depends on; its git state goes into the report."""
 
 

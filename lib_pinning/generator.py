@@ -17,8 +17,8 @@ import torch
 
 from lib_pinning.options import OptionsModel, option
 from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
-from samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
-from samplers.schedules import get_sigmas_exponential, get_sigmas_karras
+from pinning_samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
+from pinning_samplers.schedules import get_sigmas_exponential, get_sigmas_karras
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class ToyGenerator:
         noise = SeededNoise(seeds, self.model.image_shape)
         x = noise.first() * sigmas[0]
         if self.sampler.webui_options.get("brownian_noise"):
-            # As in the WebUI (samplers/webui.py): SDE noise and DPM++ 2M's split refresh come
+            # As in the WebUI (pinning_samplers/webui.py): SDE noise and DPM++ 2M's split refresh come
             # from one Brownian tree per seed, so a toy batch equals the WebUI path's batch.
             noise_sampler: Any = SeededBrownianNoise.from_sigmas(seeds, x, sigmas)
         else:

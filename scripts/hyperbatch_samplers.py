@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from modules import script_callbacks
 
-from samplers import webui
+from pinning_samplers import webui
 
 webui.register()
 script_callbacks.on_script_unloaded(webui.unregister)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks import bench_hyperbatch as bench
-from samplers import SAMPLERS
+from pinning_samplers import SAMPLERS
 
 
 def test_measure_accounts_rows_exactly():

@@ -12,20 +12,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samplers.growth import (
+from pinning_samplers.loop import Hyperbatch
+from pinning_samplers.noise import SeededNoise
+from pinning_samplers.plan import (
     DEFAULT_SCHEDULE,
     SCHEDULES,
     GrowthPlan,
-    Hyperbatch,
-    SolverState,
-    grow_rows,
     growth_levels,
     min_growth_steps,
     plan_growth,
-    resize_extra_args,
     resolve_plan,
-    take_rows,
 )
+from pinning_samplers.rows import SolverState, grow_rows, resize_extra_args, take_rows
+from pinning_samplers.sampling import DEFAULT_SPLIT_RHO
 
 
 def simulate_lineage(plan: GrowthPlan) -> list[list[int]]:
@@ -106,12 +105,12 @@ def test_cost_ratios_order_late_below_even_below_none():
 
 def test_too_few_steps_falls_back_to_a_plain_batch_with_a_warning(caplog):
     assert min_growth_steps(8) == 5
-    with caplog.at_level(logging.WARNING, logger="samplers.growth"):
+    with caplog.at_level(logging.WARNING, logger="pinning_samplers.plan"):
         plan = plan_growth(8, 4, "even")
     assert plan.sizes == (8,) * 4 and plan.schedule == "none"
     assert "too few" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="samplers.growth"):
+    with caplog.at_level(logging.WARNING, logger="pinning_samplers.plan"):
         plan = plan_growth(8, 5, "even")
     assert plan.sizes == (1, 2, 4, 8, 8)
     assert caplog.text == ""
@@ -337,3 +336,35 @@ def test_hyperbatch_rejects_a_split_rho_outside_0_1(rho):
             lambda x, s: x, torch.zeros(2, 3), torch.tensor([1.0, 0.5, 0.0]), None, None, True,
             "even", split_refresh=rho,
         )
+
+
+@pytest.mark.parametrize("rho", [DEFAULT_SPLIT_RHO, 0.3])
+def test_the_split_refresh_preserves_the_noise_variance(rho):
+    """The DPM++ 2M split refresh is variance preserving: a copy's noise component x - D keeps the
+    variance sigma^2 of its parent's (a noise of the current level), and its correlation with the
+    parent's is sqrt(1 - rho^2). Checked statistically on 36864 values per row, fixed seeds."""
+    shape = (4, 96, 96)
+    denoised_value = torch.randn((4, *shape), generator=torch.Generator().manual_seed(3))
+
+    def model(x, sigma):
+        return denoised_value[: x.shape[0]]
+
+    sigmas = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.0])
+    plan = plan_growth(4, 5, "even")
+    x = denoised_value + sigmas[0] * torch.randn((4, *shape), generator=torch.Generator().manual_seed(4))
+    run = Hyperbatch(model, x, sigmas, None, None, True, plan, SeededNoise([10, 11, 12, 13], shape), split_refresh=rho)
+    fresh = torch.Generator().manual_seed(5)
+    split, before, after = plan.splits[0]
+    for i, denoised in run:
+        if i == split:
+            break
+        # An exact solver step: the rows reach the next level with fresh noise of that level.
+        run.state.x = denoised + sigmas[i + 1] * torch.randn(run.state.x.shape, generator=fresh)
+    # Copies inherit their parent's denoised value (the grown `denoised`), rows 0.. their parents.
+    assert torch.equal(denoised[before:after], denoised[: after - before])
+    parent = (run.state.x[: after - before] - denoised[: after - before]) / sigmas[split]
+    copy = (run.state.x[before:after] - denoised[before:after]) / sigmas[split]
+    assert copy.var().item() == pytest.approx(parent.var().item(), abs=0.03)
+    assert copy.var().item() == pytest.approx(1.0, abs=0.03)
+    correlation = torch.corrcoef(torch.stack([copy.flatten(), parent.flatten()]))[0, 1].item()
+    assert correlation == pytest.approx(math.sqrt(1 - rho * rho), abs=0.02)

@@ -40,7 +40,7 @@ def test_ci_fails_when_the_integration_tests_would_skip(tmp_path: Path) -> None:
 def test_the_extension_copy_is_what_a_clone_holds(tmp_path: Path) -> None:
     harness.copy_extension(tmp_path / "ext")
     for relative in ("install.py", "preload.py", "scripts/prompt_pinning.py", "scripts/hyperbatch_samplers.py",
-                     "lib_pinning/webui/script.py", "samplers/webui.py", "javascript/prompt_pinning_hints.js"):
+                     "lib_pinning/webui/script.py", "pinning_samplers/webui.py", "javascript/prompt_pinning_hints.js"):
         assert (tmp_path / "ext" / relative).is_file(), relative
     assert not (tmp_path / "ext" / "tests").exists()
     assert not list((tmp_path / "ext").rglob("__pycache__"))

@@ -171,7 +171,7 @@ def test_scale_zero_averages_the_levels_where_the_original_was_constant() -> Non
 
 def test_a_hyperbatch_of_eight_scores_at_most_one() -> None:
     """The 1.33 a real run reported: a hyperbatch's three levels were added up (up to 3)."""
-    from samplers.growth import plan_growth
+    from pinning_samplers.plan import plan_growth
 
     plan = plan_growth(8, 20, "even")
     g = torch.Generator().manual_seed(11)

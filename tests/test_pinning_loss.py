@@ -251,7 +251,7 @@ def test_level_weighting_refuses_bad_input() -> None:
 
 
 class FakeGrowthPlan:
-    """Stands in for samplers.growth's plan: 4 images split as ((0, 1), (2, 3))."""
+    """Stands in for pinning_samplers.plan's plan: 4 images split as ((0, 1), (2, 3))."""
 
     def divergence_depth(self, i: int, j: int) -> int:
         return 2 if i // 2 == j // 2 else 1

@@ -1,15 +1,11 @@
 """Hyperbatch samplers: equality with k-diffusion, WebUI-shaped arguments, noise, and behaviour on
 an analytic model.
 
-The analytic model is a Gaussian mixture in D dimensions, x0 ~ sum_k w_k N(mu_k, s^2 I), whose
-exact denoiser is closed form:
-
-    E[x0 | x, sigma] = sum_k r_k(x) (mu_k + s^2 / (s^2 + sigma^2) (x - mu_k)),
-    r_k(x) proportional to w_k N(x; mu_k, (s^2 + sigma^2) I).
-
-Every row of a latent holds R independent D-dimensional problems ([n, R, D]), so one sampler call
-runs R independent hyperbatches side by side (rows grow together, each problem is its own tree):
-the statistics below come from R independent roots in one fast call.
+The analytic model (benchmarks/mixture.py, shared with benchmarks/bench_split_rho.py) is a
+Gaussian mixture with a closed-form exact denoiser. Every row of a latent holds R independent
+D-dimensional problems ([n, R, D]), so one sampler call runs R independent hyperbatches side by
+side (rows grow together, each problem is its own tree): the statistics below come from R
+independent roots in one fast call.
 """
 
 from __future__ import annotations
@@ -25,9 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from samplers.growth import GrowthPlan, plan_growth, take_rows
-from samplers.noise import SeededBrownianNoise, SeededNoise
-from samplers.sampling import (
+from benchmarks.mixture import DIM, SIGMA_MAX, SIGMA_MIN, WEIGHTS, MixtureDenoiser, components, karras
+from pinning_samplers.noise import SeededBrownianNoise, SeededNoise
+from pinning_samplers.plan import GrowthPlan, plan_growth
+from pinning_samplers.rows import take_rows
+from pinning_samplers.sampling import (
     DEFAULT_SPLIT_RHO,
     SAMPLERS,
     sample_dpmpp_2m_hyperbatch,
@@ -35,13 +33,8 @@ from samplers.sampling import (
     sample_dpmpp_sde_hyperbatch,
     sample_euler_ancestral_hyperbatch,
 )
-from samplers.schedules import get_sigmas_exponential, get_sigmas_karras
+from pinning_samplers.schedules import get_sigmas_exponential
 from tests.kdiffusion_reference import ReferenceUnavailable, load_sampling
-
-DIM = 8
-STD = 0.1
-WEIGHTS = (0.5, 0.3, 0.2)
-SIGMA_MIN, SIGMA_MAX = 0.03, 14.6  # SD 1.x's range (sigma_max 14.6), down to below STD
 
 
 @pytest.fixture(scope="module")
@@ -50,56 +43,6 @@ def kd():
         return load_sampling()
     except ReferenceUnavailable as error:
         pytest.skip(str(error))
-
-
-def mixture_means() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    means = torch.randn(len(WEIGHTS), DIM, generator=generator, dtype=torch.float64)
-    # norm 3: pairwise distances about 4.2 to 4.7, i.e. 40+ component standard deviations
-    return means / means.norm(dim=1, keepdim=True) * 3.0
-
-
-class MixtureDenoiser:
-    """The exact denoiser of the mixture, on latents shaped [n, ...] with n * R * DIM elements.
-
-    Computed in float64 (returned in x's dtype) so responsibilities underflow cleanly. Counts the
-    rows it evaluates. `logit_bias` ([n, K] or [K]) shifts the component log-weights: the
-    conditioned stand-in below uses it to make every row depend on its own prompt.
-    """
-
-    def __init__(self) -> None:
-        self.means = mixture_means()
-        self.log_weights = torch.tensor(WEIGHTS, dtype=torch.float64).log()
-        self.rows = 0
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, logit_bias: torch.Tensor | None = None, **_: object) -> torch.Tensor:
-        n = x.shape[0]
-        self.rows += n
-        assert sigma.shape == (n,)
-        flat = x.reshape(n, -1, DIM).double()
-        var = (STD**2 + sigma.double() ** 2)[:, None, None]
-        d2 = ((flat[:, :, None, :] - self.means) ** 2).sum(-1)
-        logits = self.log_weights - d2 / (2 * var)
-        if logit_bias is not None:
-            logits = logits + logit_bias.double().reshape(-1, 1, len(WEIGHTS))
-        r = torch.softmax(logits, dim=-1)
-        shrink = STD**2 / var
-        denoised = (1 - shrink) * (r @ self.means) + shrink * flat
-        return denoised.to(x.dtype).view_as(x)
-
-
-def components(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nearest component [B, R], squared distance to it / (DIM s^2) [B, R]; 1 on average for
-    exact samples)."""
-    batch = images.shape[0]
-    flat = images.reshape(batch, -1, DIM).double()
-    d2 = ((flat[:, :, None, :] - mixture_means()) ** 2).sum(-1)
-    best = d2.min(-1)
-    return best.indices, best.values / (DIM * STD**2)
-
-
-def karras(steps: int) -> torch.Tensor:
-    return get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX)
 
 
 # -- the samplers and their noise -----------------------------------------------------------------
@@ -650,7 +593,7 @@ def test_zero_steps_return_the_input():
 
 def test_brownian_rows_equal_the_rows_of_a_full_draw():
     """Hyperbatch queries only the active images' trees; the values must not change."""
-    from samplers.noise import SeededBrownianNoise
+    from pinning_samplers.noise import SeededBrownianNoise
 
     full = SeededBrownianNoise([3, 4, 5, 6], (2, 4, 4), 0.1, 10.0)
     part = SeededBrownianNoise([3, 4, 5, 6], (2, 4, 4), 0.1, 10.0)

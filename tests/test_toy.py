@@ -1,6 +1,6 @@
 """The toy diffusion model: prototypes, prompt -> mixture weights, the exact denoiser, tiny CLIP.
 
-Sampling checks use their own Euler ancestral loop (below), independent of samplers/, so a bug in
+Sampling checks use their own Euler ancestral loop (below), independent of pinning_samplers/, so a bug in
 the model cannot hide behind a matching bug in a production sampler.
 """
 
@@ -26,7 +26,7 @@ from lib_pinning.toy import (
     to_images,
     words_of,
 )
-from samplers.schedules import get_sigmas_karras
+from pinning_samplers.schedules import get_sigmas_karras
 
 # chi-square critical value for 9 degrees of freedom (K - 1) at p = 0.001 (scipy.stats.chi2.ppf).
 CHI2_9DF_P001 = 27.877

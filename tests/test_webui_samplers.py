@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings
-from samplers import SAMPLERS, webui as hb_webui
-from samplers.growth import plan_growth
+from pinning_samplers import SAMPLERS, webui as hb_webui
+from pinning_samplers.plan import plan_growth
 from tests.webui_env import TOY_REFINER_CHECKPOINT
 
 NAMES_1_9 = [
@@ -391,7 +391,7 @@ def test_img2img_with_distinct_init_images_samples_a_plain_batch(webui: Any, cap
     rows = RowRecorder(webui)
     p = webui.img2img(prompt=PROMPT, seed=92, batch_size=3, sampler_name="Euler a - Hyperbatch", steps=10,
                       init_images=[_init_image(1), _init_image(2), _init_image(3)], denoising_strength=0.75)
-    with caplog.at_level(logging.INFO, logger="samplers.webui"):
+    with caplog.at_level(logging.INFO, logger="pinning_samplers.webui"):
         res = webui.processing.process_images(p)
     assert len(res.images) == 3 and set(rows.images_per_call) == {3}
     assert "plain batch" in caplog.text and "init latents differ" in caplog.text
@@ -462,3 +462,96 @@ def test_pre_1_9_names_follow_the_webuis_own_variants() -> None:
     assert entries["DPM++ 2M SDE Exponential - Hyperbatch"].options["scheduler"] == "exponential"
     assert "DPM++ SDE Exponential - Hyperbatch" not in entries and "Euler a Karras - Hyperbatch" not in entries
     assert all(e.options["hyperbatch"] is True for e in entries.values())
+
+
+# -- what WebUIGenerator records: the samplers' real passes -------------------------------------------
+
+
+def _webui_generator(webui: Any, p: Any) -> Any:
+    from lib_pinning.webui.generator import WebUIGenerator
+
+    return WebUIGenerator(p, processing=webui.processing, shared=webui.module("shared"), sd_samplers=webui.sd_samplers)
+
+
+def _inpainting_mask() -> Image.Image:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    return mask
+
+
+@pytest.mark.parametrize("case", ["distinct init images", "latent noise inpainting"])
+def test_webui_generator_records_the_plain_batch_a_fallback_sampled(webui: Any, case: str) -> None:
+    webui.load_scripts()
+    rows = RowRecorder(webui)
+    if case == "distinct init images":
+        kwargs: dict[str, Any] = {"init_images": [_init_image(k) for k in range(4)]}
+    else:
+        kwargs = {"init_images": [_init_image()], "mask": _inpainting_mask(), "inpainting_fill": 2}
+    p = webui.img2img(prompt=PROMPT, seed=1, batch_size=1, sampler_name="DPM++ 2M - Hyperbatch", steps=10,
+                      denoising_strength=0.75, **kwargs)
+    batch = _webui_generator(webui, p).generate(GenerationRequest(PROMPT, "", (11, 12, 13, 14)))
+    assert set(rows.images_per_call) == {4}  # the sampler really ran a plain batch
+    assert batch.growth is None
+    assert batch.model_rows == sum(rows.images_per_call)
+
+
+def test_webui_generator_records_the_tree_a_grown_img2img_batch_had(webui: Any) -> None:
+    webui.load_scripts()
+    rows = RowRecorder(webui)
+    p = webui.img2img(prompt=PROMPT, seed=1, batch_size=1, sampler_name="DPM++ 2M - Hyperbatch", steps=10,
+                      init_images=[_init_image()], denoising_strength=0.75)
+    batch = _webui_generator(webui, p).generate(GenerationRequest(PROMPT, "", (11, 12, 13, 14)))
+    plan = batch.growth
+    assert plan is not None and [plan.first_eval_rows(step) for step in range(plan.steps)] == rows.images_per_call
+    assert batch.model_rows == sum(rows.images_per_call)
+
+
+@pytest.mark.parametrize(("sampler", "hr_sampler"), [
+    ("DPM++ SDE - Hyperbatch", None),
+    ("DPM++ SDE", None),
+    ("Euler a - Hyperbatch", "DPM++ SDE"),
+    ("DPM++ SDE", "DPM++ 2M - Hyperbatch"),
+])
+def test_webui_generator_counts_every_model_call_of_every_pass(webui: Any, sampler: str, hr_sampler: str | None) -> None:
+    webui.load_scripts()
+    rows = RowRecorder(webui)
+    p = webui.txt2img(prompt=PROMPT, seed=1, batch_size=1, steps=10, sampler_name=sampler, enable_hr=True,
+                      hr_scale=1.0, hr_second_pass_steps=6, denoising_strength=0.5, hr_sampler_name=hr_sampler)
+    batch = _webui_generator(webui, p).generate(GenerationRequest(PROMPT, "", (11, 12, 13, 14)))
+    assert batch.model_rows == sum(rows.images_per_call)
+    assert (batch.growth is not None) == sampler.endswith("Hyperbatch")
+
+
+def test_the_planned_tree_for_other_samplers_is_the_default_schedules() -> None:
+    """'Hyperbatch weights for other samplers' weights a plain batch by the default schedule's tree."""
+    from lib_pinning.generator import Batch
+    from lib_pinning.objectives.compose import PlannedTreeWeighting
+    from lib_pinning.objectives.pinning import LevelWeighting, PinningObjective
+
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    objective = PinningObjective(None, "variety", level_weighting=LevelWeighting("Exponential", 0.5))
+    value = PlannedTreeWeighting(objective, 10).score(Batch(images=images, seeds=(1, 2, 3, 4))).value
+    planned = objective.score_images(images, depths=plan_growth(4, 10, "even").divergence_depth).value
+    assert value == pytest.approx(planned)
+
+
+# -- the package name ------------------------------------------------------------------------------------
+
+
+def test_a_foreign_samplers_module_changes_nothing(webui: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another extension's top-level `samplers`, first on sys.path and already imported, must not
+    stand in for ours when the WebUI executes our script files."""
+    foreign = tmp_path / "other-extension" / "samplers"
+    foreign.mkdir(parents=True)
+    (foreign / "__init__.py").write_text("FOREIGN = True\n")
+    (foreign / "webui.py").write_text("def register():\n    raise AssertionError('the foreign samplers ran')\n")
+    monkeypatch.syspath_prepend(str(foreign.parent))
+    monkeypatch.delitem(sys.modules, "samplers", raising=False)
+    monkeypatch.delitem(sys.modules, "samplers.webui", raising=False)
+    import samplers  # noqa: F401  (what another extension's script did before ours loads)
+
+    assert getattr(sys.modules["samplers"], "FOREIGN", False)
+    loaded = webui.load_scripts()
+    assert [m.__name__ for m in loaded] == ["hyperbatch_samplers.py", "prompt_pinning.py"]
+    assert _ours(webui) == NAMES_1_9
+    assert "samplers.webui" not in sys.modules

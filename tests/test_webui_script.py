@@ -245,7 +245,7 @@ def test_the_hires_fix_counts_two_jobs_per_individual(webui: Any, reporter: Reco
 
 
 def test_a_hyperbatch_sampler_records_its_split_tree(webui: Any, reporter: RecordingReporter) -> None:
-    from samplers.growth import plan_growth
+    from pinning_samplers.plan import plan_growth
 
     webui.load_scripts()
     p = make_p(webui, sampler_name="Euler a - Hyperbatch", steps=8)

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings
-from samplers.noise import SeededBrownianNoise, SeededNoise
+from pinning_samplers.noise import SeededBrownianNoise, SeededNoise
 from tests.webui_env import STUB_DIR, TOY_REFINER_CHECKPOINT, webui_stub
 
 PROMPT = "a red circle, soft light"
@@ -193,7 +193,7 @@ def test_the_sampler_gets_webui_shaped_arguments_and_only_the_kwargs_it_names(we
 
 def test_brownian_noise_is_one_tree_per_seed(webui: Any) -> None:
     """create_noise_sampler (k-diffusion's BrownianTreeNoiseSampler over the batch's seeds, with the
-    WebUI's torchsde hook) equals samplers.noise.SeededBrownianNoise."""
+    WebUI's torchsde hook) equals pinning_samplers.noise.SeededBrownianNoise."""
     p = webui.txt2img(seed=5, batch_size=3)
     p.all_seeds, p.iteration = [5, 6, 7], 0
     sampler = webui.sd_samplers.create_sampler("DPM++ 2M SDE", webui.shared.sd_model)
@@ -407,3 +407,104 @@ def test_mask_blur_matches_the_webuis_opencv_blur(webui: Any) -> None:
     blurred = processing.gaussian_blur_1d(mask, 4, axis=1)
     assert np.abs(blurred[0, 18:46].astype(int) - measured).max() <= 1
     assert np.array_equal(processing.gaussian_blur_1d(mask.T.copy(), 4, axis=0), blurred.T)
+
+
+# -- inpainting -------------------------------------------------------------------------------------
+
+
+def _gradient(size: int = 64) -> Image.Image:
+    y, x = np.mgrid[0:size, 0:size]
+    return Image.fromarray(np.stack([x * 4, y * 4, np.full_like(x, 128)], axis=-1).astype(np.uint8))
+
+
+def _square_mask(box: tuple[int, int, int, int] = (40, 40, 55, 55)) -> Image.Image:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (box[0], box[1], box[2] + 1, box[3] + 1))
+    return mask
+
+
+def _inpaint(webui: Any, **kwargs: Any) -> tuple[Any, Any]:
+    fields = dict(prompt=PROMPT, seed=4, batch_size=2, sampler_name="Euler a", steps=8, init_images=[_gradient()],
+                  mask=_square_mask(), denoising_strength=0.9)
+    fields.update(kwargs)
+    p = webui.img2img(**fields)
+    return p, webui.processing.process_images(p)
+
+
+def test_only_masked_inpainting_generates_the_crop_and_pastes_it_back(webui: Any) -> None:
+    """v1.10.1 with mask blur 4 and padding 4 on a 16-pixel square at (40, 40): the blurred mask's
+    box (30, 30)-(64, 64) grows by the padding to (26, 26)-(64, 64), already square, so that 38-pixel
+    region is generated at 64 x 64 and pasted back; outside it the picture is the init image."""
+    p, res = _inpaint(webui, inpaint_full_res=True, inpaint_full_res_padding=4, inpainting_fill=1)
+    assert p.paste_to == (26, 26, 38, 38)
+    assert p.init_latent.shape == (2, 3, 64, 64)
+    # the crop, enlarged: the init latent's top-left pixel is the init image's pixel (26, 26)
+    assert np.abs(p.init_latent[0, :, 0, 0].numpy() - (np.asarray(_gradient())[26, 26] / 127.5 - 1)).max() < 0.05
+    params = webui.module("infotext_utils").parse_generation_parameters(res.infotexts[0])
+    assert params["Inpaint area"] == "Only masked" and params["Masked area padding"] == "4"
+    assert params["Mask blur"] == "4"
+    init = np.asarray(_gradient()).astype(int)
+    outside = np.ones((64, 64), bool)
+    outside[26:, 26:] = False
+    for image in res.images:
+        pixels = np.asarray(image).astype(int)
+        assert image.size == (64, 64) and np.array_equal(pixels[outside], init[outside])
+        assert np.abs(pixels[44:52, 44:52] - init[44:52, 44:52]).max() > 10
+    assert np.abs(_pixels(res.images)[0] - _pixels(res.images)[1])[44:52, 44:52].max() > 0
+
+
+def test_only_masked_with_a_blank_mask_is_plain_img2img(webui: Any) -> None:
+    p, res = _inpaint(webui, inpaint_full_res=True, mask=Image.new("L", (64, 64), 0), inpainting_fill=1)
+    assert p.paste_to is None and p.mask is None and p.inpaint_full_res is False
+    assert "Inpaint Only mask" in res.comments and "Inpaint area" not in res.infotexts[0]
+
+
+@pytest.mark.parametrize(("fill", "label"), [(0, "fill"), (2, "latent noise"), (3, "latent nothing")])
+def test_every_masked_content_mode_runs_as_in_the_webui(webui: Any, fill: int, label: str) -> None:
+    """The API's defaults are "only masked" and "fill" (the dataclass's); the WebUI pre-fills the
+    masked area (masking.fill) for every mode but "original", before encoding: so even where the
+    latent mask keeps the init latent (the blurred mask's faint edge, rounded to "keep") it is not
+    the original picture's. (The VAE posterior is drawn from the global RNG: seeded alike.)"""
+    torch.manual_seed(0)
+    p, res = _inpaint(webui, inpaint_full_res=True, inpaint_full_res_padding=0, inpainting_fill=fill)
+    assert f"Masked content: {label}" in res.infotexts[0] and len(res.images) == 2
+    torch.manual_seed(0)
+    original, _ = _inpaint(webui, inpaint_full_res=True, inpaint_full_res_padding=0, inpainting_fill=1)
+    kept = p.mask.bool()
+    assert (p.init_latent - original.init_latent).abs()[:, kept].max() > 0.01
+
+
+def test_return_mask_and_composite_follow_each_image(webui: Any) -> None:
+    webui.shared.opts.return_mask = True
+    webui.shared.opts.return_mask_composite = True
+    _, res = _inpaint(webui, inpaint_full_res=True, inpaint_full_res_padding=4, inpainting_fill=1)
+    assert len(res.images) == 6 and [im.mode for im in res.images[:3]] == ["RGB", "RGB", "RGBA"]
+    composite = np.asarray(res.images[2])
+    assert composite[0, 0, 3] == 0 and composite[48, 48, 3] > 200  # the blurred mask as alpha
+
+
+def test_only_masked_inpainting_with_a_hyperbatch_sampler(webui: Any) -> None:
+    """The crop's one init latent grows a hyperbatch; the paste-back keeps the rest exact."""
+    webui.load_scripts()
+    p, res = _inpaint(webui, inpaint_full_res=True, inpaint_full_res_padding=4, inpainting_fill=1, batch_size=4,
+                      sampler_name="DPM++ 2M - Hyperbatch", steps=10)
+    assert len(res.images) == 4 and len({im.tobytes() for im in res.images}) == 4
+    assert "DPM++ 2M - Hyperbatch" in res.infotexts[0]
+    init = np.asarray(_gradient()).astype(int)
+    for image in res.images:
+        assert np.array_equal(np.asarray(image).astype(int)[:26], init[:26])
+
+
+def test_the_live_preview_stores_the_prediction_its_setting_names(webui: Any) -> None:
+    """modules/sd_samplers_cfg_denoiser.py:L297-L304: "Prompt" (the cond prediction, the default),
+    "Negative prompt" (the uncond prediction) or "Combined" (the CFG result)."""
+    stored = {}
+    for subject in ("Prompt", "Negative prompt", "Combined"):
+        webui.shared.opts.live_preview_content = subject
+        p = webui.txt2img(prompt=PROMPT, negative_prompt="blue square", seed=8, batch_size=2, steps=1,
+                          sampler_name="Euler", cfg_scale=4.0)
+        webui.processing.process_images(p)
+        stored[subject] = webui.shared.state.current_latent.clone()
+    assert not torch.equal(stored["Prompt"], stored["Negative prompt"])
+    assert not torch.equal(stored["Prompt"], stored["Combined"])
+    assert not torch.equal(stored["Negative prompt"], stored["Combined"])

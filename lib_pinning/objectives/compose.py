@@ -191,7 +191,7 @@ class PlannedTreeWeighting:
     def score(self, batch: Batch) -> Evaluation:
         if batch.growth is not None:
             return self.objective.score(batch)
-        from samplers.growth import DEFAULT_SCHEDULE, plan_growth
+        from pinning_samplers.plan import DEFAULT_SCHEDULE, plan_growth
 
         plan = plan_growth(len(batch), self.steps, DEFAULT_SCHEDULE)
         return self.objective.score_images(batch.images, depths=plan.divergence_depth)

@@ -131,6 +131,38 @@ def steps_per_individual(p: Any) -> int:
     return steps
 
 
+SAME_SAMPLER = "Use same sampler"
+"""The hires sampler choice that keeps the first pass's sampler (v1.10.1 ui.py; None via the API)."""
+
+
+def sampling_passes(p: Any) -> list[tuple[str, int]]:
+    """(sampler name, steps run) of each sampling pass one batch of p takes.
+
+    txt2img: the first pass's p.steps, then, with the hires fix, the hires pass's
+    hr_second_pass_steps (or p.steps), which it runs in full (setup_img2img_steps with explicit
+    steps, modules/sd_samplers_common.py:L22); img2img: the steps its denoising strength leaves.
+    """
+    sampler = str(getattr(p, "sampler_name", None) or "")
+    if getattr(p, "init_images", None) is not None:
+        return [(sampler, steps_per_individual(p))]
+    passes = [(sampler, int(p.steps))]
+    if getattr(p, "enable_hr", False):
+        hr_sampler = getattr(p, "hr_sampler_name", None)
+        hr_sampler = sampler if hr_sampler in (None, "", SAME_SAMPLER) else str(hr_sampler)
+        passes.append((hr_sampler, int(getattr(p, "hr_second_pass_steps", 0) or p.steps)))
+    return passes
+
+
+def plain_pass_rows(batch_size: int, steps: int, second_order: bool) -> int:
+    """Denoiser rows of a plain sampler's pass: every image at every model call.
+
+    A second-order sampler (the WebUI's `second_order` option: DPM++ SDE, Heun, DPM2) calls the
+    model twice per step except in the last one, which k-diffusion takes as one Euler step.
+    """
+    calls = 2 * steps - 1 if second_order and steps > 0 else steps
+    return batch_size * calls
+
+
 def jobs_per_individual(p: Any) -> int:
     """WebUI jobs (`state.nextjob()` calls) per process_images of one batch: 2 with the hires fix."""
     return 2 if getattr(p, "enable_hr", False) and getattr(p, "init_images", None) is None else 1
@@ -172,7 +204,7 @@ class WebUIGenerator:
         except Exception as e:
             if type(e).__name__ != NANS_EXCEPTION:
                 raise
-            return self._nan_batch(seeds, e, time.perf_counter() - started)
+            return self._nan_batch(pc, seeds, e, time.perf_counter() - started)
         seconds = time.perf_counter() - started
         state = self.shared.state
         if state.interrupted or state.skipped:
@@ -190,14 +222,14 @@ class WebUIGenerator:
             )
         self.infotexts[(request.prompt, request.negative_prompt, seeds)] = infotexts
         self.comments.update(dict.fromkeys(getattr(pc, "comments", None) or {}, 1))
-        plan = self._growth(len(seeds))
+        plan, model_rows = self._sampled(pc, len(seeds))
         tensors = torch.stack([pil_to_tensor(im) for im in images])
         self._last_size = (int(tensors.shape[-2]), int(tensors.shape[-1]))
         return Batch(
             images=tensors,
             seeds=seeds,
             growth=plan,
-            model_rows=plan.model_rows() if plan is not None else len(seeds) * steps_per_individual(self.p),
+            model_rows=model_rows,
             timings={"webui": seconds},
         )
 
@@ -219,18 +251,19 @@ class WebUIGenerator:
 
     # helpers -------------------------------------------------------------------------------------------
 
-    def _nan_batch(self, seeds: tuple[int, ...], error: Exception, seconds: float) -> Batch:
+    def _nan_batch(self, pc: Any, seeds: tuple[int, ...], error: Exception, seconds: float) -> Batch:
         """The batch a NansException stood for: NaN latents, i.e. the black images the WebUI shows
         with --disable-nan-check, flagged non-finite. Raising instead would count the individual as
         failed, and three in a row would end the run, though NaN is what these weights do to the
         model: the degenerate-image guard penalises the batch so that the search moves away."""
         log.warning("the WebUI found NaNs in an individual's batch; recorded as a NaN (black) batch: %s", error)
         height, width = self._output_size()
+        plan, model_rows = self._sampled(pc, len(seeds))
         return Batch(
             images=torch.zeros(len(seeds), 3, height, width),
             seeds=seeds,
-            growth=self._growth(len(seeds)),
-            model_rows=len(seeds) * steps_per_individual(self.p),
+            growth=plan,
+            model_rows=model_rows,
             timings={"webui": seconds},
             nonfinite=(True,) * len(seeds),
         )
@@ -273,6 +306,7 @@ class WebUIGenerator:
         pc.extra_generation_params = {**(p.extra_generation_params or {}), **self.extra_generation_params}
         pc.override_settings = dict(p.override_settings or {})  # process_images pops from it
         pc.comments = {}
+        pc.hyperbatch_passes = []  # filled by the hyperbatch samplers (pinning_samplers.webui.SampledPass)
         pc.styles = list(p.styles or [])
         # An empty hires prompt follows the prompt (setup_prompts); one equal to the user's prompt
         # was meant to follow it too.
@@ -299,24 +333,25 @@ class WebUIGenerator:
         infotexts = list(getattr(processed, "infotexts", None) or [])[first:first + count]
         return images, infotexts
 
-    def _growth(self, batch_size: int) -> Any:
-        """The hyperbatch split tree of the first pass, or None for a plain sampler."""
-        if self.sd_samplers is None:
-            return None
-        from samplers.growth import DEFAULT_SCHEDULE, GrowthPlan, plan_growth
-        from samplers.webui import GROWTH_ATTRIBUTE, MARKER_OPTION
+    def _sampled(self, pc: Any, batch_size: int) -> tuple[Any, int]:
+        """(split tree, denoiser rows) of the batch `pc` just produced: what the samplers did.
 
-        config = self.sd_samplers.find_sampler_config(self.p.sampler_name)
-        if config is None or not (getattr(config, "options", None) or {}).get(MARKER_OPTION):
-            return None
-        schedule = getattr(self.p, GROWTH_ATTRIBUTE, None) or DEFAULT_SCHEDULE
-        if isinstance(schedule, GrowthPlan):
-            plan = schedule
-        else:
-            # txt2img: the first pass (the hires pass runs plain); img2img: the steps it runs
-            img2img = getattr(self.p, "init_images", None) is not None
-            plan = plan_growth(batch_size, steps_per_individual(self.p) if img2img else int(self.p.steps), schedule)
-        return None if plan.is_plain else plan
+        A hyperbatch sampler records each pass it ran on pc (its real plan, plain when it fell back
+        to a plain batch for distinct init latents or too few steps, and every row it evaluated); the
+        tree is the recorded non-plain plan, None when every pass was plain. Passes run by other
+        samplers are counted from their steps (`plain_pass_rows`).
+        """
+        from pinning_samplers.webui import MARKER_OPTION, sampled_passes
+
+        recorded = sampled_passes(pc)
+        plan = next((sampled.plan for sampled in recorded if not sampled.plan.is_plain), None)
+        rows = sum(sampled.model_rows for sampled in recorded)
+        for sampler_name, steps in sampling_passes(self.p):
+            config = self.sd_samplers.find_sampler_config(sampler_name) if self.sd_samplers is not None else None
+            options = getattr(config, "options", None) or {}
+            if not options.get(MARKER_OPTION):
+                rows += plain_pass_rows(batch_size, steps, bool(options.get("second_order")))
+        return plan, rows
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from samplers.sampling import SAMPLERS
+from pinning_samplers.sampling import SAMPLERS
 from tests.integration.harness import Response, Server
 
 SCRIPT = "prompt pinning"

@@ -1,6 +1,6 @@
 """Real-WebUI integration harness: a WebUI tree, its venv, a tiny checkpoint, this extension, a server.
 
-Why: the glue in lib_pinning/webui/ and samplers/ is unit-tested against tests/webui_stub/, a
+Why: the glue in lib_pinning/webui/ and pinning_samplers/ is unit-tested against tests/webui_stub/, a
 stand-in that can drift from the real WebUIs. These tests start the real ones (from the source
 trees in ../shared/webui/, or a user's checkout) on a CPU with tiny random checkpoints.
 

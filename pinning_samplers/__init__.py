@@ -2,8 +2,9 @@
 
 A hyperbatch sampler starts from one latent and duplicates the in-progress rows during sampling
 (1 -> 2 -> 4 ... -> B), so early steps are shared: the batch costs fewer model rows and its split
-tree shows at which noise level a prompt's images part. `growth` holds the one growth mechanism
-(plans, per-image argument resizing, the shared loop), `noise` the per-seed noise sources,
+tree shows at which noise level a prompt's images part. `plan` holds the growth plans (schedules,
+ancestry, cost), `rows` the per-row bookkeeping at a split (per-image arguments, solver state),
+`loop` the shared sampling loop, `noise` the per-seed noise sources,
 `sampling` the solvers and their registry, `schedules` sigma schedules for use outside the WebUI.
 
 Nothing here imports k-diffusion, lib_pinning or the WebUI.
@@ -11,16 +12,10 @@ Nothing here imports k-diffusion, lib_pinning or the WebUI.
 
 from __future__ import annotations
 
-from .growth import (
-    DEFAULT_SCHEDULE,
-    SCHEDULES,
-    GrowthPlan,
-    Hyperbatch,
-    SolverState,
-    plan_growth,
-    resize_extra_args,
-)
+from .loop import Hyperbatch
 from .noise import SeededBrownianNoise, SeededNoise
+from .plan import DEFAULT_SCHEDULE, SCHEDULES, GrowthPlan, plan_growth
+from .rows import SolverState, resize_extra_args
 from .sampling import (
     DEFAULT_SPLIT_RHO,
     SAMPLERS,

@@ -43,7 +43,9 @@ hyperbatch cuts to the active rows; other per-image state must follow or be refu
   sampling, which neither matches the active rows nor reaches a hyperbatch's resized arguments.
 
 `p.hyperbatch_growth` (a schedule name or a GrowthPlan), when a caller sets it, chooses the
-growth; otherwise `growth.DEFAULT_SCHEDULE`.
+growth; otherwise `plan.DEFAULT_SCHEDULE`. Every pass a hyperbatch sampler runs is recorded in
+`p.hyperbatch_passes` (a `SampledPass`: the plan it actually sampled, plain when it fell back, and
+the denoiser rows it actually evaluated), so callers report what happened, not what was planned.
 
 Nothing here imports the WebUI at module import; `register()` imports `modules.*` when called,
 which only works inside the WebUI (or tests/webui_stub).
@@ -60,7 +62,7 @@ from typing import Any
 
 import torch
 
-from .growth import DEFAULT_SCHEDULE, GrowthPlan, growth_levels
+from .plan import DEFAULT_SCHEDULE, GrowthPlan, growth_levels, resolve_plan
 from .noise import SeededBrownianNoise
 from .sampling import SAMPLERS, SamplerInfo
 
@@ -75,9 +77,40 @@ MARKER_OPTION = "hyperbatch"
 GROWTH_ATTRIBUTE = "hyperbatch_growth"
 """Attribute of a processing object `p` that overrides the growth schedule for its generation."""
 
+PASSES_ATTRIBUTE = "hyperbatch_passes"
+"""Attribute of `p`: the list of `SampledPass`es its hyperbatch sampling passes appended."""
+
 _PRE_1_9_SCHEDULE_LABELS = {"karras": "Karras", "exponential": "Exponential"}
 
 OptionValue = str | bool | int | float
+
+
+@dataclass(frozen=True)
+class SampledPass:
+    """What one sampling pass of a hyperbatch sampler did.
+
+    plan: the growth plan it sampled (plain when the pass fell back to a plain batch);
+    model_rows: denoiser rows it evaluated, every model call counted (DPM++ SDE's second call per
+    step included); plain_reason: why it fell back, or None.
+    """
+
+    plan: GrowthPlan
+    model_rows: int
+    plain_reason: str | None = None
+
+
+def sampled_passes(p: Any) -> list[SampledPass]:
+    """The passes recorded on `p` so far (an empty list when none ran)."""
+    passes = getattr(p, PASSES_ATTRIBUTE, None)
+    return list(passes) if isinstance(passes, list) else []
+
+
+def _record_pass(p: Any, sampled: SampledPass) -> None:
+    passes = getattr(p, PASSES_ATTRIBUTE, None)
+    if not isinstance(passes, list):
+        passes = []
+        setattr(p, PASSES_ATTRIBUTE, passes)
+    passes.append(sampled)
 
 
 class HyperbatchUnsupportedError(RuntimeError):
@@ -312,12 +345,14 @@ class _ActiveRowsDenoiser:
     def __init__(self, denoiser: Any, batch_size: int) -> None:
         self.denoiser = denoiser
         self.batch_size = batch_size
+        self.rows_evaluated = 0
         init_latent = getattr(denoiser, "init_latent", None)
         self.init_latent = init_latent if isinstance(init_latent, torch.Tensor) and init_latent.ndim >= 1 and init_latent.shape[0] == batch_size else None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         if self.init_latent is not None:
             self.denoiser.init_latent = self.init_latent[: x.shape[0]]
+        self.rows_evaluated += x.shape[0]
         return self.denoiser(x, sigma, **kwargs)
 
     def restore(self) -> None:
@@ -330,7 +365,7 @@ def _sampler_class(base: type) -> type:
     """The hyperbatch sampler class for the WebUI's KDiffusionSampler `base` (one per WebUI load)."""
 
     class HyperbatchKDiffusionSampler(base):  # type: ignore[misc, valid-type]
-        """A KDiffusionSampler whose solver is a hyperbatch sampler (see samplers/webui.py)."""
+        """A KDiffusionSampler whose solver is a hyperbatch sampler (see pinning_samplers/webui.py)."""
 
         def __init__(self, info: SamplerInfo, sd_model: Any, options: dict[str, Any] | None = None) -> None:
             self.hyperbatch_info = info
@@ -378,11 +413,17 @@ def _sampler_class(base: type) -> type:
             if noise_sampler is None:
                 noise_sampler = self.hyperbatch_noise(x, sigmas)
             rows = _ActiveRowsDenoiser(model, x.shape[0])
+            # Resolved here, not inside the solver, so the pass records the plan it really sampled.
+            steps = len(sigmas) - 1
+            plan = resolve_plan(self.hyperbatch_growth(self.p), x.shape[0], steps) if steps > 0 else None
             try:
-                return self.hyperbatch_info.function(
+                result = self.hyperbatch_info.function(
                     rows, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
-                    noise_sampler=noise_sampler, growth=self.hyperbatch_growth(self.p), **solver_kwargs,
+                    noise_sampler=noise_sampler, growth=plan if plan is not None else "none", **solver_kwargs,
                 )
+                if plan is not None:
+                    _record_pass(self.p, SampledPass(plan, rows.rows_evaluated, self.hyperbatch_plain_reason))
+                return result
             except sd_samplers_common.InterruptedException:
                 # The WebUI returns `last_latent` on interrupt/skip; it holds the active rows only.
                 # Give every image its ancestor's row so the batch still has one latent per seed.

@@ -3,7 +3,7 @@
 Each sampler is one function, `sample_<name>_hyperbatch(model, x, sigmas, extra_args=None,
 callback=None, disable=None, <the plain sampler's own kwargs>, split_rho=..., growth=...)`, whose
 body is the plain k-diffusion solver step; everything about growing the batch lives in
-`growth.Hyperbatch` (the shared loop), which the bodies iterate:
+`loop.Hyperbatch` (the shared loop), which the bodies iterate:
 
     for i, denoised in run:      # model evaluated at sigmas[i]; state grown at splits
         ...update run.state.x (and any history kept on run.state)...
@@ -11,7 +11,7 @@ body is the plain k-diffusion solver step; everything about growing the batch li
         run.model(x_2, sigma_s)        # a second evaluation, on the active rows
 
 x has B rows (the caller's initial noise times sigma_max); sampling starts from row 0 (see
-`growth.GrowthPlan.sizes`) and returns B rows. `model(x, sigma * s_in, **extra_args)` returns the
+`plan.GrowthPlan.sizes`) and returns B rows. `model(x, sigma * s_in, **extra_args)` returns the
 denoised rows; batch-sized entries of extra_args are cut to the active rows. With growth="none"
 (or B = 1) every sampler computes exactly what its k-diffusion counterpart computes given the same
 noise.
@@ -34,21 +34,22 @@ from typing import Any
 
 import torch
 
-from .growth import DEFAULT_SCHEDULE, GrowthPlan, Hyperbatch, NoiseSampler
+from .loop import Hyperbatch, NoiseSampler
 from .noise import SeededBrownianNoise
+from .plan import DEFAULT_SCHEDULE, GrowthPlan
 
 DEFAULT_SPLIT_RHO = math.sqrt(0.5)
-"""Default rho of the split refresh for solvers that add no noise (see `growth.Hyperbatch`).
+"""Default rho of the split refresh for solvers that add no noise (see `loop.Hyperbatch`).
 
 rho^2 = 1/2: a copy keeps half of its parent's noise variance and draws the other half from its
-own seed, so it is as much new as inherited. Measured on the analytic mixture of
-tests/test_samplers.py (20 Karras steps, "even" growth, B = 8, 1000 roots): the fraction of image
-pairs that end in different components is 0.18 (Euler a and DPM++ 2M SDE: 0.32; rho = 1: 0.33;
-a plain batch: 0.62), and the copies' spread within a component stays within 5 % of a plain 2M
-batch's, where rho = 1 loses up to 23 %: the refresh keeps the parent's denoised estimate, whose
-variance is below the data's (the usual approximation of ancestral samplers), and the loss grows
-with rho. Pass split_rho=1.0 for the most variety a single refresh can give.
-variety a single refresh can give.
+own seed, so it is as much new as inherited. `benchmarks/bench_split_rho.py` measures the trade on
+the analytic mixture of benchmarks/mixture.py (20 Karras steps, "even" growth, B = 8, 1000 roots):
+at this rho 0.18 of the image pairs end in different components (rho = 1: 0.33; Euler a and
+DPM++ 2M SDE: 0.30 and 0.31; a plain batch: 0.62), and the worst image keeps 0.94 of a plain 2M
+batch's spread within a component, where rho = 1 keeps 0.75: the refresh keeps the parent's
+denoised estimate, whose variance is below the data's (the usual approximation of ancestral
+samplers), and the loss grows with rho. Pass split_rho=1.0 for the most variety a single refresh
+can give.
 """
 
 ModelFn = Callable[..., torch.Tensor]
