@@ -15,12 +15,14 @@ behaviour); see tests/webui_stub/modules/__init__.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
 import sys
+import tarfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +77,43 @@ class _StubFinder(importlib.abc.MetaPathFinder):
 
 
 _FINDER = _StubFinder()
+
+
+class RealWebUIUnavailable(Exception):
+    """No real A1111 tree here; the message says where one was looked for, in one line."""
+
+
+@functools.cache
+def real_a1111_sources() -> dict[str, str]:
+    """The text of every `.py` file of the real A1111 v1.10.1 tree the stand-in imitates, by path
+    relative to the tree's root ("modules/processing.py").
+
+    Found the way tests/integration/harness.py finds it: the checkout in $PINNING_WEBUI_A1111, else
+    the tarball in $PINNING_WEBUI_TARBALLS (default ../shared/webui), read in place (no unpacking,
+    no venv). Raises RealWebUIUnavailable when neither is there.
+    """
+    from tests.integration.harness import Unavailable
+    from tests.integration.target_a1111 import A1111
+
+    try:
+        kind, source = A1111.source()
+    except Unavailable as e:
+        raise RealWebUIUnavailable(str(e)) from None
+    if kind == "checkout":
+        files = [*source.glob("*.py"), *(source / "modules").rglob("*.py")]
+        return {str(path.relative_to(source)): path.read_text(encoding="utf-8", errors="replace") for path in files}
+    texts: dict[str, str] = {}
+    with tarfile.open(source) as archive:
+        for member in archive:
+            _, _, relative = member.name.partition("/")
+            wanted = relative.endswith(".py") and (relative.startswith("modules/") or "/" not in relative)
+            if member.isfile() and wanted:
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    texts[relative] = handle.read().decode("utf-8", errors="replace")
+    if not texts:
+        raise RealWebUIUnavailable(f"{source} holds no WebUI source files")
+    return texts
 
 
 def _purge() -> None:
@@ -156,7 +195,7 @@ class WebUIStub:
         """A StableDiffusionProcessingImg2Img with the toy's size and no file output by default."""
         defaults = dict(width=64, height=64, steps=12, cfg_scale=3.0, outpath_samples=str(self.data_dir / "out"),
                         outpath_grids=str(self.data_dir / "grids"), do_not_save_samples=True, do_not_save_grid=True,
-                        mask_blur=4, inpaint_full_res=False)  # the WebUI's defaults (mask blur 4, whole picture)
+                        mask_blur=4, inpaint_full_res=False)  # the WebUI's UI defaults (mask blur 4, whole picture)
         defaults.update(kwargs)
         return self.processing.StableDiffusionProcessingImg2Img(**defaults)
 

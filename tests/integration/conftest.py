@@ -7,7 +7,9 @@
   the server did not start, the session folder (WebUI log, install.py output, command line, the
   data dir's run folders) is copied to tests/integration/artifacts/<target>-<time>/ and the path
   printed.
-- Checks marked `@pytest.mark.last` run after the target's other checks (the log checks).
+- Checks marked `@pytest.mark.last` run after the target's other checks (the log checks);
+  `@pytest.mark.not_on("sdxl", reason=...)` leaves out the targets with that feature (not a skip:
+  they are not collected for it).
 - PINNING_REQUIRE_WEBUI=1 turns every skip of an integration test into a failure (CI).
 
 Timings (venv build, checkpoint, install.py, server start, each module's tests) are printed at the
@@ -41,11 +43,14 @@ _module_seconds: dict[tuple[str, str], float] = defaultdict(float)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "last: run after the target's other checks (log checks)")
+    config.addinivalue_line("markers", "not_on(*features, reason): leave out the targets with any of these features")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
         targets = harness.registered()
+        for marker in metafunc.definition.iter_markers("not_on"):
+            targets = [t for t in targets if not set(marker.args) & t.features]
         metafunc.parametrize("target", targets, ids=[t.name for t in targets], scope="session")
 
 

@@ -3,7 +3,10 @@
 Why a browser: the panel is built by the WebUI's gradio (3.41 in A1111, 4.40 in Forge) from
 components this extension describes, its tooltips come from javascript/ that only a page runs, and
 the result reaches the user through the gallery and the log box. The stand-in tests cover none of
-that. Each check runs per target (tests/integration/conftest.py parametrizes over them):
+that. Each check runs per target (tests/integration/conftest.py parametrizes over them, so
+`-k forge` or `-k a1111-sd1` selects a target's), on A1111 SD 1.x and Forge only: the SDXL target
+is the same A1111 tree and UI code with another checkpoint, so its page is the SD 1.x page, and its
+generations are covered by the API checks (its 4 browser checks would add about 30 s a session):
 
 - the txt2img page loads, the extension's javascript is served and runs, "Prompt pinning" is in
   the Script dropdown;
@@ -12,7 +15,7 @@ that. Each check runs per target (tests/integration/conftest.py parametrizes ove
   "None" hides it again;
 - a short run from the Generate button ends with the best batch first in the gallery (compared
   pixel for pixel with the run folder's best individual), then the baseline, and a report link that
-  opens the run's report;
+  opens the run's report; in txt2img, and in img2img from an init image uploaded in the page;
 - no JavaScript error comes from this extension's files (errors of the WebUIs themselves are
   listed in the failure message but do not fail a check).
 
@@ -42,7 +45,7 @@ from lib_pinning.webui.ui import GROUP_TITLES, groups
 from tests.integration import checks
 from tests.integration.harness import Server
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.not_on("sdxl", reason="the A1111 SD 1.x page is the same page")]
 
 CHROMIUM = os.environ.get("PINNING_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -76,6 +79,8 @@ class Ui:
     page: Any
     server: Server
     shots: Path
+    tab: str = "txt2img"
+    """The WebUI tab the checks drive ("txt2img" or "img2img"): the prefix of its elem_ids."""
     errors: list[str] = field(default_factory=list)
     """Every uncaught exception and console error, as "kind: message @ where"."""
     ours: list[str] = field(default_factory=list)
@@ -106,15 +111,24 @@ class Ui:
         box.press("Tab")  # commits gradio 3's and 4's number inputs (change on blur)
         assert box.input_value() == value, f"#{elem_id} holds {box.input_value()!r}, not {value!r}"
 
+    def open_tab(self, tab: str) -> None:
+        """Switch to a top-level tab of the WebUI, by its button, as a user does."""
+        # The top-level buttons come first in the DOM (img2img has a sub-tab called "img2img" too);
+        # Forge labels them "Txt2img", "Img2img".
+        name = re.compile(rf"^\s*{re.escape(tab)}\s*$", re.IGNORECASE)
+        self.page.locator("#tabs button:visible", has_text=name).first.click()
+        self.page.locator(f"#{tab}_generate").wait_for(state="visible")
+        self.tab = tab
+
     def choose_script(self, title: str) -> None:
-        """Pick `title` in txt2img's Script dropdown the way a user does: open it, click the option."""
-        self.page.locator("#txt2img_script_container #script_list input").click()
+        """Pick `title` in the tab's Script dropdown the way a user does: open it, click the option."""
+        self.page.locator(f"#{self.tab}_script_container #script_list input").click()
         self.page.locator("ul.options li", has_text=re.compile(rf"^\W*{re.escape(title)}\s*$")).first.click()
 
     def elem(self, key: str) -> Any:
         """The component of option `key` (gradio 3.41's HTML repeats its elem_id on an inner div:
         the first is the block, the one getElementById and the tooltips use)."""
-        return self.page.locator(f"#script_txt2img_{SLUG}_{key}").first
+        return self.page.locator(f"#script_{self.tab}_{SLUG}_{key}").first
 
     def assert_no_errors_of_ours(self) -> None:
         assert not self.ours, "javascript errors from this extension:\n" + "\n".join(self.ours) + \
@@ -224,40 +238,43 @@ def _image(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def test_ui_generate_shows_best_batch_and_report(ui: Ui) -> None:
-    page, server = ui.page, ui.server
+def _generate_and_check(ui: Ui, batch: int) -> None:
+    """Set a tiny pinning run in the current tab, press Generate and check what the user gets: the
+    log box, the gallery (best batch, then baseline, pixel for pixel from the run folder) and the
+    report behind the log's link."""
+    page, server, tab = ui.page, ui.server, ui.tab
     forge = "forge" in server.target.features
-    batch = 2
-    ui.field("txt2img_prompt").fill(checks.TINY["prompt"])
-    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 4),
-                           ("txt2img_batch_size", batch), ("txt2img_seed", 5)):
+    ui.field(f"{tab}_prompt").fill(checks.TINY["prompt"])
+    for elem_id, value in ((f"{tab}_width", 64), (f"{tab}_height", 64), (f"{tab}_steps", 4),
+                           (f"{tab}_batch_size", batch), (f"{tab}_seed", 5)):
         ui.set_value(elem_id, str(value))
     ui.choose_script("Prompt pinning")
     ui.elem("intro").wait_for(state="visible")
     generations = 1 if forge else 2  # Forge: about 7 s a batch here, and the budget is shared
-    ui.set_value(f"script_txt2img_{SLUG}_generations", str(generations))
+    ui.set_value(f"script_{tab}_{SLUG}_generations", str(generations))
     ui.elem("group_cma").locator(".label-wrap").first.click()
-    ui.set_value(f"script_txt2img_{SLUG}_cma_lambda", "2")
+    ui.set_value(f"script_{tab}_{SLUG}_cma_lambda", "2")
     ui.shot("before-generate")
 
     started = time.monotonic()
-    page.locator("#txt2img_generate").click()
-    page.wait_for_function("() => (gradioApp().querySelector('#html_log_txt2img')?.textContent || '')"
+    page.locator(f"#{tab}_generate").click()
+    page.wait_for_function(f"() => (gradioApp().querySelector('#html_log_{tab}')?.textContent || '')"
                            ".includes('Run folder')", timeout=RUN_TIMEOUT_MS)
-    print(f"{server.target.name}: browser run of {1 + 2 * generations} batches: {time.monotonic() - started:.1f} s")
+    print(f"{server.target.name}: {tab} browser run of {1 + 2 * generations} batches: "
+          f"{time.monotonic() - started:.1f} s")
     ui.shot("after-generate")
 
-    log_text = page.locator("#html_log_txt2img").first.inner_text()  # gradio 3.41 repeats HTML elem_ids
+    log_text = page.locator(f"#html_log_{tab}").first.inner_text()  # gradio 3.41 repeats HTML elem_ids
     assert "Prompt pinning finished" in log_text, log_text
-    info_text = page.locator("#html_info_txt2img").first.inner_text()
+    info_text = page.locator(f"#html_info_{tab}").first.inner_text()
     run_id = checks.infotext_fields(info_text).get("Pin run")
     assert run_id, f"no 'Pin run' in the info box: {info_text!r}"
-    run = server.get(f"/prompt-pinning/v1/runs/{run_id}").ok().json
+    run = server.get(f"/prompt-pinning/v1/runs/{run_id}?tab={tab}").ok().json
     run_dir = Path(run["run_dir"])
-    assert run["status"] == "finished", run
+    assert run["status"] == "finished" and run["tab"] == tab, run
 
     # the gallery's grid (gradio 3.41 and 4.40 also render a strip of small thumbnails beside a preview)
-    grid = "#txt2img_gallery .grid-container .thumbnail-item img"
+    grid = f"#{tab}_gallery .grid-container .thumbnail-item img"
     thumbnails = page.locator(grid)
     page.wait_for_function("([css, n]) => gradioApp().querySelectorAll(css).length >= n", arg=[grid, 2 * batch])
     sources = [thumbnails.nth(i).get_attribute("src") for i in range(thumbnails.count())]
@@ -272,8 +289,8 @@ def test_ui_generate_shows_best_batch_and_report(ui: Ui) -> None:
             assert np.array_equal(shown[position + i], expected[i]), \
                 f"gallery image {position + i + 1} is not image {i + 1} of the {name} batch ({folder})"
 
-    link = page.locator("#html_log_txt2img a", has_text="report")
-    assert link.count() == 1, f"no report link in the log box: {page.locator('#html_log_txt2img').first.inner_html()}"
+    link = page.locator(f"#html_log_{tab} a", has_text="report")
+    assert link.count() == 1, f"no report link in the log box: {page.locator(f'#html_log_{tab}').first.inner_html()}"
     with page.context.expect_page() as opened:
         link.click()
     report = opened.value
@@ -284,3 +301,29 @@ def test_ui_generate_shows_best_batch_and_report(ui: Ui) -> None:
     assert rows == run["evaluations"], (rows, run["evaluations"])
     report.screenshot(path=str(ui.shots / "report.png"), full_page=True)
     ui.assert_no_errors_of_ours()
+
+
+def test_ui_generate_shows_best_batch_and_report(ui: Ui) -> None:
+    _generate_and_check(ui, batch=2)
+
+
+def _init_image() -> Image.Image:
+    """A 64 x 64 picture with structure (a gradient and a disc), so that img2img starts from something."""
+    y, x = np.mgrid[0:64, 0:64]
+    image = Image.fromarray(np.stack([x * 4, y * 4, np.full_like(x, 128)], axis=-1).astype(np.uint8), "RGB")
+    image.paste((230, 30, 30), (16, 16, 48, 48))
+    return image
+
+
+def test_ui_img2img_generate_shows_best_batch_and_report(ui: Ui) -> None:
+    """img2img tab, an init image uploaded through the page's own file input (A1111's gr.Image,
+    Forge's ForgeCanvas: both have one inside #img2img_image), then the same run as in txt2img."""
+    ui.open_tab("img2img")
+    init = ui.shots / "init.png"
+    _init_image().save(init)
+    ui.page.locator("#img2img_image input[type=file]").first.set_input_files(str(init))
+    ui.page.wait_for_function(
+        "() => [...gradioApp().querySelectorAll('#img2img_image img')].some(i => i.src && i.naturalWidth === 64)",
+        timeout=60_000)
+    ui.shot("init-uploaded")
+    _generate_and_check(ui, batch=2)

@@ -14,7 +14,7 @@ This package provides exactly what the stand-in needs:
 
 `k_diffusion.external` (CompVisDenoiser) is not provided: the stand-in's model supplies its own
 denoiser through `create_denoiser()`, the route v1.10.1 takes first
-(modules/sd_samplers_kdiffusion.py:L56).
+(modules/sd_samplers_kdiffusion.py:L56 `create_denoiser`).
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ def get_override_settings(params: dict[str, Any], *, skip_fields: Any = None) ->
 
 
 def paste_values(fields: Sequence[tuple[Any, Any]], infotext: str) -> list[Any]:
-    """The values `connect_paste`'s paste function (modules/infotext_utils.py:L477) gives each field.
+    """The values `connect_paste`'s paste function (modules/infotext_utils.py:L477 `def paste_func`) gives each field.
 
     Stand-in only (no gradio): parses `infotext`, fires the infotext_pasted callbacks, then for
     each (component, key) takes key(params) when key is callable, else params.get(key); None

@@ -24,4 +24,4 @@ extensions_dir: str = os.path.join(data_path, "extensions")
 
 extension_dirs: list[str] = []
 """Stand-in only: the installed extensions' directories, in load order (the WebUI lists the
-subdirectories of extensions_dir, modules/extensions.py:L228). Set by tests/webui_env.py."""
+subdirectories of extensions_dir, modules/extensions.py:L228 `def list_extensions`). Set by tests/webui_env.py."""

@@ -13,13 +13,18 @@ Toy-model specifics: latents are the toy's pixels, so opt_C = 3 and opt_f = 1 (t
 4 and 8) and p.width = p.height = 64. Not mirrored (they raise or are skipped, as documented on
 each): extra networks (<lora:...> stays in the prompt), face restoration, color correction,
 token merging, textual inversion, inpainting models' image conditioning (the toy is not one),
-hires fix with image upscalers (only latent upscaling) or a first-pass image, "only masked"
-inpainting, inpainting fill "fill". Mask blur is mirrored (cv2's Gaussian in numpy).
+hires fix with image upscalers (only latent upscaling) or a first-pass image, saving the init
+image. Inpainting is mirrored as v1.10.1 runs it for a non-inpainting model: mask blur (cv2's
+Gaussian in numpy, default 4), "whole picture" and "only masked" (inpaint_full_res: the crop
+region of modules/masking.py with its padding, the crop enlarged to the processing size, the
+result pasted back into the full picture by apply_overlay/uncrop), and every "Masked content"
+mode (masking.fill for all but "original").
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import sys
@@ -31,24 +36,25 @@ import torch
 from PIL import Image, ImageOps
 
 import modules
-from modules import devices, images, infotext_utils, paths, prompt_parser, rng, scripts, sd_models, sd_samplers
+from modules import devices, images, infotext_utils, masking, paths, prompt_parser, rng, scripts, sd_models, sd_samplers
 from modules import sd_samplers_common, shared
 from modules.rng import slerp  # noqa: F401 - the WebUI re-exports it here
 from modules.sd_samplers_common import approximation_indexes, decode_first_stage, images_tensor_to_samples
 from modules.shared import cmd_opts, opts, state
 
 opt_C = 3
-"""modules/processing.py:L38 is 4 (SD's latent channels); the toy's latents are RGB pixels."""
+"""modules/processing.py:L39 `opt_C = 4` (SD's latent channels); the toy's latents are RGB pixels."""
 opt_f = 1
-"""modules/processing.py:L39 is 8 (the VAE's downscale); the toy's latents are full size."""
+"""modules/processing.py:L40 `opt_f = 8` (the VAE's downscale); the toy's latents are full size."""
 
 _HAS_SCHEDULER = modules.version_at_least(1, 9)
 
 
 def gaussian_blur_1d(mask: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    """modules/processing.py:L1621-L1631: cv2.GaussianBlur of a uint8 mask along one axis with the
-    WebUI's kernel of 2 * int(2.5 * sigma + 0.5) + 1 taps (mask blur 4: 21 taps, reaching 10
-    pixels past the mask's edge), cv2's default border (reflect-101), rounded back to uint8."""
+    """modules/processing.py:L1621-L1631 `if self.mask_blur_x > 0:`: cv2.GaussianBlur of a uint8
+    mask along one axis with the WebUI's kernel of 2 * int(2.5 * sigma + 0.5) + 1 taps (mask blur
+    4: 21 taps, reaching 10 pixels past the mask's edge), cv2's default border (reflect-101),
+    rounded back to uint8."""
     size = 2 * int(2.5 * sigma + 0.5) + 1
     taps = np.exp(-((np.arange(size) - (size - 1) / 2) ** 2) / (2 * sigma * sigma))
     taps /= taps.sum()
@@ -61,12 +67,22 @@ def gaussian_blur_1d(mask: np.ndarray, sigma: float, axis: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def uncrop(image: Image.Image, dest_size: tuple[int, int], paste_loc: tuple[int, int, int, int]) -> Image.Image:
+    """modules/processing.py:L65: "only masked": the generated crop, resized back (crop and resize)
+    to its region (x, y, w, h), on a transparent picture of the full size."""
+    x, y, w, h = paste_loc
+    base_image = Image.new("RGBA", dest_size)
+    base_image.paste(images.resize_image(1, image, w, h), (x, y))
+    return base_image
+
+
 def apply_overlay(image: Image.Image, paste_loc: Any, overlay: Image.Image | None) -> tuple[Image.Image, Image.Image]:
-    """modules/processing.py:L75: composite the inpainting overlay (original outside the mask)."""
+    """modules/processing.py:L75: composite the inpainting overlay (original outside the mask);
+    with "only masked" the crop is pasted back first (uncrop)."""
     if overlay is None:
         return image, image.copy()
     if paste_loc is not None:
-        raise NotImplementedError("'only masked' inpainting (paste_to) is not mirrored by the stand-in")
+        image = uncrop(image, (overlay.width, overlay.height), paste_loc)
     original_denoised_image = image.copy()
     image = image.convert("RGBA")
     image.alpha_composite(overlay)
@@ -759,8 +775,15 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                 if opts.enable_pnginfo:
                     image.info["parameters"] = text
                 output_images.append(image)
-                if mask_for_overlay is not None and opts.return_mask:
-                    output_images.append(mask_for_overlay.convert("RGB"))
+                if mask_for_overlay is not None:
+                    # after each image its mask and/or the generated pixels under the mask (saving
+                    # them is not mirrored): modules/processing.py:L1093-L1106 `mask_for_overlay`
+                    if opts.return_mask:
+                        output_images.append(mask_for_overlay.convert("RGB"))
+                    if opts.return_mask_composite:
+                        region = images.resize_image(2, mask_for_overlay, image.width, image.height).convert("L")
+                        output_images.append(Image.composite(original_denoised_image.convert("RGBA").convert("RGBa"),
+                                                             Image.new("RGBa", image.size), region).convert("RGBA"))
             del x_samples_ddim
 
         if not infotexts:
@@ -1092,6 +1115,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         self.extra_generation_params["Denoising strength"] = self.denoising_strength
         self.image_cfg_scale = self.image_cfg_scale if shared.sd_model.cond_stage_key == "edit" else None
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        crop_region = None
         image_mask = self.image_mask
         if image_mask is not None:
             image_mask = create_binary_mask(image_mask, round=self.mask_round)
@@ -1105,17 +1129,40 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             if self.mask_blur_x > 0 or self.mask_blur_y > 0:
                 self.extra_generation_params["Mask blur"] = self.mask_blur
             if self.inpaint_full_res:
-                raise NotImplementedError("'only masked' inpainting is not mirrored by the stand-in: set inpaint_full_res=False")
-            image_mask = images.resize_image(self.resize_mode, image_mask, self.width, self.height)
-            np_mask = np.array(image_mask)
-            np_mask = np.clip((np_mask.astype(np.float32)) * 2, 0, 255).astype(np.uint8)
-            self.mask_for_overlay = Image.fromarray(np_mask)
+                # "Only masked": the blurred mask's bounding box (+ padding), widened to the
+                # processing size's aspect ratio, is cut out and generated at width x height.
+                self.mask_for_overlay = image_mask
+                mask = image_mask.convert("L")
+                crop_region = masking.get_crop_region_v2(mask, self.inpaint_full_res_padding)
+                if crop_region:
+                    crop_region = masking.expand_crop_region(crop_region, self.width, self.height, mask.width, mask.height)
+                    x1, y1, x2, y2 = crop_region
+                    mask = mask.crop(crop_region)
+                    image_mask = images.resize_image(2, mask, self.width, self.height)
+                    self.paste_to = (x1, y1, x2 - x1, y2 - y1)
+                    self.extra_generation_params["Inpaint area"] = "Only masked"
+                    self.extra_generation_params["Masked area padding"] = self.inpaint_full_res_padding
+                else:
+                    # An all-black mask: plain img2img. The WebUI puts the message in
+                    # model_hijack.comments, which process_images copies into p.comments.
+                    crop_region = None
+                    image_mask = None
+                    self.mask_for_overlay = None
+                    self.inpaint_full_res = False
+                    message = 'Unable to perform "Inpaint Only mask" because mask is blank, switch to img2img mode.'
+                    self.comment(message)
+                    logging.info(message)
+            else:
+                image_mask = images.resize_image(self.resize_mode, image_mask, self.width, self.height)
+                np_mask = np.array(image_mask)
+                np_mask = np.clip((np_mask.astype(np.float32)) * 2, 0, 255).astype(np.uint8)
+                self.mask_for_overlay = Image.fromarray(np_mask)
             self.overlay_images = []
         latent_mask = self.latent_mask if self.latent_mask is not None else image_mask
         imgs = []
         for img in self.init_images:
             image = images.flatten(img, opts.img2img_background_color)
-            if self.resize_mode != 3:
+            if crop_region is None and self.resize_mode != 3:
                 image = images.resize_image(self.resize_mode, image, self.width, self.height)
             if image_mask is not None:
                 if self.mask_for_overlay.size != (image.width, image.height):
@@ -1123,11 +1170,13 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
                 image_masked = Image.new("RGBa", (image.width, image.height))
                 image_masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(self.mask_for_overlay.convert("L")))
                 self.overlay_images.append(image_masked.convert("RGBA"))
-                # The WebUI pre-fills the masked area (masking.fill) for every fill mode but
-                # "original"; for "latent noise"/"latent nothing" with an unblurred mask the latent
-                # of that area is replaced below anyway, so only "fill" itself would differ.
+            if crop_region is not None:
+                image = image.crop(crop_region)
+                image = images.resize_image(2, image, self.width, self.height)
+            if image_mask is not None and self.inpainting_fill != 1:
+                image = masking.fill(image, latent_mask)
                 if self.inpainting_fill == 0:
-                    raise NotImplementedError("inpainting fill 'fill' (masking.fill) is not mirrored by the stand-in")
+                    self.extra_generation_params["Masked content"] = "fill"
             image = np.array(image).astype(np.float32) / 255.0
             image = np.moveaxis(image, 2, 0)
             imgs.append(image)

@@ -27,7 +27,7 @@ import torch
 
 # -- prompt editing: the schedule grammar -------------------------------------------------------
 #
-# The WebUI's lark grammar (modules/prompt_parser.py:L15):
+# The WebUI's lark grammar (modules/prompt_parser.py:L15 `schedule_parser = lark.Lark`):
 #   !start: (prompt | /[][():]/+)*
 #   prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*
 #   !emphasized: "(" prompt ")" | "(" prompt ":" prompt ")" | "[" prompt "]"

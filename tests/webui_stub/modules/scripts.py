@@ -177,7 +177,7 @@ ScriptFile = namedtuple("ScriptFile", ["basedir", "filename", "path"])
 ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
 
 scripts_data: list[ScriptClassData] = []
-"""modules/scripts.py:L381."""
+"""modules/scripts.py:L379."""
 
 
 def list_scripts(scriptdirname: str, extension: str, *, include_extensions: bool = True) -> list[ScriptFile]:

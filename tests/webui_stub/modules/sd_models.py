@@ -16,12 +16,12 @@ processing and samplers call:
   takes one more 77-row chunk per 75 tokens, so a long prompt with a short negative prompt gives
   cond and uncond of different lengths (the CFG denoiser's padding paths); tokens are counted
   as CLIP pre-tokens of the emphasis-free text, which is never more than the real BPE count.
-  `cond_stage_model_empty_prompt` is the empty prompt's [1, 77, K] encoding (sd_models.py:L869
+  `cond_stage_model_empty_prompt` is the empty prompt's [1, 77, K] encoding (modules/sd_models.py:L869 `cond_stage_model_empty_prompt`
   sets it at load; the "Pad prompt/negative prompt" setting pads with it). With `is_sdxl` it returns
   what SDXL's conditioner returns: {"crossattn": [n, 77, K], "vector": [n, V]} (V = 4 here: the
   image size and two zeros, standing in for SDXL's size embedding).
 - `create_denoiser()` gives the k-diffusion-style denoiser the WebUI's CFG denoiser wraps (the
-  route v1.10.1's CFGDenoiserKDiffusion takes first, modules/sd_samplers_kdiffusion.py:L56): it
+  route v1.10.1's CFGDenoiserKDiffusion takes first, modules/sd_samplers_kdiffusion.py:L56 `create_denoiser`): it
   reads row 0 of each crossattn row back into [n, K] log weights and runs ToyModel with
   cond_scale 1 on the rows it is given (the CFG denoiser concatenates cond and uncond rows into
   one call and combines the outputs itself, exactly as with a UNet).
@@ -112,7 +112,7 @@ def _pseudo_hash(name: str) -> str:
 
 
 def register_toy_checkpoint(name: str, config: ToyConfig | None = None, is_sdxl: bool = False) -> CheckpointInfo:
-    """Stand-in only: add a toy "checkpoint" (the WebUI lists model files, modules/sd_models.py:L153)."""
+    """Stand-in only: add a toy "checkpoint" (the WebUI lists model files, modules/sd_models.py:L153 `def list_models`)."""
     info = CheckpointInfo(name, config, is_sdxl)
     info.register()
     return info
@@ -161,8 +161,12 @@ class SkipWritingToConfig:
         SkipWritingToConfig.skip = self.previous
 
 
-def load_model(checkpoint_info: CheckpointInfo | None = None) -> ToySdModel:
-    """modules/sd_models.py:L786 (load_model): make `checkpoint_info` (default: selected) the model."""
+def load_model(checkpoint_info: CheckpointInfo | None = None, already_loaded_state_dict: dict | None = None) -> ToySdModel:
+    """modules/sd_models.py:L786 (load_model): make `checkpoint_info` (default: selected) the model.
+
+    A toy checkpoint has no weights to read, so `already_loaded_state_dict` (the weights the WebUI
+    read for it already, which it loads instead of the file) changes nothing here.
+    """
     checkpoint_info = checkpoint_info or select_checkpoint()
     model = model_data.get(checkpoint_info.title)
     if model is None:
@@ -270,7 +274,7 @@ PRETOKEN = re.compile(r"[^\W\d_]+|\d|[^\s\w]+|_+")
 
 def token_chunks(text: str) -> int:
     """77-row chunks of a prompt's encoding: one per 75 tokens, at least one, BREAK starting a new
-    one (modules/sd_hijack_clip.py:L81 tokenize_line; stand-in only as a function)."""
+    one (modules/sd_hijack_clip.py:L81 `def tokenize_line`; stand-in only as a function)."""
     from modules import prompt_parser
 
     chunks, count = 1, 0
@@ -338,7 +342,7 @@ class ToySdModel:
     def get_first_stage_encoding(self, encoder_posterior: torch.Tensor) -> torch.Tensor:
         """The latent of an encoding: the VAE posterior's sample times its scale factor
         (repositories/stable-diffusion-stability-ai ldm/models/diffusion/ddpm.py, which the WebUI
-        calls through modules/sd_samplers_common.py:L87 once per image). The toy's posterior has
+        calls through modules/sd_samplers_common.py:L87 `def images_tensor_to_samples` once per image). The toy's posterior has
         the identity as its mean and a std of POSTERIOR_STD, drawn like the real one from the
         global torch RNG: one init image repeated over a batch gives rows that differ slightly,
         as measured in the real v1.10.1 (tests/integration)."""

@@ -93,7 +93,7 @@ if modules.version_at_least(1, 9):
     @functools.cache
     def get_sampler_and_scheduler(sampler_name: str | None, scheduler_name: str | None, *,
                                   convert_automatic: bool = True) -> tuple[str, str]:
-        """modules/sd_samplers.py:L100 (1.9+): split an old-style "Name Karras" into (name, label).
+        """modules/sd_samplers.py:L101 (1.9+): split an old-style "Name Karras" into (name, label).
 
         An unknown sampler name falls back to the first sampler; the scheduler is reported as
         "Automatic" when it is the sampler's default (convert_automatic). Cached: a sampler

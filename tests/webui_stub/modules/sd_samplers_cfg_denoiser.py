@@ -11,8 +11,11 @@ NGMS / skip-early-CFG uncond skipping, the refiner switch and the script callbac
 WebUI. A prompt and negative prompt of different token lengths (77 rows per 75-token chunk,
 e.g. a long prompt with a one-word negative prompt) take the WebUI's paths: padded with the
 empty prompt's encoding ("Pad prompt/negative prompt") or the last row (its v0 variant), or, by
-default (both settings off), one model call for the cond rows and one for the uncond rows. Not
-mirrored: the InstructPix2Pix edit-model path and the live-preview selection.
+default (both settings off), one model call for the cond rows and one for the uncond rows; the
+live preview stores the prediction the "Live preview subject" setting names. Not mirrored: the
+InstructPix2Pix edit-model path (`is_edit_model`, cond_stage_key "edit") and unCLIP's
+"crossattn-adm" conditioning (modules/sd_samplers_cfg_denoiser.py:L192 `crossattn-adm`): neither
+model is one the toy stands in for.
 """
 
 from __future__ import annotations
@@ -224,7 +227,7 @@ class CFGDenoiser(torch.nn.Module):
                     x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b],
                                                   cond=make_condition_dict(subscript_cond(cond_in, a, b), image_cond_in[a:b]))
         else:
-            # modules/sd_samplers_cfg_denoiser.py:L256-L272: cond rows and uncond rows in separate calls
+            # modules/sd_samplers_cfg_denoiser.py:L256-L271 `else:`: cond rows and uncond rows in separate calls
             x_out = torch.zeros_like(x_in)
             batch_size = batch_size * 2 if shared.opts.batch_cond_uncond else batch_size
             for batch_offset in range(0, tensor.shape[0], batch_size):
@@ -258,7 +261,15 @@ class CFGDenoiser(torch.nn.Module):
 
         self.sampler.last_latent = self.get_pred_x0(torch.cat([x_in[i:i + 1] for i in denoised_image_indexes]),
                                                     torch.cat([x_out[i:i + 1] for i in denoised_image_indexes]), sigma)
-        sd_samplers_common.store_latent(self.sampler.last_latent)
+        # the live preview shows the "Live preview subject" setting's prediction
+        if shared.opts.live_preview_content == "Prompt":
+            preview = self.sampler.last_latent
+        elif shared.opts.live_preview_content == "Negative prompt":
+            preview = self.get_pred_x0(x_in[-uncond.shape[0]:], x_out[-uncond.shape[0]:], sigma)
+        else:
+            preview = self.get_pred_x0(torch.cat([x_in[i:i + 1] for i in denoised_image_indexes]),
+                                       torch.cat([denoised[i:i + 1] for i in denoised_image_indexes]), sigma)
+        sd_samplers_common.store_latent(preview)
 
         after_cfg_callback_params = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)
         cfg_after_cfg_callback(after_cfg_callback_params)

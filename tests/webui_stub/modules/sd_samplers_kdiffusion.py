@@ -163,7 +163,7 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
         return sigmas.cpu()
 
     def _get_sigmas_scheduler(self, p: Any, steps: int) -> torch.Tensor:
-        """modules/sd_samplers_kdiffusion.py:L87-L127 (1.9+)."""
+        """modules/sd_samplers_kdiffusion.py:L87-L127 `scheduler_name =` (1.9+)."""
         scheduler_name = (p.hr_scheduler if p.is_hr_pass else p.scheduler) or "Automatic"
         if scheduler_name == "Automatic":
             scheduler_name = self.config.options.get("scheduler", None)

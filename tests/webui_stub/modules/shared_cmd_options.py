@@ -2,7 +2,7 @@
 
 `parser` is the WebUI's argparse parser (the subset of its flags the stand-in reads, same names
 and defaults, modules/cmd_args.py); extensions add their own flags to it in `preload(parser)`
-(modules/script_loading.py:L19). `cmd_opts` is the parsed namespace; the stand-in parses an empty
+(modules/script_loading.py:L19 `def preload_extensions`). `cmd_opts` is the parsed namespace; the stand-in parses an empty
 command line, so every flag has its default. Tests that need other values parse again:
 `shared.cmd_opts = parser.parse_args([...])`.
 """
