@@ -18,12 +18,18 @@ from tqdm import tqdm
 from lib_pinning import guard
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
 from lib_pinning.options import OptionError, OptionsModel, OptionSpec, PinningOptions
-from lib_pinning.run import RESUME_OPTIONS, PinningRun, RunEvent, RunResult, derive_seeds
+from lib_pinning.run import RESUME_OPTIONS, PinningRun, RunEndedEarly, RunEvent, RunResult, derive_seeds
 from lib_pinning.store import RunDirectoryError
 
 log = logging.getLogger("lib_pinning")
 
 DEFAULT_RUNS_DIR = Path("outputs/prompt_pins")
+# Exit status of an interrupted run (Ctrl-C, 128 + SIGINT: the shell's convention), so scripts can
+# tell it from a finished one (0) and a failed one (1); 2 is bad input.
+EXIT_INTERRUPTED = 130
+# Options the toy model cannot serve, so the demo does not offer them: the aesthetic head reads
+# CLIP ViT-L/14 embeddings of real pictures, and the toy's images are scored by its own tiny CLIP.
+TOY_UNSUPPORTED = ("aesthetic_weight", "aesthetic_spread_weight")
 
 
 def _flag(spec: OptionSpec) -> str:
@@ -39,7 +45,8 @@ def add_option_flags(
     for spec in model.specs():
         if keys is not None and spec.key not in keys:
             continue
-        help_text = f"{spec.help} [{spec.range_text()}; default: {spec.default!r}]"
+        # argparse %-formats help texts: a literal % ("99% of its pixels") must be doubled.
+        help_text = f"{spec.help} [{spec.range_text()}; default: {spec.default!r}]".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": spec.key, "default": argparse.SUPPRESS, "help": help_text}
         if spec.kind == "paths":
             kwargs.update(nargs="+", metavar="PATH")
@@ -66,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run directories go")
     add_option_flags(demo, DemoPrompt, "prompt and seeds")
     add_option_flags(demo, ToySettings, "sampling (toy model)")
-    add_option_flags(demo, PinningOptions, "pinning")
+    add_option_flags(demo, PinningOptions, "pinning", keys=[
+        s.key for s in PinningOptions.specs() if s.key not in TOY_UNSUPPORTED
+    ])
 
     resume = commands.add_parser(
         "resume", help="continue an interrupted or stopped run (optionally with a larger budget)"
@@ -136,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    run: PinningRun | None = None
     try:
+        # Before the run exists: importing matplotlib takes a second, in which Ctrl-C must not
+        # find a run folder without its handler.
+        reporter = _reporter() if args.command != "report" else None
         if args.command == "demo":
             demo_prompt = options_from_args(DemoPrompt, args)
             options = options_from_args(PinningOptions, args)
@@ -163,14 +176,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = rebuild(args.run_dir)
             sys.stdout.write(f"report: {path}\n")
             return 0
-        result = run.execute(on_event=_Progress(), reporter=_reporter())
+        result = run.execute(on_event=_Progress(), reporter=reporter)
     except (OptionError, ValueError, FileNotFoundError, RunDirectoryError) as e:
         parser.exit(2, f"error: {e}\n")
+    except RunEndedEarly as e:
+        sys.stderr.write(f"{e}\n")
+        return EXIT_INTERRUPTED if e.status == "interrupted" else 1
+    except KeyboardInterrupt:
+        # Outside the run's own handler (before it started, or after it ended).
+        if run is not None and run.run_info.get("status") == "running":
+            run.mark_interrupted()
+        sys.stderr.write("interrupted" + (f"; run directory: {run.store.root}" if run is not None else "") + "\n")
+        return EXIT_INTERRUPTED
     _print_result(result)
-    return 0 if result.status != "failed" else 1
+    return {"failed": 1, "interrupted": EXIT_INTERRUPTED}.get(result.status, 0)
 
 
 def _generator_description(run_dir: Path) -> dict[str, Any]:
     from lib_pinning.store import RunStore
 
-    return RunStore.open(run_dir).read_run()["generator"]
+    return RunStore.open(run_dir).read_run(required=("generator",))["generator"]

@@ -148,6 +148,12 @@ class ToyGenerator:
     def steps(self) -> int:
         return self.settings.steps
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of every image it generates (known before generating: the preflight
+        checks target images against it)."""
+        return tuple(self.model.image_shape[1:])  # type: ignore[return-value]
+
     def sigmas(self) -> torch.Tensor:
         schedule = get_sigmas_karras if self.settings.scheduler == "karras" else get_sigmas_exponential
         return schedule(self.settings.steps, self.model.sigma_min, self.model.sigma_max)

@@ -19,19 +19,27 @@ prompt, batch 8, 3 image seeds, 150-batch budget, guard and nearest_mode loss on
 a median loss of 0.36 of the baseline's (within-batch variety -87%) with 113-150 batches; 9 groups
 reached 0.356 (variety -87%) and stopped on a plateau after 31-81 batches (median 71).
 
-DEAP draws from numpy's *global* RNG. A run owns its own RNG state: every draw happens inside
-`_own_rng`, which swaps the run's state in and out, so other numpy users neither disturb nor are
-disturbed by the search, and the state is checkpointed with the strategy (resume = same result).
-Checkpoints are JSON, never pickles, so a run directory from elsewhere cannot execute code.
+DEAP draws from numpy's *global* RNG, which other threads of the process (the WebUI's) share. The
+search never lets DEAP draw: the only draws DEAP's strategies make are in their `generate`
+(`Strategy`: `standard_normal`; `StrategyMultiObjective`: `randn` and, with mu < lambda,
+`randint` for the parents), so `ask` draws those numbers from the run's private
+`numpy.random.RandomState` and applies DEAP's own formula to them (`_sample_single`,
+`_sample_multi`); `update` draws nothing. A private generator rather than a lock around the global
+one: a lock only helps if every other numpy user in the process takes it, and the WebUI's do not.
+A RandomState (not a Generator) gives the very numbers the global functions gave with the same
+state, so run directories of earlier versions resume to the same result. The state is
+checkpointed with the strategy; arrays keep their memory order through the checkpoint (DEAP's
+B and BD are Fortran-ordered, and numpy's products round differently by order), so a resumed
+search continues bit for bit. Checkpoints are JSON, never pickles, so a run directory from
+elsewhere cannot execute code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from deap import base, cma, creator, tools
@@ -56,16 +64,32 @@ def _creator_classes(n_objectives: int) -> tuple[type, type]:
     return getattr(creator, fitness_name), getattr(creator, individual_name)
 
 
-@contextlib.contextmanager
-def _own_rng(holder: dict[str, Any]) -> Iterator[None]:
-    """Run with numpy's global RNG set to `holder["state"]`, then store it back and restore."""
-    outer = np.random.get_state()
-    np.random.set_state(holder["state"])
-    try:
-        yield
-    finally:
-        holder["state"] = np.random.get_state()
-        np.random.set_state(outer)
+def _sample_single(strategy: Any, random: np.random.RandomState, ind_init: type) -> list[np.ndarray]:
+    """`cma.Strategy.generate` with the draws taken from `random` (DEAP's formula, same numbers)."""
+    arz = random.standard_normal((strategy.lambda_, strategy.dim))
+    arz = strategy.centroid + strategy.sigma * np.dot(arz, strategy.BD.T)
+    return [ind_init(a) for a in arz]
+
+
+def _sample_multi(strategy: Any, random: np.random.RandomState, ind_init: type) -> list[np.ndarray]:
+    """`cma.StrategyMultiObjective.generate` with the draws taken from `random` (DEAP's formula:
+    one offspring per parent, or parents drawn from the first front when mu < lambda)."""
+    arz = random.randn(strategy.lambda_, strategy.dim)
+    individuals = []
+    # update() tells offspring from parents by this tag.
+    for i, parent in enumerate(strategy.parents):
+        parent._ps = "p", i
+    if strategy.lambda_ == strategy.mu:
+        for i in range(strategy.lambda_):
+            individuals.append(ind_init(strategy.parents[i] + strategy.sigmas[i] * np.dot(strategy.A[i], arz[i])))
+            individuals[-1]._ps = "o", i
+        return individuals
+    front = tools.sortLogNondominated(strategy.parents, len(strategy.parents), first_front_only=True)
+    for i in range(strategy.lambda_):
+        _, p = front[random.randint(0, len(front))]._ps
+        individuals.append(ind_init(strategy.parents[p] + strategy.sigmas[p] * np.dot(strategy.A[p], arz[i])))
+        individuals[-1]._ps = "o", p
+    return individuals
 
 
 @dataclass(frozen=True)
@@ -186,9 +210,8 @@ class PinningOptimizer:
         self.settings = settings
         self.n_objectives = settings.n_objectives
         self._fitness_cls, self._individual_cls = _creator_classes(self.n_objectives)
-        self._rng: dict[str, Any] = {"state": np.random.RandomState(seed % 2**32).get_state()}
-        with _own_rng(self._rng):
-            centroid = np.random.uniform(-settings.centroid_radius, settings.centroid_radius, settings.search_dim)
+        self._random = np.random.RandomState(seed % 2**32)
+        centroid = self._random.uniform(-settings.centroid_radius, settings.centroid_radius, settings.search_dim)
         self.centroid0 = centroid
         self.generation = 0  # generations completed (told)
         self._asked: list[np.ndarray] = []  # the last ask()'s search points (z), for tell()
@@ -208,14 +231,15 @@ class PinningOptimizer:
     def ask(self) -> list[np.ndarray]:
         """The next generation's population as per-unit offsets (deterministic in the checkpointed
         state); with groups, the search points behind them are kept for `tell`."""
-        with _own_rng(self._rng):
-            if self.strategy is None:
-                # MO-CMA-ES starts from an evaluated population: sample the first one the way
-                # the single-objective strategy would (centroid + sigma * N(0, I)).
-                z = np.random.standard_normal((self.settings.lambda_, self.settings.search_dim))
-                population = [self._individual_cls(self.centroid0 + self.settings.sigma * row) for row in z]
-            else:
-                population = self.strategy.generate(self._individual_cls)
+        if self.strategy is None:
+            # MO-CMA-ES starts from an evaluated population: sample the first one the way
+            # the single-objective strategy would (centroid + sigma * N(0, I)).
+            z = self._random.standard_normal((self.settings.lambda_, self.settings.search_dim))
+            population = [self._individual_cls(self.centroid0 + self.settings.sigma * row) for row in z]
+        elif isinstance(self.strategy, cma.StrategyMultiObjective):
+            population = _sample_multi(self.strategy, self._random, self._individual_cls)
+        else:
+            population = _sample_single(self.strategy, self._random, self._individual_cls)
         if not self.settings.groups:
             return population
         self._asked = population
@@ -233,16 +257,16 @@ class PinningOptimizer:
                 raise ValueError(f"expected {self.n_objectives} objective values, got {len(fitness)}")
             individual.fitness.values = tuple(float(v) for v in fitness)
         population = list(population)
-        with _own_rng(self._rng):
-            if self.strategy is None:
-                self.strategy = cma.StrategyMultiObjective(
-                    population,
-                    sigma=self.settings.sigma,
-                    mu=self.settings.mu,
-                    lambda_=self.settings.lambda_,
-                )
-            else:
-                self.strategy.update(population)
+        # Neither constructor nor update draws random numbers (module docstring).
+        if self.strategy is None:
+            self.strategy = cma.StrategyMultiObjective(
+                population,
+                sigma=self.settings.sigma,
+                mu=self.settings.mu,
+                lambda_=self.settings.lambda_,
+            )
+        else:
+            self.strategy.update(population)
         self.generation += 1
 
     def individual(self, values: Sequence[float]) -> np.ndarray:
@@ -326,7 +350,7 @@ class PinningOptimizer:
         return {
             "generation": self.generation,
             "centroid0": self.centroid0.tolist(),
-            "rng": _encode(self._rng["state"]),
+            "rng": _encode(self._random.get_state()),
             "strategy": strategy,
         }
 
@@ -336,7 +360,8 @@ class PinningOptimizer:
         self.settings = settings
         self.n_objectives = settings.n_objectives
         self._fitness_cls, self._individual_cls = _creator_classes(self.n_objectives)
-        self._rng = {"state": _decode(state["rng"], self._individual_cls)}
+        self._random = np.random.RandomState()
+        self._random.set_state(_decode(state["rng"], self._individual_cls))
         self.centroid0 = np.asarray(state["centroid0"], dtype=float)
         self.generation = int(state["generation"])
         self._asked = []
@@ -365,7 +390,10 @@ def _encode(value: Any) -> Any:
             "ps": list(getattr(value, "_ps", ())),
         }
     if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+        encoded = {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+        if value.ndim > 1 and value.flags.f_contiguous and not value.flags.c_contiguous:
+            encoded["order"] = "F"  # DEAP's B and BD: products with them round by memory order
+        return encoded
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, tuple):
@@ -382,7 +410,7 @@ def _encode(value: Any) -> Any:
 def _decode(value: Any, individual_cls: type) -> Any:
     if isinstance(value, dict):
         if "__ndarray__" in value:
-            return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+            return np.asarray(value["__ndarray__"], dtype=value["dtype"], order=value.get("order", "C"))
         if "__individual__" in value:
             individual = individual_cls(np.asarray(value["__individual__"], dtype=float))
             individual.fitness.values = tuple(value["fitness"])

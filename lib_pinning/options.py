@@ -25,7 +25,13 @@ CmaWeights = Literal["superlinear", "linear", "equal"]
 HyperbatchWeightType = Literal["Geometric", "Exponential", "Polynomial"]
 
 
-class OptionError(ValueError):
+class PinningInputError(ValueError):
+    """Input a run cannot use (an option, a file, a combination), found before anything is generated;
+    the message names the input and says what to change. Front ends show it as it is: the CLI exits
+    with status 2, the WebUI API answers HTTP 422."""
+
+
+class OptionError(PinningInputError):
     """An option value outside what the option allows; the message names the option."""
 
     def __init__(self, key: str, label: str, message: str) -> None:
@@ -54,6 +60,12 @@ class OptionSpec:
     def range_text(self) -> str:
         if self.kind == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "bool":
+            return "true or false (also yes/no, on/off, 1/0)"
+        if self.kind == "text":
+            return "any text"
+        if self.kind == "paths":
+            return "file paths"
         if self.minimum is None and self.maximum is None:
             return "any value"
         lo = "-inf" if self.minimum is None else _fmt(self.minimum)
@@ -453,7 +465,7 @@ class PinningOptions(OptionsModel):
         None,
         label="Stagnation",
         help="Generations without an improvement of the best by more than the tolerance before the "
-        "run stops, plateau or not. Empty: a third of the generations, at least 8.",
+        "run stops, plateau or not. Empty: a quarter of the generations, at least 5.",
         infotext="Pin stagnation",
         group="stopping",
         minimum=1,
@@ -767,6 +779,31 @@ class PinningOptions(OptionsModel):
         if self.cma_mu is not None and self.cma_lambda is not None and self.cma_mu > self.cma_lambda:
             raise OptionError(
                 "cma_mu", self.spec("cma_mu").label, f"{self.cma_mu} exceeds lambda ({self.cma_lambda})"
+            )
+        self._check_masks()
+
+    def _check_masks(self) -> None:
+        """Masks belong to targets and to the image-to-target loss; anything else would be ignored."""
+        if not self.target_masks:
+            return
+        label = self.spec("target_masks").label
+        if not self.target_images:
+            raise OptionError(
+                "target_masks", label,
+                f"{len(self.target_masks)} mask(s) but no target images: masks weight the target images' "
+                "pixels, so give the target images too, or remove the masks",
+            )
+        if len(self.target_masks) != len(self.target_images):
+            raise OptionError(
+                "target_masks", label,
+                f"{len(self.target_masks)} mask(s) for {len(self.target_images)} target image(s): give one "
+                "mask per target in the same order (an all-white mask for a target that counts everywhere)",
+            )
+        if self.flip_loss != "target_distance":
+            raise OptionError(
+                "target_masks", label,
+                "masks apply to the image-to-target loss: set Image loss (flip_loss) to 'target_distance' "
+                f"(it is {self.flip_loss!r}), or remove the masks",
             )
 
     def default_generations(self, dim: int) -> int:

@@ -20,12 +20,19 @@ decimals, and on a plateau CMA-ES proposes the same prompt again and again.
 Cancelling: a cancel callable (the WebUI's Interrupt/Skip, the CLI's first Ctrl-C) is checked before
 every individual, so the run stops after the current one; a KeyboardInterrupt that arrives in the
 middle of an individual drops that individual (it was never persisted) and still finalises the run.
+
+Faults: a backend failure (`BackendFailure`) is the individual's, recorded and the run goes on; a
+bug of ours ends the run with its traceback; a `StoreError` (the run folder cannot be written, e.g.
+a full disk) ends it without recording anything for the individual, and `resume` redoes what is
+missing (records, whole generations, the targets), replaying the search from its seed when the
+checkpoint is past a missing record.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import signal
 import threading
 import time
@@ -45,12 +52,13 @@ from lib_pinning.objectives.targets import load_targets
 from lib_pinning.optimizer import FAILED_FITNESS, CmaSettings, PinningOptimizer
 from lib_pinning.options import PinningOptions
 from lib_pinning.bounds import WeightRange
+from lib_pinning.preflight import check_run_input
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.stopping import (
     CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
     planned_batches,
 )
-from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore
+from lib_pinning.store import RUN_KEYS, GenerationRecord, IndividualRecord, RunStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,7 @@ class RunResult:
     stop_reason: str = ""  # why the run ended, in a sentence
     batches: int = 0  # batches generated (evaluations minus repeats)
     repeats: int = 0  # individuals answered from an identical earlier prompt pair
+    report_error: str | None = None  # why the final report refresh failed (None: it was written)
 
     @property
     def report_path(self) -> Path:
@@ -104,6 +113,23 @@ class Reporter(Protocol):
 
 class RunStopped(Exception):
     """Raised inside the loop when the caller asked to stop."""
+
+
+class RunEndedEarly(RuntimeError):
+    """The run ended (interrupted or failed) before its baseline batch existed: no result."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BackendFailure(Exception):
+    """The generator failed on one batch (out of memory, an extension's error): the individual is
+    recorded as failed and the run goes on. Anything else raised while evaluating is a bug of ours
+    (or the run directory's StoreError) and ends the run with its traceback."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__("".join(traceback.format_exception_only(type(cause), cause)).strip())
 
 
 def derive_seeds(seed: int, batch_size: int) -> tuple[int, ...]:
@@ -154,6 +180,7 @@ class PinningRun:
         self.monitor = StopMonitor(self.stop_rules)
         self.stop_decision: StopDecision | None = None
         self._generation_records: list[IndividualRecord] = []
+        self._prefetched: dict[GenerationRequest, Batch | BaseException] = {}  # see _prefetch
         self._session_started = time.perf_counter()
         self._seconds_before = float(run_info.get("seconds", 0.0))  # earlier sessions' run time
 
@@ -179,11 +206,25 @@ class PinningRun:
         if not seeds:
             raise ValueError("at least one seed is required")
         settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)), blocks=_blocks(space))
-        for path in (*options.target_images, *options.target_masks):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"target image or mask not found: {path}")
+        check_run_input(options, generator=generator, seeds=seeds, settings=settings, runs_dir=runs_dir)
         cma_seed = options.cma_seed if options.cma_seed is not None else int(seeds[0]) % 2**32
         store = RunStore.create(runs_dir)
+        try:
+            return cls._create(store, space, generator, options, seeds, settings, cma_seed, prompt, negative_prompt)
+        except KeyboardInterrupt:
+            # Ctrl-C before execute() installs its handler: never leave a "running" run behind.
+            if (store.root / "run.json").is_file():
+                store.write_run({**store.read_run(), "status": "interrupted"})
+            else:
+                shutil.rmtree(store.root, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _create(
+        cls, store: RunStore, space: PromptSpace, generator: Generator, options: PinningOptions,
+        seeds: Sequence[int], settings: CmaSettings, cma_seed: int, prompt: str, negative_prompt: str,
+    ) -> PinningRun:
+        """The rest of `start`, once the run directory exists."""
         run_info = {
             "run_id": store.run_id,
             "version": __version__,
@@ -235,7 +276,9 @@ class PinningRun:
         start afresh from where the run stood, so the same search goes on.
         """
         store = RunStore.open(run_dir)
-        info = store.read_run()
+        info = store.read_run(required=tuple(RUN_KEYS))
+        if store.remove_temporaries():
+            log.info("removed the temporary files of writes an earlier session never finished")
         options = PinningOptions.from_json(info["options"])
         if changes:
             refused = sorted(set(changes) - set(RESUME_OPTIONS))
@@ -250,6 +293,15 @@ class PinningRun:
         if info.get("stop_criterion") in CONVERGENCE:
             info["stop_checks_from"] = int(info.get("generations_done", 0))
         checkpoint = store.read_checkpoint()
+        missing = _missing_records(store, checkpoint, settings.lambda_)
+        if missing:
+            # The checkpoint is past individuals that are gone: replay the search from its seed,
+            # reusing every record on disk and generating the missing ones, as the run first did.
+            log.warning(
+                "%d individual record(s) missing or unreadable (first: generation %d, #%d): replaying "
+                "the search from the start to redo them", len(missing), *missing[0],
+            )
+            checkpoint = None
         if checkpoint is None:
             optimizer = PinningOptimizer(settings, seed=info["cma_seed"])
         else:
@@ -300,6 +352,7 @@ class PinningRun:
         self._session_started = time.perf_counter()
         self._seconds_before = float(self.run_info.get("seconds", 0.0))
         self.stop_decision = None
+        self.store.hold_reserve()
         emit(self._event("start"))
         try:
             with _first_ctrl_c_cancels() as ctrl_c:
@@ -321,7 +374,13 @@ class PinningRun:
         except KeyboardInterrupt:
             log.warning("interrupted: the individual in progress was dropped")
             status = "interrupted"
-        except Exception as e:  # the run directory stays valid; say what broke
+        except StoreError as e:  # not the individual's fault: nothing of it is recorded, resume redoes it
+            log.error("the run directory cannot be written, stopping (resume the run once there is room): %s", e)
+            status, error = "failed", f"{type(e).__name__}: {e}"
+        except BackendFailure as e:  # the baseline itself failed: there is nothing to search from
+            log.error("the baseline batch failed: %s", e)
+            status, error = "failed", str(e)
+        except Exception as e:  # a bug: show it; the run directory stays valid
             log.exception("pinning run failed")
             status, error = "failed", f"{type(e).__name__}: {e}"
         if status == "interrupted":
@@ -334,6 +393,15 @@ class PinningRun:
         assert self.stop_decision is not None
         log.info("%s", self.stop_decision.message)
         return self._finalize(status, error, emit, reporter)
+
+    def mark_interrupted(self) -> None:
+        """Record the run as interrupted when Ctrl-C came outside `execute` (its handler not yet
+        installed): run.json must not say "running" for a run nobody runs."""
+        self.stop_decision = StopDecision(
+            "cancelled", "Stopped on request (Ctrl-C) before the run got going; resume it to go on.",
+            int(self.run_info.get("generations_done", 0)),
+        )
+        self._write_run_info("interrupted")
 
     def _prime_monitor(self) -> None:
         """Bring the stopping criteria up to where the run stands: replay the generations since the
@@ -384,6 +452,10 @@ class PinningRun:
     def _prepare_objective(self, baseline: IndividualRecord) -> None:
         """Targets: the user's images (with masks), else the baseline batch; saved in the run
         directory once and always read back from there, so a resumed run scores identically."""
+        saved = [*self.run_info["targets"], *(self.run_info.get("target_masks") or [])]
+        if saved and not all((self.store.root / name).is_file() for name in saved):
+            log.warning("the run's target images are missing: saving them again from their source")
+            self.run_info["targets"] = []
         if not self.run_info["targets"]:
             images = self.store.load_batch_images(baseline)
             masks = None
@@ -404,6 +476,7 @@ class PinningRun:
     ) -> GenerationRecord:
         started = time.perf_counter()
         population = self.optimizer.ask()
+        self._prefetch(generation, population, stop)
         records: list[IndividualRecord] = []
         for index, individual in enumerate(population):
             record = self.store.read_individual(generation, index)
@@ -465,18 +538,19 @@ class PinningRun:
             return repeat
         try:
             record, batch = self._produce(generation, index, proposed, x, rendered)
-            self._score(record, batch, x)
+            try:
+                self._score(record, batch, x)
+            except torch.cuda.OutOfMemoryError as e:  # the scoring models' GPU memory: a resource, not a bug
+                raise BackendFailure(e) from e
             return record
-        except (KeyboardInterrupt, RunStopped):
-            raise
-        except Exception as e:
+        except BackendFailure as e:
+            # Only the backend's failures are the individual's; a bug of ours or a StoreError ends the run.
             log.error("individual %d/%d failed: %s", generation, index, e, exc_info=log.isEnabledFor(logging.DEBUG))
             prompt, negative = rendered
             return IndividualRecord(
                 generation=generation, index=index, x=proposed.tolist(), x_evaluated=x.tolist(),
                 weights=_weights_json(self.space.weights(x)), prompt=prompt, negative_prompt=negative,
-                seeds=list(self.seeds), fitness=[], loss=FAILED_FITNESS, status="failed",
-                error="".join(traceback.format_exception_only(type(e), e)).strip(),
+                seeds=list(self.seeds), fitness=[], loss=FAILED_FITNESS, status="failed", error=str(e),
             )
 
     def _produce(
@@ -485,7 +559,16 @@ class PinningRun:
         """Generate and save the batch of offsets `x`, rendered as the prompt pair `rendered` (not yet scored)."""
         prompt, negative = rendered
         started = time.perf_counter()
-        batch = self.generator.generate(GenerationRequest(prompt, negative, self.seeds))
+        try:
+            request = GenerationRequest(prompt, negative, self.seeds)
+            prefetched = self._prefetched.pop(request, None)
+            if isinstance(prefetched, BaseException):
+                raise prefetched
+            batch = prefetched if prefetched is not None else self.generator.generate(request)
+        except RunStopped:  # the WebUI's Interrupt/Skip, seen by the generator
+            raise
+        except Exception as e:
+            raise BackendFailure(e) from e
         seconds = time.perf_counter() - started
         # Non-finite pixels become the black the WebUI shows; the guard judges the images as saved.
         images, nonfinite = guard.sanitize(batch.images, batch.nonfinite)
@@ -653,14 +736,19 @@ class PinningRun:
     def _finalize(
         self, status: str, error: str | None, emit: Callable[[RunEvent], None], reporter: Reporter | None
     ) -> RunResult:
-        self._write_run_info(status, error)
-        self._refresh_report(reporter, final=True)
+        try:
+            self._write_run_info(status, error)
+        except StoreError as e:  # run.json keeps the last state written; resume continues from the records
+            log.error("could not record the run's end in run.json: %s", e)
+        self.store.release_reserve()
+        report_error = self._refresh_report(reporter, final=True)
         emit(self._event("end", message=status))
         if self.best is None or self.baseline is None:
-            raise RuntimeError(
+            raise RunEndedEarly(
                 f"the run stopped before the baseline batch was generated ({status}"
                 + (f": {error}" if error else "")
-                + f"); nothing to return. Run directory: {self.store.root}"
+                + f"); nothing to return. Run directory: {self.store.root}",
+                status,
             )
         return RunResult(
             run_dir=self.store.root, status=status, best=self.best, baseline=self.baseline,
@@ -668,17 +756,30 @@ class PinningRun:
             degenerate_generations=list(self.run_info.get("degenerate_generations", [])),
             stop_criterion=self.stop_decision.criterion if self.stop_decision else "",
             stop_reason=self.stop_decision.message if self.stop_decision else "",
-            batches=self.batches, repeats=self.repeats,
+            batches=self.batches, repeats=self.repeats, report_error=report_error,
         )
 
-    def _refresh_report(self, reporter: Reporter | None, final: bool) -> None:
-        """A report that cannot be written (disk full, a plotting bug) must not cost the run."""
+    def _refresh_report(self, reporter: Reporter | None, final: bool) -> str | None:
+        """A report that cannot be written (disk full, a plotting bug) must not cost the run; returns
+        why it failed (None: written), for the result to say so. Ctrl-C during the final refresh
+        (the run's own handler is gone by then) leaves the report for `report DIR`, not a traceback."""
         if reporter is None:
-            return
+            return None
         try:
             reporter.update(self.store, final=final)
-        except Exception:
+        except KeyboardInterrupt:
+            if not final:
+                raise
+            log.warning("the final report refresh was interrupted; rebuild it with `python -m lib_pinning report %s`",
+                        self.store.root)
+            return "interrupted"
+        except OSError as e:
+            log.error("refreshing the report failed (%s); rebuild it with `python -m lib_pinning report %s`", e, self.store.root)
+            return f"{type(e).__name__}: {e}"
+        except Exception as e:
             log.exception("refreshing the report failed; the run goes on (rebuild it with `report DIR`)")
+            return f"{type(e).__name__}: {e}"
+        return None
 
     def _event(self, kind: str, generation: int = 0, record: Any = None, message: str = "") -> RunEvent:
         return RunEvent(
@@ -701,6 +802,17 @@ RESUME_OPTIONS = (
     "max_batches", "max_minutes", "generations", "stop_early", "stop_patience", "stop_stagnation",
     "stop_tolerance", "stop_tolx", "cli_log",
 )
+
+
+def _missing_records(store: RunStore, checkpoint: dict[str, Any] | None, lambda_: int) -> list[tuple[int, int]]:
+    """(generation, index) of the records a checkpointed run has passed but no longer has (a deleted
+    or unreadable folder or record): the baseline and every individual of the told generations."""
+    if checkpoint is None:
+        return []
+    done = int(checkpoint.get("optimizer", {}).get("generation", 0))
+    present = {record.key for record in store.iter_individuals()}
+    wanted = [(0, 0)] + [(g, i) for g in range(1, done + 1) for i in range(lambda_)]
+    return [key for key in wanted if key not in present]
 
 
 def _blocks(space: PromptSpace) -> tuple[int, int]:

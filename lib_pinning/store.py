@@ -18,12 +18,15 @@ interrupt never leaves a half-written file behind: a run directory is always rea
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TypeVar
@@ -38,10 +41,37 @@ CHECKPOINT_FILE = "checkpoint.json"
 INDIVIDUAL_FILE = "batch_stats.json"
 GENERATION_FILE = "generation.json"
 TARGETS_DIR = "targets"
+RESERVE_FILE = ".space-reserve"  # room held for run.json while a run is live (RunStore.hold_reserve)
+RESERVE_BYTES = 256 * 1024
+# run.json keys a resume needs, with their JSON types.
+RUN_KEYS: dict[str, type | tuple[type, ...]] = {
+    "options": dict, "space": dict, "seeds": list, "cma_seed": int, "cma": dict, "generator": dict,
+    "targets": list,
+}
+# Temporary files of the atomic writes (".<name>.<random>.tmp" / ".png"), left by a killed process.
+_TEMPORARY = re.compile(r"^\..+\.[^.]+\.(tmp|png)$")
+
+
+log = logging.getLogger(__name__)
 
 
 class RunDirectoryError(RuntimeError):
     """A directory that is not a (readable) pinning run."""
+
+
+class StoreError(OSError):
+    """Writing the run directory failed (disk full, permissions, a vanished folder). An error of
+    the run, not of the individual being saved: the run stops and `resume` redoes what was lost."""
+
+
+@contextmanager
+def _writing(what: Path | str) -> Iterator[None]:
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as e:
+        raise StoreError(e.errno, f"cannot write {what}: {e.strerror or e}") from e
 
 
 def _umask() -> int:
@@ -230,6 +260,17 @@ class GenerationRecord(_JsonRecord):
     repeats: int = 0  # individuals that repeated an already generated prompt pair (no batch generated)
 
 
+def _individual_or_none(path: Path) -> IndividualRecord | None:
+    try:
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise RunDirectoryError(f"{path} is not a record")
+        return IndividualRecord.from_json(data)
+    except (RunDirectoryError, TypeError) as e:
+        log.warning("ignoring unreadable individual record %s (%s): it will be redone", path, e)
+        return None
+
+
 _RUN_NAME = re.compile(r"^(\d{5})-")
 
 
@@ -269,13 +310,48 @@ class RunStore:
     # run.json / checkpoint.json --------------------------------------------------------------------
 
     def write_run(self, data: dict[str, Any]) -> None:
-        atomic_write_json(self.root / RUN_FILE, {"schema_version": SCHEMA_VERSION, **data})
+        """run.json, atomically; on a full disk the reserve (`hold_reserve`) is given up for it, so
+        a run that fills the disk can still record how it ended."""
+        path, content = self.root / RUN_FILE, {"schema_version": SCHEMA_VERSION, **data}
+        with _writing(path):
+            try:
+                atomic_write_json(path, content)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.release_reserve():
+                    raise
+                atomic_write_json(path, content)
 
-    def read_run(self) -> dict[str, Any]:
-        return read_json(self.root / RUN_FILE)
+    def hold_reserve(self) -> None:
+        """Set aside RESERVE_BYTES for run.json's last write (a full disk must not leave it "running");
+        best effort: without room for it the run goes on without."""
+        try:
+            (self.root / RESERVE_FILE).write_bytes(bytes(RESERVE_BYTES))
+        except OSError:
+            (self.root / RESERVE_FILE).unlink(missing_ok=True)
+
+    def release_reserve(self) -> bool:
+        """Delete the reserve; True if there was one."""
+        try:
+            (self.root / RESERVE_FILE).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def read_run(self, required: Sequence[str] = ()) -> dict[str, Any]:
+        """run.json, which must be a JSON object with the `required` keys (RUN_KEYS: what resuming
+        needs); anything else is a RunDirectoryError, not a TypeError deep inside a caller."""
+        path = self.root / RUN_FILE
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise RunDirectoryError(f"{path} is not a pinning run record (a JSON object), it holds {type(data).__name__}")
+        missing = [key for key in required if not isinstance(data.get(key), RUN_KEYS.get(key, object))]
+        if missing:
+            raise RunDirectoryError(f"{path} lacks what a run record needs: {', '.join(missing)}")
+        return data
 
     def write_checkpoint(self, data: dict[str, Any]) -> None:
-        atomic_write_json(self.root / CHECKPOINT_FILE, data)
+        with _writing(self.root / CHECKPOINT_FILE):
+            atomic_write_json(self.root / CHECKPOINT_FILE, data)
 
     def read_checkpoint(self) -> dict[str, Any] | None:
         path = self.root / CHECKPOINT_FILE
@@ -295,26 +371,28 @@ class RunStore:
     def save_batch_images(self, generation: int, index: int, images: torch.Tensor, seeds: Sequence[int]) -> list[str]:
         folder = self.individual_dir(generation, index)
         names = []
-        for i, (image, seed) in enumerate(zip(images, seeds)):
-            name = f"{i:02d}-{seed}.png"
-            save_png(folder / name, image)
-            names.append(name)
+        with _writing(folder):
+            for i, (image, seed) in enumerate(zip(images, seeds)):
+                name = f"{i:02d}-{seed}.png"
+                save_png(folder / name, image)
+                names.append(name)
         return names
 
     def link_batch_images(self, source: IndividualRecord, generation: int, index: int) -> list[str]:
         """Give individual (generation, index) the images of `source` (a repeat of it): hard links,
         which cost no disk space, or copies where the file system has none."""
         folder = self.individual_dir(generation, index)
-        folder.mkdir(parents=True, exist_ok=True)
         origin = self.individual_dir(source.generation, source.index)
-        for name in source.images:
-            target = folder / name
-            if target.exists():
-                target.unlink()
-            try:
-                os.link(origin / name, target)
-            except OSError:
-                shutil.copyfile(origin / name, target)
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in source.images:
+                target = folder / name
+                if target.exists():
+                    target.unlink()
+                try:
+                    os.link(origin / name, target)
+                except OSError:
+                    shutil.copyfile(origin / name, target)
         return list(source.images)
 
     def load_batch_images(self, record: IndividualRecord) -> torch.Tensor:
@@ -322,23 +400,40 @@ class RunStore:
         return torch.stack([load_png(folder / name) for name in record.images])
 
     def write_individual(self, record: IndividualRecord) -> None:
-        atomic_write_json(self.individual_dir(record.generation, record.index) / INDIVIDUAL_FILE, record.to_json())
+        path = self.individual_dir(record.generation, record.index) / INDIVIDUAL_FILE
+        with _writing(path):
+            atomic_write_json(path, record.to_json())
 
     def read_individual(self, generation: int, index: int) -> IndividualRecord | None:
+        """The individual's record; None when it is missing or unreadable (it is then redone)."""
         path = self.individual_dir(generation, index) / INDIVIDUAL_FILE
         if not path.is_file():
             return None
-        return IndividualRecord.from_json(read_json(path))
+        return _individual_or_none(path)
 
     def iter_individuals(self) -> Iterator[IndividualRecord]:
-        """Every complete individual, in (generation, index) order."""
+        """Every complete, readable individual, in (generation, index) order."""
         for path in sorted(self.root.glob(f"gen-*/ind-*/{INDIVIDUAL_FILE}")):
-            yield IndividualRecord.from_json(read_json(path))
+            record = _individual_or_none(path)
+            if record is not None:
+                yield record
+
+    def remove_temporaries(self) -> int:
+        """Delete the temporary files of writes a killed process never finished; returns how many.
+        Only for a run no process is writing (resume), since a live write's file looks the same."""
+        removed = 0
+        for path in self.root.rglob(".*"):
+            if path.is_file() and _TEMPORARY.match(path.name):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     # generations ---------------------------------------------------------------------------------
 
     def write_generation(self, record: GenerationRecord) -> None:
-        atomic_write_json(self.generation_dir(record.generation) / GENERATION_FILE, record.to_json())
+        path = self.generation_dir(record.generation) / GENERATION_FILE
+        with _writing(path):
+            atomic_write_json(path, record.to_json())
 
     def iter_generations(self) -> Iterator[GenerationRecord]:
         for path in sorted(self.root.glob(f"gen-*/{GENERATION_FILE}")):
@@ -348,10 +443,11 @@ class RunStore:
 
     def save_targets(self, images: torch.Tensor) -> list[str]:
         names = []
-        for i, image in enumerate(images):
-            name = f"{TARGETS_DIR}/target-{i:02d}.png"
-            save_png(self.root / name, image)
-            names.append(name)
+        with _writing(self.root / TARGETS_DIR):
+            for i, image in enumerate(images):
+                name = f"{TARGETS_DIR}/target-{i:02d}.png"
+                save_png(self.root / name, image)
+                names.append(name)
         return names
 
     def load_targets(self, names: Sequence[str]) -> torch.Tensor:
@@ -360,10 +456,11 @@ class RunStore:
     def save_masks(self, masks: torch.Tensor) -> list[str]:
         """Masks [T, H, W] in [0, 1] as greyscale PNGs beside the targets."""
         names = []
-        for i, mask in enumerate(masks):
-            name = f"{TARGETS_DIR}/mask-{i:02d}.png"
-            save_png(self.root / name, mask.expand(3, -1, -1))
-            names.append(name)
+        with _writing(self.root / TARGETS_DIR):
+            for i, mask in enumerate(masks):
+                name = f"{TARGETS_DIR}/mask-{i:02d}.png"
+                save_png(self.root / name, mask.expand(3, -1, -1))
+                names.append(name)
         return names
 
     def load_masks(self, names: Sequence[str]) -> torch.Tensor:

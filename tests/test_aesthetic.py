@@ -247,3 +247,11 @@ def test_objective_refuses_another_clip() -> None:
 def test_natural_scale() -> None:
     assert AESTHETIC_SCALE.normalise(-10.0) == 0.0 and AESTHETIC_SCALE.normalise(-1.0) == 1.0
     assert AESTHETIC_SCALE.normalise(-5.5) == pytest.approx(0.5)
+
+
+def test_a_non_safetensors_file_named_safetensors_is_a_weights_error(tmp_path) -> None:
+    """Not safetensors' raw SafetensorError: a WeightsError that says what to do (issue 11)."""
+    fake = tmp_path / "head.safetensors"
+    fake.write_bytes(b"this is not a safetensors file")
+    with pytest.raises(WeightsError, match="head.safetensors is not a readable safetensors file .*delete it"):
+        load_tensors(fake)

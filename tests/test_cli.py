@@ -57,6 +57,8 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 
 
 def test_every_option_has_a_flag():
+    """Every option but the ones the toy cannot serve (the aesthetic score) has a demo flag."""
+    from lib_pinning.cli import TOY_UNSUPPORTED
     from lib_pinning.generator import DemoPrompt, ToySettings
     from lib_pinning.options import PinningOptions
 
@@ -64,4 +66,126 @@ def test_every_option_has_a_flag():
     flags = {opt for action in demo._actions for opt in action.option_strings}
     for model in (PinningOptions, ToySettings, DemoPrompt):
         for spec in model.specs():
-            assert "--" + spec.key.replace("_", "-") in flags
+            flag = "--" + spec.key.replace("_", "-")
+            assert (flag in flags) == (spec.key not in TOY_UNSUPPORTED), flag
+
+
+# ---- bad input: exit 2, one line naming the input and the fix, no run folder (issue 11) ------------
+
+FAST = ["--batch-size", "2", "--steps", "2", "--generations", "1", "--cma-lambda", "2", "--granularity", "phrase"]
+
+
+def refused(tmp_path: Path, capsys, *args: str, runs: Path | None = None) -> str:
+    """Run the demo with `args`; assert exit 2, one stderr line and no run folder; return the line."""
+    runs = runs if runs is not None else tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--runs-dir", str(runs), *FAST, *args])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ")
+    assert not runs.is_dir() or not any(runs.iterdir())
+    return lines[0]
+
+
+@pytest.fixture
+def files(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(folder / "good.png")
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image")
+    good = (folder / "good.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "dir.png").mkdir()
+    Image.new("RGB", (1, 1)).save(folder / "tiny.png")
+    Image.new("L", (64, 64), 0).save(folder / "black.png")
+    Image.new("L", (64, 64), 255).save(folder / "white.png")
+    Image.new("L", (32, 32), 255).save(folder / "small-mask.png")
+    return folder
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("zero.png", "zero.png is an empty file"),
+    ("text.png", "text.png is not an image file"),
+    ("truncated.png", "truncated.png is damaged or truncated"),
+    ("dir.png", "dir.png is a folder, not an image file"),
+    ("tiny.png", "tiny.png is 1x1 (width x height) but the images are 64x64"),
+    ("missing.png", "missing.png does not exist"),
+])
+def test_unusable_target_images(tmp_path, capsys, files, name, expected):
+    assert expected in refused(tmp_path, capsys, "--target-images", str(files / name))
+
+
+@pytest.mark.parametrize("masks, extra, expected", [
+    (["black.png"], ["--flip-loss", "target_distance"], "black.png is entirely black"),
+    (["small-mask.png"], ["--flip-loss", "target_distance"], "small-mask.png is 32x32"),
+    (["white.png", "white.png"], ["--flip-loss", "target_distance"], "2 mask(s) for 1 target image(s)"),
+    (["white.png"], ["--flip-loss", "variety"], "set Image loss (flip_loss) to 'target_distance'"),
+])
+def test_unusable_masks(tmp_path, capsys, files, masks, extra, expected):
+    line = refused(
+        tmp_path, capsys, "--target-images", str(files / "good.png"), "--target-masks", *[str(files / m) for m in masks],
+        *extra,
+    )
+    assert expected in line
+
+
+def test_masks_without_targets(tmp_path, capsys, files):
+    line = refused(tmp_path, capsys, "--target-masks", str(files / "white.png"), "--flip-loss", "target_distance")
+    assert "but no target images" in line
+
+
+def test_loss_that_needs_two_images(tmp_path, capsys):
+    line = refused(tmp_path, capsys, "--flip-loss", "variety", "--batch-size", "1")
+    assert "'variety'" in line and "batch size to 2 or more" in line
+
+
+def test_negative_tags_only(tmp_path, capsys):
+    line = refused(tmp_path, capsys, "--tags", "(red:-2)", "--flip-weight", "0")
+    assert "'red' (-2)" in line and "weight of 0 or less" in line
+
+
+def test_the_demo_does_not_offer_the_aesthetic_score(tmp_path, capsys):
+    help_text = build_parser()._subparsers._group_actions[0].choices["demo"].format_help()
+    assert "--aesthetic-weight" not in help_text and "[any value" not in help_text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--runs-dir", str(tmp_path / "runs"), "--aesthetic-weight", "1"])
+    assert exit_info.value.code == 2 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--cma-ccov1", "1", "--cma-ccovmu", "1"], "ccov1 (cma_ccov1): ccov1 1 + ccovmu 1 keep 0 of the covariance"),
+    (["--cma-ccov1", "1"], "ccovmu 0"),
+    (["--cma-damps", "1e-9"], "damps (cma_damps): damps 1e-09 is below cs"),
+])
+def test_cma_parameters_that_break_together(tmp_path, capsys, args, expected):
+    assert expected in refused(tmp_path, capsys, *args)
+
+
+def test_runs_dir_that_is_a_file(tmp_path, capsys, files):
+    line = refused(tmp_path, capsys, runs=files / "good.png")
+    assert "is a file, not a folder" in line
+    line = refused(tmp_path, capsys, runs=files / "good.png" / "sub")
+    assert "good.png is a file, not a folder" in line
+
+
+def test_runs_dir_that_is_not_writable(tmp_path, capsys, monkeypatch):
+    """os.access stands in for a read-only folder: the tests may run as root, whom chmod does not stop."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real(p, mode, **kw))
+    assert "is not writable: choose a folder you can write to" in refused(tmp_path, capsys, runs=locked)
+    line = refused(tmp_path, capsys, runs=locked / "new")
+    assert "cannot be created" in line and not (locked / "new").exists()
+
+
+def test_boolean_values_are_explained(tmp_path, capsys):
+    line = refused(tmp_path, capsys, "--guard", "maybe")
+    assert "'maybe' is not true or false" in line

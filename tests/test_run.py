@@ -191,7 +191,7 @@ def test_user_targets_and_bad_input(tmp_path):
     pairs = json.loads((result.run_dir / "gen-000/ind-000/batch_stats.json").read_text())["objectives"]
     assert all(a == 0 for a, b in pairs["flip_target_distance"]["pairs"])
 
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises((FileNotFoundError, ValueError), match="missing.png"):  # preflight: a TargetError
         start(tmp_path / "runs", target_images=(str(tmp_path / "missing.png"),))
     with pytest.raises(ValueError, match="weight"):
         PinningRun.start(

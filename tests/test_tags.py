@@ -9,7 +9,8 @@ import torch
 
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator
 from lib_pinning.objectives.base import Objective
-from lib_pinning.objectives.tags import Tag, TagObjective, parse_tags
+from lib_pinning.objectives.tags import Tag, TagError, TagObjective, check_tags, parse_tags
+from lib_pinning.options import PinningInputError
 from lib_pinning.toy import PROTOTYPES, ToyClip, ToyConfig, ToyModel, to_images
 from tests.clip_env import ensure_open_clip, tiny_model_name
 
@@ -52,8 +53,18 @@ def test_mixed_weights_in_one_tag_are_averaged_by_characters() -> None:
 
 
 def test_needs_a_tag() -> None:
-    with pytest.raises(ValueError, match="at least one tag"):
+    with pytest.raises(TagError, match="no tag given"):
         TagObjective(ToyClip(), " , ")
+
+
+def test_only_negative_weights_say_so_and_name_the_whole_tag() -> None:
+    """'(red:-2)' is a tag the parser drops for its weight, not a missing tag (issue 11)."""
+    with pytest.raises(TagError) as caught:
+        check_tags("(red:-2)", "")
+    message = str(caught.value)
+    assert "'red' (-2)" in message and "weight of 0 or less" in message and "Pin away from tags" in message
+    assert "\n" not in message and isinstance(caught.value, PinningInputError)
+    check_tags("(red:-2), circle", "")  # one usable tag is enough
 
 
 # ---- scoring on the toy CLIP (exact cosines) ------------------------------------------------------

@@ -96,14 +96,14 @@ def test_mask_size_mismatch(tmp_path) -> None:
 def test_unreadable_and_missing_files(tmp_path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    with pytest.raises(TargetError, match="cannot read target image .*broken.png"):
+    with pytest.raises(TargetError, match="target image .*broken.png is not an image file"):
         load_targets([broken])
     with pytest.raises(TargetError, match="missing.png does not exist"):
         load_targets([tmp_path / "missing.png"])
     a, _ = rgb_file(tmp_path / "a.png", 8, 8, 0)
-    with pytest.raises(TargetError, match="cannot read target mask .*broken.png"):
+    with pytest.raises(TargetError, match="target mask .*broken.png is not an image file"):
         load_targets([a], [broken])
-    with pytest.raises(TargetError, match="is not a file"):
+    with pytest.raises(TargetError, match="is a folder, not an image file"):
         load_targets([tmp_path])
 
 
@@ -187,3 +187,91 @@ def test_batch_of_another_size_is_refused() -> None:
         objective.score_images(smooth(1, 32, 64, seed=1))
     with pytest.raises(ValueError, match="masks must be"):
         MaskedTargetObjective(smooth(1, H, W, seed=0), torch.ones(1, H, W - 1))
+
+
+# ---- every PIL mode read at its own scale (issue 11) ------------------------------------------------
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path) -> None:
+    """convert("RGB") clips I;16 at 255, which read a mid-grey 16-bit PNG as white."""
+    from PIL import Image
+
+    levels = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    path = tmp_path / "g16.png"
+    Image.fromarray(levels).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    images, _ = load_targets([path])
+    expected = torch.from_numpy(levels / 65535.0).float()
+    torch.testing.assert_close(images[0, 0], expected)
+    torch.testing.assert_close(images[0, 2], expected)
+    assert float(images.mean()) * 255 == pytest.approx(levels.mean() / 257, abs=0.01)
+    _, masks = load_targets([path], [path])
+    torch.testing.assert_close(masks[0], expected)
+
+
+def test_32_bit_integer_and_float_images(tmp_path) -> None:
+    from PIL import Image
+
+    ints = np.full((8, 8), 32768, dtype=np.int32)
+    Image.fromarray(ints, mode="I").save(tmp_path / "i.tif")
+    floats = np.full((8, 8), 51.0, dtype=np.float32)  # Pillow's "F" convention: the 0..255 scale
+    Image.fromarray(floats, mode="F").save(tmp_path / "f.tif")
+    (i_image, f_image), _ = load_targets([tmp_path / "i.tif", tmp_path / "f.tif"])
+    torch.testing.assert_close(i_image, torch.full((3, 8, 8), 32768 / 65535))
+    torch.testing.assert_close(f_image, torch.full((3, 8, 8), 0.2))
+
+
+def test_alpha_palette_and_cmyk_images(tmp_path) -> None:
+    from PIL import Image
+
+    Image.new("LA", (4, 4), (100, 0)).save(tmp_path / "la.png")
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([200, 10, 20, 0, 0, 0, 5, 5, 5] + [0, 0, 0] * 253)
+    palette.save(tmp_path / "p.png", transparency=b"\x00\x80\xff")  # per-entry alpha (tRNS bytes)
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=100)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Palette images with Transparency" warning either
+        (la, p, cmyk), _ = load_targets([tmp_path / "la.png", tmp_path / "p.png", tmp_path / "cmyk.jpg"])
+    torch.testing.assert_close(la, torch.full((3, 4, 4), 100 / 255))  # alpha dropped, grey kept
+    assert p[:, 0, 0].mul(255).round().tolist() == [200.0, 10.0, 20.0]
+    assert float(cmyk[0].mean()) > 0.9 and float(cmyk[1].mean()) < 0.1 and float(cmyk[2].mean()) < 0.1
+
+
+def test_animated_image_uses_its_first_frame_with_a_warning(tmp_path, caplog) -> None:
+    from PIL import Image
+
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING", logger="lib_pinning.objectives.targets"):
+        images, _ = load_targets([tmp_path / "anim.gif"])
+    assert float(images[0, 0].mean()) > 0.9 and float(images[0, 2].mean()) < 0.1
+    assert "has 2 frames; its first frame is used" in caplog.text
+
+
+def test_size_is_refused_from_the_header_before_decoding(tmp_path) -> None:
+    """An 8000x8000 file is refused for its size, not decoded first (it holds little beyond its header)."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 8000, 8000, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(header)) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    path = tmp_path / "huge.png"
+    idat = zlib.compress(b"\0" * 1000)  # the start of the pixel data, then the file ends
+    data = struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + data)
+    with pytest.raises(TargetError, match="huge.png is 8000x8000 .* but the images are 64x64"):
+        load_targets([path], size=(64, 64))
+
+
+def test_truncated_file_is_refused_even_where_truncated_images_are_allowed(tmp_path, monkeypatch) -> None:
+    from PIL import ImageFile
+
+    good, _ = rgb_file(tmp_path / "good.png", 32, 32, 0)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # the WebUI sets it
+    with pytest.raises(TargetError, match="cut.png is damaged or truncated"):
+        load_targets([cut])

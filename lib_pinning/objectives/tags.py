@@ -24,6 +24,7 @@ import torch
 
 from lib_pinning.objectives.base import Evaluation
 from lib_pinning.objectives.scale import NaturalScale
+from lib_pinning.options import PinningInputError
 from lib_pinning.prompt import parse_prompt_attention
 
 if TYPE_CHECKING:
@@ -64,15 +65,27 @@ def parse_tags(text: str) -> list[tuple[str, float]]:
     a negative tag).
     """
     tags: dict[str, float] = {}
+    for words, weight in _weighted_tags(text):
+        if weight > 0:
+            tags[words] = tags.get(words, 0.0) + weight
+    return list(tags.items())
+
+
+def dropped_tags(text: str) -> list[tuple[str, float]]:
+    """The tags of `text` that `parse_tags` drops for a weight <= 0, as (text, weight)."""
+    return [(words, weight) for words, weight in _weighted_tags(text) if weight <= 0]
+
+
+def _weighted_tags(text: str) -> list[tuple[str, float]]:
+    """Every tag of `text` with its character-weighted mean weight, in order, repeats kept."""
+    out: list[tuple[str, float]] = []
     pieces: list[tuple[str, float]] = []
 
     def finish() -> None:
         words = _SPACE.sub(" ", "".join(p for p, _ in pieces)).strip()
         chars = sum(len(p.strip()) for p, _ in pieces)
         if words and chars:
-            weight = sum(len(p.strip()) * w for p, w in pieces) / chars
-            if weight > 0:
-                tags[words] = tags.get(words, 0.0) + weight
+            out.append((words, sum(len(p.strip()) * w for p, w in pieces) / chars))
         pieces.clear()
 
     for piece, weight in parse_prompt_attention(text):
@@ -86,7 +99,29 @@ def parse_tags(text: str) -> list[tuple[str, float]]:
             if part:
                 pieces.append((part, float(weight)))
     finish()
-    return list(tags.items())
+    return out
+
+
+class TagError(PinningInputError):
+    """Tags that leave the tag objective nothing to score; the message says what to write instead."""
+
+
+def check_tags(positive: str, negative: str) -> None:
+    """Raise TagError unless the tags and negative tags hold at least one tag of weight above 0."""
+    if parse_tags(positive) or parse_tags(negative):
+        return
+    dropped = dropped_tags(positive) + dropped_tags(negative)
+    if dropped:
+        listed = ", ".join(f"{words!r} ({weight:g})" for words, weight in dropped)
+        raise TagError(
+            f"Pin to tags: every tag has a weight of 0 or less ({listed}), and such tags are dropped "
+            "(a weight cannot mean 'less of this'): give them a positive weight, e.g. 'red' or "
+            "'(red:1.2)', and put what the images should not show in Pin away from tags"
+        )
+    raise TagError(
+        "Pin to tags: no tag given (the tags and negative tags are empty or only commas): write "
+        "comma-separated tags, e.g. 'red, (circle:1.2)', or set the tag weight to 0"
+    )
 
 
 class TagObjective:
@@ -100,9 +135,8 @@ class TagObjective:
     name = "tags"
 
     def __init__(self, encoder: TextImageEncoder, positive: str = "", negative: str = "") -> None:
+        check_tags(positive, negative)
         tags = [Tag(t, w) for t, w in parse_tags(positive)] + [Tag(t, w, True) for t, w in parse_tags(negative)]
-        if not tags:
-            raise ValueError("pin to tags needs at least one tag (comma-separated, e.g. 'red, (circle:1.2)')")
         self.encoder = encoder
         self.tags = tuple(tags)
         emb = encoder.encode_text([t.text for t in tags])

@@ -13,6 +13,7 @@ actionable: resize or crop the file, or change the run's size.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,48 +32,126 @@ from lib_pinning.objectives.flip import (
 )
 from lib_pinning.objectives.pinning import mean_and_std
 from lib_pinning.objectives.scale import FLIP_SCALE, NaturalScale
-from lib_pinning.store import pil_to_tensor
+from lib_pinning.options import PinningInputError
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from lib_pinning.generator import Batch
 
-class TargetError(ValueError):
-    """A target image or mask that cannot be used; the message names the file."""
+
+log = logging.getLogger(__name__)
+
+# PIL modes whose pixels are 16-bit grey levels: convert("RGB") clips them at 255 (all white), so
+# they are scaled here. "I" is how Pillow opens 16-bit greyscale PNGs in some versions and
+# 32-bit integer TIFFs; both are read on the 16-bit scale, values beyond it clipped.
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Pillow's own convention for "F" (32-bit float) images is the 0..255 scale (convert("L") keeps the values).
+_FLOAT_SCALE = 255.0
+
+
+class TargetError(PinningInputError):
+    """A target image or mask that cannot be used; the message names the file and the fix."""
 
 
 def _size_text(hw: tuple[int, int]) -> str:
     return f"{hw[1]}x{hw[0]} (width x height)"
 
 
-def _open(path: Path, what: str):
+def _open(path: Path, what: str, size: tuple[int, int] | None = None, role: str = "") -> Image.Image:
+    """The decoded image at `path` (its first frame); with `size` (height, width), a file of another
+    size is refused from its header, before its pixels are decoded (an 8000x8000 file costs nothing
+    to refuse)."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
-        raise TargetError(f"{what} {path} does not exist")
+        raise TargetError(f"{what} {path} does not exist: check the path")
+    if path.is_dir():
+        raise TargetError(f"{what} {path} is a folder, not an image file: give the image files themselves")
     if not path.is_file():
-        raise TargetError(f"{what} {path} is not a file")
+        raise TargetError(f"{what} {path} is not a regular file: give a PNG, JPEG or WebP image file")
+    if path.stat().st_size == 0:
+        raise TargetError(f"{what} {path} is an empty file (0 bytes): give a PNG, JPEG or WebP image file")
     try:
+        with Image.open(path) as probe:
+            hw = (probe.height, probe.width)
+            if size is not None and hw != tuple(size):
+                raise TargetError(
+                    f"{what} {path} is {_size_text(hw)} but {role or 'the images'} {'is' if role else 'are'} "
+                    f"{_size_text(tuple(size))}: resize or crop it to that size (it is not resized for you, "
+                    "as that would distort it), or generate at its size"
+                )
+            # verify() reads the whole file and checks its structure (a truncated PNG fails here
+            # even where the WebUI set ImageFile.LOAD_TRUNCATED_IMAGES); then it must be reopened.
+            probe.verify()
         image = Image.open(path)
+        if getattr(image, "n_frames", 1) > 1:
+            log.warning("%s %s has %d frames; its first frame is used", what, path, image.n_frames)
+            image.seek(0)
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise TargetError(f"cannot read {what} {path}: {exc}") from exc
+    except TargetError:
+        raise
+    except UnidentifiedImageError:
+        raise TargetError(
+            f"{what} {path} is not an image file PIL can read: give a PNG, JPEG or WebP image"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        # PIL reports a broken file (truncated, bad checksums) as OSError or SyntaxError.
+        raise TargetError(f"{what} {path} is damaged or truncated ({exc}): save the image again") from exc
     return image
 
 
-def load_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """float32 [3, H, W] in [0, 1] from any image file PIL reads (alpha is dropped)."""
-    return pil_to_tensor(_open(Path(path), "target image"))
+def _high_bit_grey(image: Image.Image) -> np.ndarray | None:
+    """float32 [H, W] in [0, 1] for 16-bit, 32-bit integer and float images; None for other modes."""
+    if image.mode in _SIXTEEN_BIT:
+        array = np.asarray(image, dtype=np.float64) / 65535.0
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64) / _FLOAT_SCALE
+    else:
+        return None
+    return np.clip(np.nan_to_num(array), 0.0, 1.0).astype(np.float32)
 
 
-def load_mask(path: str | os.PathLike[str]) -> torch.Tensor:
+def _flatten_palette(image: Image.Image) -> Image.Image:
+    """Palette images through RGBA: their transparency is then an alpha channel that is dropped,
+    rather than a palette entry PIL warns about when converting straight to RGB."""
+    return image.convert("RGBA") if image.mode in ("P", "PA") else image
+
+
+def image_to_rgb(image: Image.Image) -> np.ndarray:
+    """float32 [H, W, 3] in [0, 1] from an image of any PIL mode (alpha dropped, grey expanded)."""
+    grey = _high_bit_grey(image)
+    if grey is not None:
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(_flatten_palette(image).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def image_to_grey(image: Image.Image) -> np.ndarray:
+    """float32 [H, W] in [0, 1] grey levels of an image of any PIL mode (PIL's "L" luminance)."""
+    grey = _high_bit_grey(image)
+    if grey is not None:
+        return grey
+    return np.asarray(_flatten_palette(image).convert("L"), dtype=np.float32) / 255.0
+
+
+def load_image(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> torch.Tensor:
+    """float32 [3, H, W] in [0, 1] from any image file PIL reads (alpha is dropped); `size`
+    (height, width) refuses a file of another size."""
+    with _open(Path(path), "target image", size) as image:
+        return torch.from_numpy(image_to_rgb(image)).permute(2, 0, 1).contiguous()
+
+
+def load_mask(
+    path: str | os.PathLike[str], size: tuple[int, int] | None = None, target: str | os.PathLike[str] = ""
+) -> torch.Tensor:
     """float32 [H, W] weights in [0, 1]: the file's grey level (white = 1 = counts).
 
     Colour images are converted to greyscale (PIL's "L"); an alpha channel is ignored, so paint
     masks in black and white rather than in transparency.
     """
-    image = _open(Path(path), "target mask").convert("L")
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return torch.from_numpy(array.copy())
+    role = f"its target {target}" if target else ""
+    with _open(Path(path), "target mask", size, role) as image:
+        return torch.from_numpy(image_to_grey(image).copy())
 
 
 def load_targets(
@@ -98,16 +177,9 @@ def load_targets(
         )
     images = []
     for path in paths:
-        image = load_image(path)
-        hw = (int(image.shape[1]), int(image.shape[2]))
+        image = load_image(path, size)
         if size is None:
-            size = hw
-        if hw != tuple(size):
-            raise TargetError(
-                f"target image {path} is {_size_text(hw)} but the images are {_size_text(tuple(size))}: "
-                "resize or crop the target to that size (it is not resized for you, as that would "
-                "distort it), or generate at the target's size"
-            )
+            size = (int(image.shape[1]), int(image.shape[2]))
         images.append(image)
     stacked = torch.stack(images)
     if not any(m for m in mask_paths):
@@ -117,15 +189,12 @@ def load_targets(
         if not mask_path:
             masks.append(torch.ones(stacked.shape[2:], dtype=torch.float32))
             continue
-        mask = load_mask(mask_path)
-        hw = (int(mask.shape[0]), int(mask.shape[1]))
-        if hw != tuple(stacked.shape[2:]):
-            raise TargetError(
-                f"mask {mask_path} is {_size_text(hw)} but its target {path} is "
-                f"{_size_text(tuple(stacked.shape[2:]))}: masks must match their target's size"
-            )
+        mask = load_mask(mask_path, tuple(stacked.shape[2:]), target=path)
         if float(mask.max()) <= 0.0:
-            raise TargetError(f"mask {mask_path} is entirely black: nothing of target {path} would count")
+            raise TargetError(
+                f"target mask {mask_path} is entirely black: nothing of target {path} would count; paint "
+                "white where the target matters (an all-white mask counts everywhere)"
+            )
         masks.append(mask)
     return stacked, torch.stack(masks)
 

@@ -338,9 +338,16 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as exc:
+            raise WeightsError(
+                f"{path} is not a readable safetensors file ({exc}): delete it (it is downloaded or "
+                "converted again) or replace it with the published file"
+            ) from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

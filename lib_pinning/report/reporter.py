@@ -36,11 +36,13 @@ seconds per batch) the share then covers a generation's artifacts many times ove
 update draws everything new, the first update's backlog included. budget=None turns the limit off.
 
 A failure to draw one artifact is logged and skipped (the page shows what exists): the report must
-never stop a run.
+never stop a run. Its item stays pending and is queued again by the next update (a full disk that
+has room again, a transient error), the final one included; within one update it is not retried.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import time
@@ -122,13 +124,29 @@ class Reporter:
         self._run_plots_drawn: tuple[int, int] | None = None  # (generations, individuals) drawn
         self._clock_start: float | None = None  # the first update's start
         self._costs: dict[str, float] = {}  # kind of work -> estimated seconds of its next item
+        self.failures = 0  # artifacts whose drawing raised (each is retried by the next update)
+        self._disk_full = False  # this update met a full disk: it draws nothing more
+        self._retry_individuals: dict[tuple[int, int], _IndividualJob] = {}
+        self._retry_generations: dict[int, GenerationState] = {}
+        self._retry_run_plots = False
         self.spent = 0.0
         self.skipped = 0
 
     @property
     def pending(self) -> int:
-        """Items whose artifacts wait for a later update (individuals, generations, the run plots)."""
-        return len(self._individual_jobs) + len(self._generation_jobs) + int(self._run_plots_due)
+        """Items whose artifacts wait for a later update (individuals, generations, the run plots),
+        those whose drawing failed included."""
+        return (
+            len(self._individual_jobs) + len(self._generation_jobs) + int(self._run_plots_due or self._retry_run_plots)
+            + len(self._retry_individuals) + len(self._retry_generations)
+        )
+
+    def _requeue_failed(self) -> None:
+        """Queue the items whose drawing failed in an earlier update again, in front of the rest."""
+        self._individual_jobs = {**self._retry_individuals, **self._individual_jobs}
+        self._generation_jobs = {**self._retry_generations, **self._generation_jobs}
+        self._run_plots_due = self._run_plots_due or self._retry_run_plots
+        self._retry_individuals, self._retry_generations, self._retry_run_plots = {}, {}, False
 
     def update(self, store: RunStore, final: bool = False) -> None:
         """Read what is new in the run directory, draw what is missing, rewrite index.html.
@@ -158,6 +176,8 @@ class Reporter:
         # A final update, or no budget: draw everything outstanding.
         deadline = None if final or allowance is None else started + allowance
         self._read()
+        self._requeue_failed()
+        self._disk_full = False
         drawn = self._draw_outstanding(deadline, final)
         self._best_gif()
         if final:
@@ -252,7 +272,7 @@ class Reporter:
             """A kind not drawn yet is assumed to cost as much as the dearest estimate so far."""
             return self._costs.get(kind, max(self._costs.values(), default=0.0))
 
-        while (item := next_item()) is not None:
+        while (item := next_item()) is not None and not self._disk_full:  # a full disk: the rest waits
             kind, job = item
             if deadline is not None and time.perf_counter() + estimate(kind) > deadline:
                 break
@@ -286,6 +306,7 @@ class Reporter:
         folder = self._store.individual_dir(entry.generation, entry.index)
         source = folder / INDIVIDUAL_FILE
         title = f"generation {entry.generation} · individual {entry.index} · loss {entry.loss:.5g}"
+        failures = self.failures
         entry.loss_plot = self._draw(
             folder / layout.INDIVIDUAL_LOSS_PLOT,
             lambda: self._plots.individual.render(job.values, title, job.what),
@@ -294,7 +315,10 @@ class Reporter:
         entry.gif = self._draw(
             folder / layout.INDIVIDUAL_GIF, lambda: media.batch_gif([folder / n for n in entry.images]), source
         )
-        entry.pending = False
+        if self.failures > failures:
+            self._retry_individuals[entry.key] = job
+        else:
+            entry.pending = False
         assert self._page is not None
         entry.row = self._page.row_json(entry)
 
@@ -305,6 +329,7 @@ class Reporter:
         folder = store.generation_dir(state.number)
         source = folder / GENERATION_FILE if state.number > 0 else store.individual_dir(0, 0) / INDIVIDUAL_FILE
         best = state.best()
+        failures = self.failures
         if best is not None and best.images:
             caption = (
                 "baseline: the prompt as written"
@@ -327,6 +352,9 @@ class Reporter:
             lambda: self._plots.generation.render(pairs, [e.loss for e in ok], title),
             source,
         )
+        if self.failures > failures:
+            self._retry_generations[state.number] = state
+            return
         state.pair_values.clear()  # only this plot needed them
         state.pending = False
 
@@ -349,6 +377,7 @@ class Reporter:
         f_stats = [g.fitness_stats() for g in states]
         cma = cache.run.get("cma")
         total = _total_evaluations(cma)
+        failures = self.failures
         self._redraw(
             root / layout.CMA_PLOT,
             lambda: self._plots.cma.render(records, f"CMA-ES · {run_id}", f_stats, evaluations_total=total),
@@ -370,6 +399,9 @@ class Reporter:
                 ),
             )
         self._run_plots_due = False
+        if self.failures > failures:
+            self._retry_run_plots = True
+            return
         self._run_plots_drawn = self._run_plot_signature()
 
     def _redraw(self, path: Path, produce: Callable[[], bytes | None]) -> bool:
@@ -379,8 +411,14 @@ class Reporter:
             data = produce()
             if data is not None:
                 atomic_write_bytes(path, data)
+        except OSError as e:  # disk full, permissions: one line, the item is retried later
+            log.error("report: writing %s failed: %s", path, e)
+            self.failures += 1
+            self._disk_full = self._disk_full or e.errno in (errno.ENOSPC, errno.EDQUOT)
+            return False
         except Exception:  # one broken artifact must not take the report (or the run) down
             log.exception("report: drawing %s failed", path)
+            self.failures += 1
             return False
         finally:
             self.seconds[path.name] += time.perf_counter() - started
@@ -400,8 +438,8 @@ class Reporter:
         started = time.perf_counter()
         try:
             atomic_write_bytes(target, source.read_bytes())
-        except OSError:
-            log.exception("report: copying %s failed", source)
+        except OSError as e:
+            log.error("report: copying %s failed: %s", source, e)
             return
         finally:
             self.seconds[layout.BEST_GIF] += time.perf_counter() - started
@@ -448,6 +486,7 @@ def rebuild(run_dir: Path) -> Path:
     """Rebuild a run's report from its files (a live, interrupted, crashed or finished run); returns
     the path of index.html. Artifacts that exist are kept; the whole-run ones are rewritten."""
     store = RunStore.open(Path(run_dir))
+    store.read_run()  # a run.json of the wrong shape is a RunDirectoryError, not a traceback
     Reporter().update(store, final=True)
     return store.root / layout.INDEX_HTML
 

@@ -100,6 +100,7 @@ def build_processed(
     best, baseline = result.best, result.baseline
     comments = [*comments[:1], *stop_lines(result), *comments[1:]]
     comments = [*comments[:1], *guard_lines(result), *comments[1:]]
+    comments = [*comments[:1], *report_lines(result), *comments[1:]]
     seeds = [int(s) for s in best.seeds]
     status = None if result.status == "finished" else result.status
     entries: list[tuple[IndividualRecord, dict[str, Any]]] = [
@@ -160,6 +161,17 @@ def stop_lines(result: RunResult) -> list[str]:
         lines.append(f"{result.batches} batches generated; {result.repeats} individual(s) repeated an "
                      "already generated prompt and reused its batch.")
     return lines
+
+
+def report_lines(result: RunResult) -> list[str]:
+    """Why the report is missing or incomplete, when its final refresh failed: without this line
+    the result would just lack the report link."""
+    if not result.report_error:
+        return []
+    return [
+        f"The run's report could not be written ({result.report_error}); the run itself is complete. "
+        f"Rebuild the report with: python -m lib_pinning report \"{result.run_dir}\""
+    ]
 
 
 def guard_lines(result: RunResult) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lib_pinning.options import OptionError, PinningOptions
+from lib_pinning.options import OptionError, PinningInputError, PinningOptions
 from lib_pinning.run import PinningRun, RunResult, derive_seeds
 from lib_pinning.webui import TITLE, api, settings, ui
 from lib_pinning.webui.generator import WebUIGenerator, jobs_per_individual, model_tokenizer, steps_per_individual
@@ -23,10 +23,6 @@ from lib_pinning.webui.progress import WebUIProgress
 from lib_pinning.webui.result import REPORT_PREFIX, build_processed, empty_processed, write_params_txt
 
 log = logging.getLogger(__name__)
-
-
-class PinningInputError(ValueError):
-    """A script argument the run cannot use; the WebUI shows the message (it names the option)."""
 
 
 # ui ---------------------------------------------------------------------------------------------
@@ -67,10 +63,10 @@ def parse_args(args: Sequence[Any]) -> PinningOptions:
                 f"{{\"option\": value}} naming only the options to change"
             )
         return PinningOptions.from_positional(list(args[:len(specs)]))
-    except PinningInputError:
-        raise
     except OptionError as e:
         raise PinningInputError(f"{TITLE}: {e}") from e
+    except PinningInputError:
+        raise
     except (TypeError, ValueError) as e:
         raise PinningInputError(f"{TITLE}: {e}") from e
 
