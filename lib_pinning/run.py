@@ -505,6 +505,35 @@ class PinningRun:
         emit(self._event("generation", generation=generation, record=summary))
         return summary
 
+    def _prefetch(self, generation: int, population: Sequence[np.ndarray], stop: Callable[[], bool]) -> None:
+        """A generator with `generate_many(requests, cancel)` (lib_pinning.remote: several servers)
+        gets the batches the generation needs at once, to make them in parallel; `_produce` takes
+        them from here in proposal order, so the records are those the one-by-one loop writes."""
+        self._prefetched = {}
+        many = getattr(self.generator, "generate_many", None)
+        if many is None or stop():
+            return
+        requests: list[GenerationRequest] = []
+        for index, individual in enumerate(population):
+            record = self.store.read_individual(generation, index)
+            if record is not None and np.allclose(record.x, individual, rtol=0, atol=1e-12):
+                continue
+            points: list[np.ndarray] = []
+
+            def capture(x: np.ndarray) -> tuple[float, ...]:  # the point the size limit evaluates
+                points.append(np.asarray(x, dtype=float))
+                return (0.0,) * self.optimizer.n_objectives
+
+            self.optimizer.penalized(capture)(individual)
+            rendered = self.space.render(points[-1])
+            request = GenerationRequest(*rendered, self.seeds)
+            if rendered not in self._seen and request not in requests:  # repeats generate nothing
+                requests.append(request)
+        if self.options.max_batches:
+            requests = requests[:max(0, self.options.max_batches - self.batches)]
+        results = many(requests, cancel=stop)
+        self._prefetched = {r: b for r, b in zip(requests, results) if b is not None}
+
     def _evaluate_individual(self, generation: int, index: int, proposed: np.ndarray) -> IndividualRecord:
         """Generate, score and persist one individual; a failure is recorded, not raised."""
         evaluated: list[IndividualRecord] = []

@@ -1,0 +1,77 @@
+"""The run loop's parallel hook: a generator with `generate_many(requests, cancel)` (several remote
+servers) gets a generation's batches in one call and the run's records are those of the
+one-at-a-time loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings
+from lib_pinning.options import PinningOptions
+from lib_pinning.run import PinningRun, derive_seeds
+from lib_pinning.store import RunStore
+
+FAST = ToySettings(steps=6, cfg_scale=1.5)
+SEEDS = derive_seeds(11, 4)
+
+
+class ManyAtOnce(ToyGenerator):
+    """Answers a call's requests in reverse order (as a pool of servers might finish them)."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        super().__init__(FAST)
+        self.calls: list[list[GenerationRequest]] = []
+        self.single = 0
+        self.fail = fail
+
+    def generate(self, request: GenerationRequest) -> Batch:
+        self.single += 1
+        return super().generate(request)
+
+    def generate_many(self, requests, cancel=None):
+        self.calls.append(list(requests))
+        done = {}
+        for request in reversed(requests):
+            if self.fail is not None and self.fail in request.prompt:
+                done[request] = RuntimeError("server answered HTTP 500")
+            else:
+                done[request] = ToyGenerator.generate(self, request)
+        return [done[r] for r in requests]
+
+
+def run(tmp_path: Path, generator, **options) -> list:
+    opts = PinningOptions(**{"generations": 3, "cma_lambda": 4, "cli_log": False, "stop_early": False, **options})
+    result = PinningRun.start(generator=generator, prompt="a red circle, blue square", negative_prompt="",
+                              seeds=SEEDS, options=opts, runs_dir=tmp_path).execute()
+    return result, list(RunStore.open(result.run_dir).iter_individuals())
+
+
+def test_a_generation_is_one_call_and_the_records_match_the_sequential_run(tmp_path):
+    _, sequential = run(tmp_path / "one", ToyGenerator(FAST))
+    generator = ManyAtOnce()
+    result, parallel = run(tmp_path / "many", generator)
+    assert result.status == "finished"
+    assert len(generator.calls) == 3 and all(1 <= len(c) <= 4 for c in generator.calls)
+    assert generator.single == 1  # the baseline alone goes through generate()
+    assert [(r.generation, r.index, r.prompt, r.loss) for r in parallel] == \
+        [(r.generation, r.index, r.prompt, r.loss) for r in sequential]
+    for a, b in zip(parallel, sequential):
+        np.testing.assert_array_equal(a.x_evaluated, b.x_evaluated)
+
+
+def test_a_failed_batch_of_the_call_is_that_individuals_failure(tmp_path):
+    generator = ManyAtOnce(fail="(red")
+    result, records = run(tmp_path, generator, generations=2)
+    failed = [r for r in records if r.status != "ok"]
+    assert failed and all("(red" in r.prompt and "HTTP 500" in r.error for r in failed)
+    assert all(r.status == "ok" for r in records if "(red" not in r.prompt)
+
+
+def test_max_batches_limits_what_is_asked_for(tmp_path):
+    generator = ManyAtOnce()
+    result, _ = run(tmp_path, generator, max_batches=6)
+    asked = sum(len(c) for c in generator.calls)
+    assert result.stop_criterion == "max_batches" and result.batches == 6
+    assert asked == 6 - 1  # the baseline plus five: nothing generated beyond the budget
