@@ -394,6 +394,76 @@ class PinningOptions(OptionsModel):
         infotext=None,
         group="objective",
     )
+    # -- pin to booru tags with a WD14 tagger (lib_pinning.objectives.tagger) --
+    tagger_tags: str = option(
+        "",
+        label="Pin to booru tags",
+        help="Comma-separated booru tags every image should carry, scored by a WD14 tagger, with "
+        "emphasis weights as in a prompt and an optional confidence threshold after @, e.g. "
+        "'smile, (outdoors:1.5), long_hair@0.5'. Escape a tag's own brackets: "
+        "'hatsune_miku_\\(vocaloid\\)'. Empty disables.",
+        infotext="Pin booru tags",
+        group="objective",
+    )
+    tagger_negative_tags: str = option(
+        "",
+        label="Pin away from booru tags",
+        help="Comma-separated booru tags no image should carry, same syntax, e.g. 'lowres, text'.",
+        infotext="Pin negative booru tags",
+        group="objective",
+    )
+    tagger_weight: float = option(
+        1.0,
+        label="Booru tag weight",
+        help="Weight of the booru tags (the share of images carrying each wanted tag and lacking "
+        "each unwanted one) in the total fitness (used when booru tags are given).",
+        infotext="Pin booru tag weight",
+        group="objective",
+        minimum=0.0,
+        maximum=1000.0,
+        step=0.01,
+    )
+    tagger_model: str = option(
+        "wd-vit-tagger-v3",
+        label="Tagger model",
+        help="WD14 tagger: wd-vit-tagger-v3, wd-swinv2-tagger-v3, wd-eva02-large-tagger-v3 (and the "
+        "other SmilingWolf v3 and wd-v1-4-*-v2 models), or a folder holding model.onnx and "
+        "selected_tags.csv. Found in the WebUI tagger extension's folders, else in the models folder "
+        "(taggers/<name>/).",
+        infotext="Pin tagger",
+        group="objective",
+    )
+    tagger_general_threshold: float = option(
+        0.35,
+        label="General tag threshold",
+        help="Confidence from which a general or rating tag counts as present (WD14 captions use 0.35).",
+        infotext="Pin tagger threshold",
+        group="objective",
+        minimum=0.01,
+        maximum=0.99,
+        step=0.01,
+    )
+    tagger_character_threshold: float = option(
+        0.85,
+        label="Character tag threshold",
+        help="Confidence from which a character tag counts as present (WD14 captions use 0.85).",
+        infotext="Pin tagger character threshold",
+        group="objective",
+        minimum=0.01,
+        maximum=0.99,
+        step=0.01,
+    )
+    tagger_temperature: float = option(
+        0.05,
+        label="Tag threshold softness",
+        help="How soft the thresholds are: a tag counts sigmoid((confidence - threshold) / softness), "
+        "so the search sees progress before a tag crosses its threshold. Smaller is closer to a hard count.",
+        infotext="Pin tagger softness",
+        group="objective",
+        minimum=0.001,
+        maximum=1.0,
+        step=0.001,
+    )
     combine: Literal["weighted_sum", "pareto"] = option(
         "weighted_sum",
         label="Combine objectives",

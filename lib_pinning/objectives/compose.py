@@ -27,6 +27,7 @@ from lib_pinning.options import PinningOptions
 
 # Names of the objective terms, in the order of `Scored.values`.
 FLIP, AESTHETIC, TAGS, DISTANCE = "flip", "aesthetic", "tags", "distance"
+TAGGER = "tagger"
 
 
 @dataclass
@@ -55,6 +56,8 @@ def active_terms(options: PinningOptions) -> tuple[str, ...]:
         terms.append(AESTHETIC)
     if (options.tags.strip() or options.negative_tags.strip()) and options.tag_weight > 0:
         terms.append(TAGS)
+    if (options.tagger_tags.strip() or options.tagger_negative_tags.strip()) and options.tagger_weight > 0:
+        terms.append(TAGGER)
     if options.distance_weight > 0:
         terms.append(DISTANCE)
     if not terms:
@@ -144,6 +147,11 @@ def build_objective(
 
         tags = TagObjective(encoder(options.clip_model), options.tags, options.negative_tags)
         parts.append(WeightedObjective(tags, options.tag_weight, tags.scale))
+    if TAGGER in terms:
+        from lib_pinning.objectives.tagger import load_tagger_objective
+
+        tagger = load_tagger_objective(options, device=device)
+        parts.append(WeightedObjective(tagger, options.tagger_weight, tagger.scale))
     return CompositeObjective(parts, distance_weight=options.distance_weight if DISTANCE in terms else 0.0)
 
 

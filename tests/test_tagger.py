@@ -1,0 +1,204 @@
+"""The booru-tag objective: tag syntax, thresholds, the soft share, batching and caching, composition,
+the options round trip, and a toy run that pins toward a tag with a real (tiny) ONNX tagger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
+from lib_pinning.objectives.compose import TAGGER, active_terms, build_objective  # noqa: E402
+from lib_pinning.objectives.tagger import (  # noqa: E402
+    TaggerObjective,
+    check_tagger_input,
+    parse_booru_tags,
+    resolve_tags,
+)
+from lib_pinning.objectives.tagger_runtime import CHARACTER, GENERAL, TaggerSession, TagList  # noqa: E402
+from lib_pinning.objectives.tagger_toy import build_toy_tagger  # noqa: E402
+from lib_pinning.objectives.tags import TagError  # noqa: E402
+from lib_pinning.options import PinningOptions  # noqa: E402
+from lib_pinning.run import PinningRun, derive_seeds  # noqa: E402
+
+FAST = ToySettings(steps=8, cfg_scale=1.5)
+SEEDS = derive_seeds(11, 8)
+PROMPT = "red circle, blue square, soft light"
+
+
+@pytest.fixture(scope="module")
+def toy_tagger(tmp_path_factory) -> Path:
+    # 64 px: the toy model's own size, so the module's tests tag fast; the 448 px path is the same code.
+    return build_toy_tagger(tmp_path_factory.mktemp("tagger") / "toy-tagger", size=64)
+
+
+@pytest.fixture(scope="module")
+def session(toy_tagger) -> TaggerSession:
+    return TaggerSession(toy_tagger / "model.onnx", toy_tagger / "selected_tags.csv")
+
+
+class FixedSession:
+    """A stand-in tagger with given confidences, counting its calls."""
+
+    def __init__(self, names, categories, rows):
+        self.tag_list = TagList(tuple(names), tuple(categories))
+        self.rows = np.asarray(rows, dtype=np.float64)
+        self.calls: list[int] = []
+
+    def confidences(self, images):
+        self.calls.append(len(images))
+        return self.rows[: len(images)]
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_tag_syntax_weights_thresholds_and_spelling():
+    assert parse_booru_tags("smile, (outdoors:1.5), long hair@0.5, [Blue_Sky]") == [
+        ("smile", 1.0, None), ("outdoors", 1.5, None), ("long_hair", 1.0, 0.5), ("blue_sky", pytest.approx(1 / 1.1), None),
+    ]
+    assert parse_booru_tags(r"hatsune_miku_\(vocaloid\)@0.7") == [("hatsune_miku_(vocaloid)", 1.0, 0.7)]
+    with pytest.raises(TagError, match="number"):
+        parse_booru_tags("smile@high")
+    with pytest.raises(TagError, match="between 0 and 1"):
+        parse_booru_tags("smile@1.5")
+
+
+def test_default_thresholds_follow_the_category_and_unknown_tags_are_named():
+    tags = TagList(("general", "smile", "hatsune_miku", "outdoors"), (9, GENERAL, CHARACTER, GENERAL))
+    resolved = resolve_tags("smile, hatsune_miku, outdoors@0.6", "general", tags)
+    assert [(t.name, t.threshold, t.unwanted) for t in resolved] == [
+        ("smile", 0.35, False), ("hatsune_miku", 0.85, False), ("outdoors", 0.6, False), ("general", 0.35, True),
+    ]
+    custom = resolve_tags("smile, hatsune_miku", "", tags, general_threshold=0.5, character_threshold=0.9)
+    assert [t.threshold for t in custom] == [0.5, 0.9]
+    with pytest.raises(TagError, match="did you mean smile"):
+        resolve_tags("smlie", "", tags)
+    with pytest.raises(TagError, match="no tag given"):
+        resolve_tags(" , ", "", tags)
+
+
+def test_score_is_the_soft_weighted_share_and_the_hard_share_is_reported():
+    # Two images; "smile" confidences 0.9 / 0.1 (threshold 0.35), "lowres" 0.2 / 0.8 (unwanted).
+    session = FixedSession(["smile", "lowres"], [GENERAL, GENERAL], [[0.9, 0.2], [0.1, 0.8]])
+    objective = TaggerObjective(session, "(smile:3)", "lowres", temperature=0.05)
+    evaluation = objective.score_images(images(2))
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    p_smile = sig((np.array([0.9, 0.1]) - 0.35) / 0.05)
+    p_low = sig((np.array([0.2, 0.8]) - 0.35) / 0.05)
+    expected = 1 - np.mean(0.75 * p_smile + 0.25 * (1 - p_low))
+    assert evaluation.value == pytest.approx(expected)
+    assert evaluation.components["wanted:smile.share"] == 0.5
+    assert evaluation.components["unwanted:lowres.share"] == 0.5
+    assert evaluation.components["wanted:smile.confidence"] == pytest.approx(0.5)
+    assert evaluation.per_image["wanted:smile"] == pytest.approx([0.9, 0.1])
+    assert 0.0 <= evaluation.value <= 1.0
+
+
+def test_a_confidence_exactly_at_the_threshold_counts_and_softness_gives_a_gradient():
+    session = FixedSession(["smile"], [GENERAL], [[0.35], [0.30]])
+    hard = TaggerObjective(session, "smile@0.35", temperature=0.001).score_images(images(2))
+    assert hard.components["wanted:smile.share"] == 0.5
+    soft = TaggerObjective(session, "smile", temperature=0.05)
+    below, further = soft.presence(np.array([[0.30]])), soft.presence(np.array([[0.20]]))
+    assert 0 < further[0, 0] < below[0, 0] < 0.5  # below the threshold, closer still scores better
+
+
+def test_one_call_per_batch_and_seen_images_are_not_tagged_again():
+    session = FixedSession(["smile"], [GENERAL], [[0.9], [0.1], [0.5]])
+    objective = TaggerObjective(session, "smile")
+    batch = images(3)
+    first = objective.score_images(batch)
+    again = objective.score_images(batch)
+    assert session.calls == [3] and objective.images_tagged == 3
+    assert again.value == first.value
+    duplicated = torch.cat([batch[:1], batch[:1]])
+    objective.score_images(duplicated)
+    assert session.calls == [3]
+
+
+def test_real_session_tags_the_toy_colours_in_one_batch(session):
+    generator = ToyGenerator(FAST)
+    batch = generator.generate(GenerationRequest(PROMPT, "blurry", SEEDS))
+    objective = TaggerObjective(session, "red, blue")
+    conf = objective.confidences(batch.images)
+    assert conf.shape == (8, 2)
+    # Every toy image shows one coloured shape: a red or a blue one here, seldom anything else.
+    assert ((conf > 0.9).sum(axis=1) <= 1).all()
+    assert session.size == 64 and session.providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("fixed_batch", [1, 2])
+def test_fixed_batch_models_are_run_in_chunks_of_their_batch(tmp_path, fixed_batch):
+    from PIL import Image
+
+    folder = build_toy_tagger(tmp_path / "fixed", size=32, fixed_batch=fixed_batch)
+    fixed = TaggerSession(folder / "model.onnx", folder / "selected_tags.csv")
+    assert fixed.fixed_batch == fixed_batch
+    red, blue = Image.new("RGB", (32, 32), (224, 30, 30)), Image.new("RGB", (32, 32), (30, 80, 235))
+    out = fixed.confidences([red, blue, red])  # 3 images: the last chunk of 2 is padded
+    names = fixed.tag_list.index()
+    assert out.shape == (3, len(names))
+    assert out[0, names["red"]] > 0.9 > out[1, names["red"]] and out[2, names["red"]] > 0.9
+    assert out[1, names["blue"]] > 0.9
+
+
+def test_term_selection_and_options_round_trip_through_infotext():
+    options = PinningOptions(
+        tagger_tags="score_9, (smile:1.2), outdoors@0.5", tagger_negative_tags="lowres",
+        tagger_model="wd-swinv2-tagger-v3", tagger_general_threshold=0.4, tagger_character_threshold=0.9,
+        tagger_temperature=0.02, tagger_weight=2.0,
+    )
+    assert TAGGER in active_terms(options)
+    assert TAGGER not in active_terms(options.replace(tagger_weight=0.0))
+    info = options.to_infotext()
+    assert info["Pin booru tags"] == "score_9, (smile:1.2), outdoors@0.5"
+    assert info["Pin tagger"] == "wd-swinv2-tagger-v3"
+    assert PinningOptions.from_infotext(info) == options
+    assert PinningOptions.from_json(options.to_json()) == options
+    with pytest.raises(TagError):
+        check_tagger_input(options.replace(tagger_tags="smile@2"))
+    check_tagger_input(options)
+
+
+def test_toy_run_raises_the_wanted_tags_share_across_the_batch(tmp_path, toy_tagger):
+    """Pin "red" (and away from "blue") with the tiny ONNX tagger alone: the baseline shows 1 red
+    shape in 8 (share 0.125; the pinned prompt reaches 1.0); the test asks for at least 4 more."""
+    options = PinningOptions(
+        flip_weight=0.0, tagger_tags="red", tagger_negative_tags="blue", tagger_model=str(toy_tagger),
+        generations=5, cma_lambda=6, initial_std=0.4, centroid_radius=0.0, cli_log=False,
+    )
+    result = PinningRun.start(
+        generator=ToyGenerator(FAST), prompt=PROMPT, negative_prompt="blurry", seeds=SEEDS,
+        options=options, runs_dir=tmp_path,
+    ).execute()
+    before = result.baseline.components["tagger.wanted:red.share"]
+    after = result.best.components["tagger.wanted:red.share"]
+    assert before <= 0.25, before
+    assert after >= before + 0.5, (before, after, result.best.prompt)
+    assert result.best.components["tagger"] < result.baseline.components["tagger"]
+
+
+def test_composes_with_the_image_loss_in_weighted_sum_and_pareto(tmp_path, toy_tagger):
+    generator = ToyGenerator(FAST)
+    batch = generator.generate(GenerationRequest(PROMPT, "blurry", SEEDS[:4]))
+    options = PinningOptions(tagger_tags="red", tagger_model=str(toy_tagger), tagger_weight=2.0)
+    objective = build_objective(options, batch.images, generator=generator)
+    scored = objective.score(batch, np.zeros(3))
+    assert objective.names[1] == "tagger" and len(scored.values) == 2
+    assert scored.values[1] == pytest.approx(2.0 * scored.components["tagger"])
+    assert scored.loss == pytest.approx(sum(scored.values))
+    # Pareto: MO-CMA-ES sees the image loss and the tag share as two objectives.
+    result = PinningRun.start(
+        generator=generator, prompt=PROMPT, negative_prompt="blurry", seeds=SEEDS[:4],
+        options=options.replace(combine="pareto", generations=2, cma_lambda=4, cli_log=False, stop_early=False),
+        runs_dir=tmp_path,
+    ).execute()
+    assert result.status == "finished"
+    assert len(result.best.fitness) == 2 and result.best.fitness[1] == pytest.approx(2.0 * result.best.components["tagger"])

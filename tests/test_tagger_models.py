@@ -1,0 +1,191 @@
+"""Locating and downloading WD14 taggers: the WebUI's tagger folders, our folder, verified and
+resumable downloads from a server on 127.0.0.1, the offline and unpinned refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import types
+from pathlib import Path
+
+import pytest
+
+from lib_pinning.objectives.tagger_models import (
+    MODEL_FILE,
+    TAGS_FILE,
+    TaggerNotFoundError,
+    TaggerSpec,
+    locate_tagger,
+    webui_tagger_dirs,
+)
+from lib_pinning.objectives.weights import WeightsHashError, WeightsUnavailableError
+
+MODEL = bytes(range(256)) * 64  # 16 KiB stands in for model.onnx
+TAGS = b"tag_id,name,category,count\n1,smile,0,10\n"
+NAME = "wd-vit-tagger-v3"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FileServer:
+    """Serves {path: bytes} with Range support; `cut_once` truncates the next response of a path."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[tuple[str, str | None]] = []
+        self.cut_once: dict[str, int] = {}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.requests.append((self.path, self.headers.get("Range")))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                ranged = self.headers.get("Range")
+                if ranged and ranged.startswith("bytes="):
+                    start = int(ranged[6:].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                cut = server.cut_once.pop(self.path, None)
+                self.wfile.write(body if cut is None else body[:cut])
+                if cut is not None:
+                    self.close_connection = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def served(name: str = NAME) -> dict[str, bytes]:
+    root = f"/SmilingWolf/{name}/resolve/main"
+    return {f"{root}/{MODEL_FILE}": MODEL, f"{root}/{TAGS_FILE}": TAGS}
+
+
+def pinned(model_sha: str = sha(MODEL), tags_sha: str = sha(TAGS)) -> dict[str, TaggerSpec]:
+    return {NAME: TaggerSpec(NAME, f"SmilingWolf/{NAME}", model_sha, tags_sha, source="the test")}
+
+
+def test_download_with_good_hashes_lands_in_our_folder_once(tmp_path):
+    with FileServer(served()) as server:
+        files = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
+        assert files.model == tmp_path / "taggers" / NAME / MODEL_FILE
+        assert files.model.read_bytes() == MODEL and files.tags.read_bytes() == TAGS
+        assert len(server.requests) == 2
+        again = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
+        assert again == files and len(server.requests) == 2
+
+
+def test_wrong_hash_is_refused_and_leaves_nothing(tmp_path):
+    with FileServer(served()) as server:
+        with pytest.raises(WeightsHashError, match="SHA-256"):
+            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned("0" * 64))
+    folder = tmp_path / "taggers" / NAME
+    assert not (folder / MODEL_FILE).exists() and not (folder / (MODEL_FILE + ".part")).exists()
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(tmp_path):
+    with FileServer(served()) as server:
+        path = f"/SmilingWolf/{NAME}/resolve/main/{MODEL_FILE}"
+        server.cut_once[path] = 5000
+        with pytest.raises(WeightsUnavailableError, match="resume"):
+            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
+        part = tmp_path / "taggers" / NAME / (MODEL_FILE + ".part")
+        assert part.stat().st_size == 5000
+        files = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
+        assert (path, "bytes=5000-") in server.requests
+        assert files.model.read_bytes() == MODEL and not part.exists()
+
+
+def test_offline_message_names_the_file_the_url_and_the_folder(tmp_path):
+    with FileServer({}) as server:
+        url = server.url  # a port that was ours and is closed after the block
+    with pytest.raises(WeightsUnavailableError) as caught:
+        locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url, catalogue=pinned())
+    message = str(caught.value)
+    assert MODEL_FILE in message and url in message and str(tmp_path / "taggers" / NAME) in message
+
+
+def test_unpinned_models_are_not_downloaded_and_the_refusal_says_where_to_put_them(tmp_path):
+    with FileServer(served()) as server:
+        with pytest.raises(TaggerNotFoundError) as caught:
+            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url)
+        assert server.requests == []
+    message = str(caught.value)
+    assert "no SHA-256 is pinned" in message and str(tmp_path / "taggers" / NAME) in message
+    assert f"{server.url}/SmilingWolf/{NAME}/resolve/main/{MODEL_FILE}" in message
+
+
+def write_tagger(folder: Path, model: bytes = MODEL) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MODEL_FILE).write_bytes(model)
+    (folder / TAGS_FILE).write_bytes(TAGS)
+    return folder
+
+
+def test_files_placed_by_hand_are_trusted_once_and_a_change_is_refused(tmp_path):
+    folder = write_tagger(tmp_path / "taggers" / NAME)
+    files = locate_tagger(NAME, tmp_path, search_dirs=[])
+    assert files.model == folder / MODEL_FILE
+    (folder / MODEL_FILE).write_bytes(MODEL[::-1])
+    with pytest.raises(WeightsHashError, match="recorded on first use"):
+        locate_tagger(NAME, tmp_path, search_dirs=[])
+
+
+def test_the_webui_tagger_extensions_folders_come_first(tmp_path):
+    ours = write_tagger(tmp_path / "ours" / "taggers" / NAME)
+    onnx_root = tmp_path / "TaggerOnnx"
+    write_tagger(onnx_root / NAME)
+    found = locate_tagger(NAME, tmp_path / "ours", search_dirs=[onnx_root])
+    assert found.model == onnx_root / NAME / MODEL_FILE and found.model != ours / MODEL_FILE
+    # The extension's Hugging Face cache: models--<org>--<repo>/snapshots/<revision>/.
+    cache = tmp_path / "interrogators"
+    snapshot = write_tagger(cache / f"models--SmilingWolf--{NAME}" / "snapshots" / "abc123")
+    assert locate_tagger(NAME, None, search_dirs=[cache]).model == snapshot / MODEL_FILE
+
+
+def test_webui_tagger_dirs_read_the_running_webui_only(monkeypatch, tmp_path):
+    monkeypatch.delitem(__import__("sys").modules, "modules.paths", raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "modules.shared", raising=False)
+    assert webui_tagger_dirs() == []
+    paths = types.SimpleNamespace(models_path=str(tmp_path / "models"))
+    shared = types.SimpleNamespace(
+        cmd_opts=types.SimpleNamespace(onnxtagger_path=str(tmp_path / "onnx")),
+        opts=types.SimpleNamespace(tagger_hf_cache_dir=str(tmp_path / "hf")),
+    )
+    monkeypatch.setitem(__import__("sys").modules, "modules.paths", paths)
+    monkeypatch.setitem(__import__("sys").modules, "modules.shared", shared)
+    assert webui_tagger_dirs() == [
+        tmp_path / "onnx", tmp_path / "hf", tmp_path / "models" / "TaggerOnnx", tmp_path / "models" / "interrogators",
+    ]
+
+
+def test_a_folder_as_the_model_name_and_unknown_names(tmp_path):
+    folder = write_tagger(tmp_path / "my-finetune")
+    assert locate_tagger(str(folder), tmp_path, search_dirs=[]).model == folder / MODEL_FILE
+    (folder / TAGS_FILE).unlink()
+    with pytest.raises(TaggerNotFoundError, match="exactly one .onnx model and selected_tags.csv"):
+        locate_tagger(str(folder), tmp_path, search_dirs=[])
+    with pytest.raises(TaggerNotFoundError, match="Unknown tagger 'wd-nonsense'.*wd-eva02-large-tagger-v3"):
+        locate_tagger("wd-nonsense", tmp_path, search_dirs=[])
