@@ -8,11 +8,12 @@ output, and the WebUI starts anyway (the script then says which features will no
 
 What is checked (A1111 1.10.1's requirements_versions.txt and Forge's already bring numpy 1.26,
 Pillow, tqdm, torchsde 0.2.6, open-clip-torch 2.20, safetensors, transformers (and with it regex),
-gradio (and with it jinja2 and matplotlib); only DEAP is normally missing):
+gradio (and with it jinja2 and matplotlib); only DEAP and onnxruntime are normally missing):
 
 - REQUIRED: installed with `launch.run_pip` when `launch.is_installed` says they are missing.
   Versions known to work beside the WebUI's pins; deap 1.4.4 is pure Python (with moocore, which has
-  cp310 wheels and wants numpy >= 1.24).
+  cp310 wheels and wants numpy >= 1.24). onnxruntime is installed only when no variant of it
+  (onnxruntime-gpu, -directml, -silicon, -openvino: the WD14 tagger extension installs one) is.
 - An installed package older than our minimum is reported, not upgraded: the WebUI or another
   extension may depend on its version.
 - OPTIONAL: reported when missing, never installed. open_clip_torch pulls torchvision, and a
@@ -42,6 +43,13 @@ class Requirement:
     spec: str  # what to install when missing
     minimum: str  # the oldest installed version known to work
     purpose: str
+    # Other distributions that provide the same import (onnxruntime-gpu for onnxruntime): any of
+    # them installed counts, and installing ours beside one would break it (both own `onnxruntime/`).
+    alternatives: tuple[str, ...] = ()
+
+    def present(self, launch: Any) -> str | None:
+        """The installed distribution that satisfies this requirement, or None."""
+        return next((d for d in (self.dist, *self.alternatives) if launch.is_installed(d)), None)
 
 
 REQUIRED: tuple[Requirement, ...] = (
@@ -50,6 +58,9 @@ REQUIRED: tuple[Requirement, ...] = (
     Requirement("jinja2", "jinja2>=3.0,<4", "3.0", "the report page"),
     Requirement("torchsde", "torchsde==0.2.6", "0.2.5", "the SDE hyperbatch samplers' noise"),
     Requirement("regex", "regex", "2022.1.18", "token granularity (CLIP pre-tokens)"),
+    Requirement("onnxruntime", "onnxruntime>=1.16", "1.16", "the booru-tag (WD14 tagger) objective",
+                alternatives=("onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-silicon",
+                              "onnxruntime-openvino", "ort-nightly-gpu")),
 )
 
 OPTIONAL: tuple[Requirement, ...] = (
@@ -99,11 +110,12 @@ def install(launch: Any) -> list[tuple[str, str]]:
     for req in REQUIRED:
         if req.dist in NEVER:
             raise AssertionError(f"{req.dist} must never be installed by this extension")
-        if launch.is_installed(req.dist):
-            version = installed_version(req.dist)
+        present = req.present(launch)
+        if present is not None:
+            version = installed_version(present)
             if version and older_than(version, req.minimum):
                 log.warning("sd-prompt-pinning: %s %s is older than the tested %s (used for %s); "
-                            "it is left as it is", req.dist, version, req.minimum, req.purpose)
+                            "it is left as it is", present, version, req.minimum, req.purpose)
             continue
         missing.append(req)
     if missing:

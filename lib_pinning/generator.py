@@ -162,6 +162,13 @@ class ToyGenerator:
         """The toy's own tiny CLIP for any model name: a real CLIP knows nothing of toy images."""
         return ToyClip(self.model)
 
+    def tagger_files(self, model_name: str, models_dir: str | None = None) -> Any:
+        """The toy's own WD14-shaped tagger (lib_pinning.objectives.tagger_toy) for any tagger name,
+        as `clip_encoder` does for CLIP; None for a folder path, which is used as given."""
+        from lib_pinning.objectives.tagger_toy import toy_tagger_files
+
+        return toy_tagger_files(model_name, models_dir)
+
     def growth_plan(self, batch_size: int) -> GrowthPlan:
         return plan_growth(batch_size, self.settings.steps, self.settings.growth)
 

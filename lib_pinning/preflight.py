@@ -5,7 +5,7 @@ and the fix, instead of a failed run folder after the baseline batch.
 What the options alone decide (ranges, masks without targets, ...) is checked by the options model
 itself (`PinningOptions._check_combination`); this module adds what needs more than the options:
 the target files (readable, of the backend's image size, masks that count somewhere), the batch
-size a loss needs, the tags, the aesthetic score's CLIP, the CMA-ES parameters together (with the
+size a loss needs, the tags, the booru tags and their tagger, the aesthetic score's CLIP, the CMA-ES parameters together (with the
 automatic values DEAP would fill in) and the runs folder.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lib_pinning.objectives.compose import AESTHETIC, FLIP, TAGS, active_terms
+from lib_pinning.objectives.compose import AESTHETIC, FLIP, TAGGER, TAGS, active_terms
 from lib_pinning.objectives.pinning import pinning_pairs
 from lib_pinning.objectives.tags import check_tags
 from lib_pinning.objectives.targets import load_targets
@@ -43,6 +43,10 @@ def check_run_input(
         check_tags(options.tags, options.negative_tags)
     if AESTHETIC in terms:
         check_aesthetic_backend(generator)
+    if TAGGER in terms:
+        from lib_pinning.objectives.tagger import check_tagger_input
+
+        check_tagger_input(options, generator)
     check_cma(options, settings)
     if options.target_images:
         load_targets(options.target_images, options.target_masks, size=image_size(generator))

@@ -99,6 +99,19 @@ def test_an_old_installed_version_is_reported_not_upgraded(monkeypatch: pytest.M
     assert launch.pip_calls == [] and "matplotlib 3.1.0 is older than the tested 3.6" in caplog.text
 
 
+@pytest.mark.parametrize("variant", ["onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-silicon"])
+def test_an_onnxruntime_variant_counts_and_no_second_onnxruntime_goes_beside_it(variant: str) -> None:
+    launch = FakeLaunch((ALL - {"onnxruntime"}) | {variant})
+    assert install.install(launch) == [] and launch.pip_calls == []
+
+
+def test_onnxruntime_is_installed_when_no_variant_is_there() -> None:
+    launch = FakeLaunch(ALL - {"onnxruntime"})
+    assert install.install(launch) == []
+    assert len(launch.pip_calls) == 1 and launch.pip_calls[0].startswith('install "onnxruntime>=')
+    assert "numpy==" in launch.constraints[0]  # the WebUI's numpy is kept
+
+
 def test_versions_compare_by_release_numbers() -> None:
     assert install.older_than("3.5.9", "3.6") and not install.older_than("3.10.0", "3.6")
     assert not install.older_than("2.1.2+cu121", "2.1") and install.older_than("1.3.3", "1.4")

@@ -150,7 +150,7 @@ def build_objective(
     if TAGGER in terms:
         from lib_pinning.objectives.tagger import load_tagger_objective
 
-        tagger = load_tagger_objective(options, device=device)
+        tagger = load_tagger_objective(options, device=device, generator=generator)
         parts.append(WeightedObjective(tagger, options.tagger_weight, tagger.scale))
     return CompositeObjective(parts, distance_weight=options.distance_weight if DISTANCE in terms else 0.0)
 

@@ -39,11 +39,12 @@ from PIL import Image
 
 from lib_pinning.objectives.base import Evaluation
 from lib_pinning.objectives.scale import NaturalScale
-from lib_pinning.objectives.tagger_runtime import CATEGORY_NAMES, CHARACTER, TagList, quantise
+from lib_pinning.objectives.tagger_runtime import CATEGORY_NAMES, CHARACTER, TaggerRuntimeError, TagList, quantise
 from lib_pinning.objectives.tags import TagError, parse_tags
 
 if TYPE_CHECKING:
     from lib_pinning.generator import Batch
+    from lib_pinning.objectives.tagger_models import TaggerFiles
 
 logger = logging.getLogger(__name__)
 
@@ -215,22 +216,49 @@ class TaggerObjective:
         ]
 
 
-def check_tagger_input(options: Any) -> None:
-    """Raise TagError for booru tags a run cannot use, before anything is generated (whether each
-    tag is one the model knows is checked when the model loads, after the baseline)."""
+def check_tagger_input(options: Any, generator: Any = None) -> None:
+    """Raise PinningInputError (naming the option) for a tagger run that cannot work, before
+    anything is generated: no tags, no onnxruntime, a tagger not found, or a tag the tagger does
+    not know. Locating the tagger may download it (what the run would do first anyway)."""
+    from lib_pinning.objectives.tagger_models import TaggerNotFoundError
+    from lib_pinning.objectives.tagger_runtime import import_onnxruntime, read_tag_list
+    from lib_pinning.objectives.weights import WeightsError
+    from lib_pinning.options import OptionError, PinningOptions
+
     if not (parse_booru_tags(options.tagger_tags) or parse_booru_tags(options.tagger_negative_tags)):
         raise TagError(
             "Pin to booru tags: no tag given: write comma-separated booru tags, e.g. 'smile, outdoors', "
             "or set the booru tag weight to 0"
         )
+    try:
+        import_onnxruntime()
+        files = tagger_files(options, generator)
+        resolve_tags(
+            options.tagger_tags, options.tagger_negative_tags, read_tag_list(files.tags),
+            general_threshold=options.tagger_general_threshold,
+            character_threshold=options.tagger_character_threshold,
+        )
+    except TagError:
+        raise
+    except (TaggerNotFoundError, WeightsError, TaggerRuntimeError) as e:
+        raise OptionError("tagger_model", PinningOptions.spec("tagger_model").label, str(e)) from e
 
 
-def load_tagger_objective(options: Any, device: torch.device | str = "cpu") -> TaggerObjective:
-    """The objective a run's options ask for: the tagger located (or downloaded) and one session."""
+def tagger_files(options: Any, generator: Any = None) -> TaggerFiles:
+    """The tagger a run uses: the backend's own when it has one for this name (the toy model's
+    tiny tagger: a real WD14 model knows nothing of toy pictures), else located by name."""
     from lib_pinning.objectives.tagger_models import locate_tagger
+
+    own = getattr(generator, "tagger_files", None)
+    files = own(options.tagger_model, options.models_dir or None) if own is not None else None
+    return files if files is not None else locate_tagger(options.tagger_model, options.models_dir or None)
+
+
+def load_tagger_objective(options: Any, device: torch.device | str = "cpu", generator: Any = None) -> TaggerObjective:
+    """The objective a run's options ask for: the tagger located (or downloaded) and one session."""
     from lib_pinning.objectives.tagger_runtime import TaggerSession
 
-    files = locate_tagger(options.tagger_model, options.models_dir or None)
+    files = tagger_files(options, generator)
     session = TaggerSession(files.model, files.tags, device=device)
     objective = TaggerObjective(
         session,

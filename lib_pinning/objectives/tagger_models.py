@@ -146,6 +146,11 @@ def _candidates(name: str, roots: Iterable[Path]) -> Iterable[Path]:
             yield from sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether a tagger name is a folder (a path or an existing directory) rather than a model name."""
+    return Path(name).expanduser().is_dir() or os.sep in name or bool(os.altsep and os.altsep in name)
+
+
 def locate_tagger(
     name: str,
     models_dir: str | os.PathLike[str] | None = None,
@@ -160,7 +165,7 @@ def locate_tagger(
     search_dirs: the WebUI tagger roots to look in (default: `webui_tagger_dirs()`).
     """
     given = Path(name).expanduser()
-    if given.is_dir() or os.sep in name or (os.altsep and os.altsep in name):
+    if looks_like_path(name):
         files = _complete(given)
         if files is None:
             raise TaggerNotFoundError(

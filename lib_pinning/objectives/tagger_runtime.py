@@ -100,7 +100,7 @@ def providers_for(device: torch.device | str, available: Sequence[str]) -> list[
     return wanted
 
 
-def _onnxruntime() -> Any:
+def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
@@ -116,7 +116,7 @@ class TaggerSession:
     """One ONNX session and its tag list; `confidences` tags a whole batch in one call."""
 
     def __init__(self, model: str | Path, tags: str | Path, *, device: torch.device | str = "cpu") -> None:
-        ort = _onnxruntime()
+        ort = import_onnxruntime()
         self.tag_list = read_tag_list(tags)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's provider warnings are noise here

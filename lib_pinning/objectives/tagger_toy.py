@@ -17,12 +17,20 @@ image, then ``sigmoid(g (share - s0))``. Building it needs the ``onnx`` package 
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lib_pinning.objectives.tagger_runtime import CHARACTER, GENERAL, RATING
 from lib_pinning.toy import COLOURS
+
+if TYPE_CHECKING:
+    from lib_pinning.objectives.tagger_models import TaggerFiles
+
+TOY_FOLDER = "toy-tagger-v1"  # a new version of the toy tagger's graph gets a new folder
 
 # (name, category, RGB weights, pixel bias, share offset)
 _PIXEL_GAIN = 20.0
@@ -46,6 +54,37 @@ def _tags() -> list[tuple[str, int, np.ndarray, float, float]]:
 
 def toy_tag_names() -> list[str]:
     return [t[0] for t in _tags()]
+
+
+TOY_TAGGER_SIZE = 448  # a WD14 model's input size: the objective resizes as for a real tagger
+
+
+def toy_tagger_files(model_name: str, models_dir: str | os.PathLike[str] | None = None) -> TaggerFiles | None:
+    """The toy tagger for a tagger name (built into the models folder on first use), or None when
+    `model_name` is a folder path (the user's own tagger). Building needs the ``onnx`` package."""
+    from lib_pinning.objectives.tagger_models import TaggerFiles, TaggerNotFoundError, looks_like_path
+    from lib_pinning.objectives.weights import default_models_dir
+
+    if looks_like_path(model_name):
+        return None
+    folder = (Path(models_dir).expanduser() if models_dir else default_models_dir()) / "taggers" / TOY_FOLDER
+    model, tags = folder / "model.onnx", folder / "selected_tags.csv"
+    if not (model.is_file() and tags.is_file()):
+        try:
+            import onnx  # noqa: F401  (only to say what is missing before building)
+        except ImportError as e:
+            raise TaggerNotFoundError(
+                "The toy model's booru-tag demo builds a tiny ONNX tagger and needs the onnx package: "
+                "pip install onnx onnxruntime"
+            ) from e
+        # Built aside and renamed into place, so a concurrent run never reads half a model.
+        staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        build_toy_tagger(staging, size=TOY_TAGGER_SIZE)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process put it there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return TaggerFiles(f"toy tagger (for {model_name})", model, tags)
 
 
 def build_toy_tagger(folder: str | Path, size: int = 448, *, fixed_batch: int | None = None) -> Path:
