@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, usable_cores, write_section  # noqa: E402
+from benchmarks.common import load_average, machine_line, publish, usable_cores  # noqa: E402
 from lib_pinning.generator import DemoPrompt, GenerationRequest, ToyGenerator  # noqa: E402
 from lib_pinning.objectives.aesthetic import AestheticHead  # noqa: E402
 from lib_pinning.objectives.clip import load_clip  # noqa: E402
@@ -187,10 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     notes += ["", table(rows, args.batch, toy)]
     body = "\n".join(notes)
-    print(body)
-    if args.update_doc is not None:
-        write_section(args.update_doc, SECTION, body=body)
-        logger.info("updated %s", args.update_doc)
+    publish(body, SECTION, args.update_doc)
     return 0
 
 

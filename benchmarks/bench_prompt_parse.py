@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
+from benchmarks.common import load_average, machine_line, publish  # noqa: E402
 from lib_pinning.prompt import PromptSpace  # noqa: E402
 from tests import webui_parser  # noqa: E402
 
@@ -145,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "\n".join(lines),
     ]
     body = "\n".join(notes)
-    print(body)
-    if args.update_doc is not None:
-        write_section(args.update_doc, SECTION, body=body)
-        logger.info("updated %s", args.update_doc)
+    publish(body, SECTION, args.update_doc)
     return 0
 
 

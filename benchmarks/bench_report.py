@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
+from benchmarks.common import load_average, machine_line, publish  # noqa: E402
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.options import PinningOptions  # noqa: E402
 from lib_pinning.report import Reporter, layout  # noqa: E402
@@ -493,10 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     body = "\n".join(header + parts)
-    sys.stdout.write(body + "\n")
-    if args.update_doc is not None:
-        write_section(args.update_doc, SECTION, body=body)
-        log.info("updated %s", args.update_doc)
+    publish(body, SECTION, args.update_doc)
     return 0
 
 

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
+from benchmarks.common import load_average, machine_line, publish  # noqa: E402
 from lib_pinning.generator import DemoPrompt, GenerationRequest, ToyGenerator  # noqa: E402
 from lib_pinning.objectives.tagger import TaggerObjective  # noqa: E402
 from lib_pinning.objectives.tagger_runtime import TaggerSession, batch_to_pil, prepare_image  # noqa: E402
@@ -125,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| {size} | {t * 1e3:.1f} |" for size, t in by_size.items()],
     ]
     body = "\n".join(notes)
-    print(body)
-    if args.update_doc is not None:
-        write_section(args.update_doc, SECTION, body=body)
-        logger.info("updated %s", args.update_doc)
+    publish(body, SECTION, args.update_doc)
     return 0
 
 

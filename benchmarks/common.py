@@ -7,9 +7,11 @@ subsection, so the others' figures stay as they were measured.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Mapping
@@ -98,3 +100,11 @@ def write_section(
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text.rstrip() + "\n")
     os.replace(tmp, path)
+
+
+def publish(body: str, section: str, update_doc: Path | None) -> None:
+    """Print a benchmark's section and, with --update-doc, write it into that file."""
+    sys.stdout.write(body + "\n")
+    if update_doc is not None:
+        write_section(update_doc, section, body=body)
+        logging.getLogger(__name__).info("updated %s", update_doc)

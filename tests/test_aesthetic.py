@@ -24,7 +24,8 @@ from lib_pinning.objectives.weights import (
     read_record,
 )
 from lib_pinning.toy import PROTOTYPES, ToyClip, ToyModel, to_images
-from tests.clip_env import ServedFiles, ensure_open_clip, serve_files, tiny_model_name
+from tests.clip_env import ensure_open_clip, tiny_model_name
+from tests.file_server import ServedFiles, serve_files
 
 # The published sac+logos+ava1-l14-linearMSE.pth (improved-aesthetic-predictor @ 6934dd8) holds
 # exactly these float32 tensors; our module must load it unchanged.

@@ -25,7 +25,8 @@ from lib_pinning.objectives.weights import (
     record_path,
     verify_file,
 )
-from tests.clip_env import ServedFiles, closed_port, ensure_open_clip, serve_files, tiny_model_name
+from tests.clip_env import ensure_open_clip, tiny_model_name
+from tests.file_server import ServedFiles, closed_port, serve_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,6 @@ resumable downloads from a server on 127.0.0.1, the offline and unpinned refusal
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 import types
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from lib_pinning.objectives.tagger_models import (
     webui_tagger_dirs,
 )
 from lib_pinning.objectives.weights import WeightsHashError, WeightsUnavailableError
+from tests.file_server import ServedFiles, closed_port, serve_files
 
 MODEL = bytes(range(256)) * 64  # 16 KiB stands in for model.onnx
 TAGS = b"tag_id,name,category,count\n1,smile,0,10\n"
@@ -30,57 +29,9 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class FileServer:
-    """Serves {path: bytes} with Range support; `cut_once` truncates the next response of a path."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.requests: list[tuple[str, str | None]] = []
-        self.cut_once: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.requests.append((self.path, self.headers.get("Range")))
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                ranged = self.headers.get("Range")
-                if ranged and ranged.startswith("bytes="):
-                    start = int(ranged[6:].split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                cut = server.cut_once.pop(self.path, None)
-                self.wfile.write(body if cut is None else body[:cut])
-                if cut is not None:
-                    self.close_connection = True
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FileServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def served(name: str = NAME) -> dict[str, bytes]:
+def served(name: str = NAME) -> ServedFiles:
     root = f"/SmilingWolf/{name}/resolve/main"
-    return {f"{root}/{MODEL_FILE}": MODEL, f"{root}/{TAGS_FILE}": TAGS}
+    return ServedFiles({f"{root}/{MODEL_FILE}": MODEL, f"{root}/{TAGS_FILE}": TAGS})
 
 
 def pinned(model_sha: str = sha(MODEL), tags_sha: str = sha(TAGS)) -> dict[str, TaggerSpec]:
@@ -88,39 +39,41 @@ def pinned(model_sha: str = sha(MODEL), tags_sha: str = sha(TAGS)) -> dict[str, 
 
 
 def test_download_with_good_hashes_lands_in_our_folder_once(tmp_path):
-    with FileServer(served()) as server:
-        files = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
-        assert files.model == tmp_path / "taggers" / NAME / MODEL_FILE
-        assert files.model.read_bytes() == MODEL and files.tags.read_bytes() == TAGS
-        assert len(server.requests) == 2
-        again = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
-        assert again == files and len(server.requests) == 2
+    files = served()
+    with serve_files(files) as url:
+        found = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url, catalogue=pinned())
+        assert found.model == tmp_path / "taggers" / NAME / MODEL_FILE
+        assert found.model.read_bytes() == MODEL and found.tags.read_bytes() == TAGS
+        assert len(files.requests) == 2
+        again = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url, catalogue=pinned())
+        assert again == found and len(files.requests) == 2
 
 
 def test_wrong_hash_is_refused_and_leaves_nothing(tmp_path):
-    with FileServer(served()) as server:
+    with serve_files(served()) as url:
         with pytest.raises(WeightsHashError, match="SHA-256"):
-            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned("0" * 64))
+            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url, catalogue=pinned("0" * 64))
     folder = tmp_path / "taggers" / NAME
     assert not (folder / MODEL_FILE).exists() and not (folder / (MODEL_FILE + ".part")).exists()
 
 
 def test_an_interrupted_download_resumes_with_a_range_request(tmp_path):
-    with FileServer(served()) as server:
+    files = served()
+    files.truncate_at = 5000  # the first response of each file drops after 5000 bytes
+    with serve_files(files) as url:
         path = f"/SmilingWolf/{NAME}/resolve/main/{MODEL_FILE}"
-        server.cut_once[path] = 5000
         with pytest.raises(WeightsUnavailableError, match="resume"):
-            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
+            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url, catalogue=pinned())
         part = tmp_path / "taggers" / NAME / (MODEL_FILE + ".part")
         assert part.stat().st_size == 5000
-        files = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url, catalogue=pinned())
-        assert (path, "bytes=5000-") in server.requests
-        assert files.model.read_bytes() == MODEL and not part.exists()
+        files.truncate_at = None
+        found = locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url, catalogue=pinned())
+        assert (path, "bytes=5000-") in files.requests
+        assert found.model.read_bytes() == MODEL and not part.exists()
 
 
 def test_offline_message_names_the_file_the_url_and_the_folder(tmp_path):
-    with FileServer({}) as server:
-        url = server.url  # a port that was ours and is closed after the block
+    url = f"http://127.0.0.1:{closed_port()}"
     with pytest.raises(WeightsUnavailableError) as caught:
         locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url, catalogue=pinned())
     message = str(caught.value)
@@ -128,13 +81,14 @@ def test_offline_message_names_the_file_the_url_and_the_folder(tmp_path):
 
 
 def test_unpinned_models_are_not_downloaded_and_the_refusal_says_where_to_put_them(tmp_path):
-    with FileServer(served()) as server:
+    files = served()
+    with serve_files(files) as url:
         with pytest.raises(TaggerNotFoundError) as caught:
-            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=server.url)
-        assert server.requests == []
+            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url)
+        assert files.requests == []
     message = str(caught.value)
     assert "no SHA-256 is pinned" in message and str(tmp_path / "taggers" / NAME) in message
-    assert f"{server.url}/SmilingWolf/{NAME}/resolve/main/{MODEL_FILE}" in message
+    assert f"{url}/SmilingWolf/{NAME}/resolve/main/{MODEL_FILE}" in message
 
 
 def write_tagger(folder: Path, model: bytes = MODEL) -> Path:
