@@ -1,4 +1,4 @@
-"""Command line: `python -m lib_pinning demo | resume DIR | report DIR`.
+"""Command line: `python -m lib_pinning demo | pin --server URL | resume DIR | report DIR`.
 
 Flags are generated from the options models (`PinningOptions`, `ToySettings`), so the CLI offers
 exactly the options the WebUI shows, with the same names, ranges and help.
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", type=Path)
     add_option_flags(resume, PinningOptions, "what a resumed run may change", keys=RESUME_OPTIONS)
 
+    from lib_pinning.remote.cli import add_pin_command  # here: httpx loads only for the CLI
+
+    add_pin_command(commands)
+
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
     report.add_argument("run_dir", type=Path)
     return parser
@@ -162,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options=options,
                 runs_dir=args.runs_dir,
             )
+        elif args.command == "pin":
+            from lib_pinning.remote.cli import start_pin
+
+            run = start_pin(args)
+            if run is None:  # --dry-run: checked and printed, nothing to run
+                return 0
         elif args.command == "resume":
             changes = {
                 s.key: s.coerce(getattr(args, s.key)) for s in PinningOptions.specs()
