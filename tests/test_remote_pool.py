@@ -171,8 +171,8 @@ def test_a_server_that_drops_mid_call_loses_nothing_and_is_retried_later(images,
         generator = pool(a, b)
         assert_equal_to_local(generator.generate_many(reqs), reqs, local)
         assert b.faults.drop
-        b.faults.drop = False  # back up: after its pause (under 2 s here) it is probed and takes batches again
-        a.faults.latency = 0.5  # so the next call outlasts that pause
+        b.faults.drop = False  # back up: after its pause (a few tenths of a second here) it is probed and takes batches again
+        a.faults.latency = 0.2  # so the next call outlasts that pause
         before = len(b.calls.generations)
         more = requests(6, seeds=(1, 2, 3, 4))
         assert_equal_to_local(generator.generate_many(more), more, local)

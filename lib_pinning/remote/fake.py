@@ -64,7 +64,9 @@ class Faults:
     http_500: int = 0  # the next N generation requests answer HTTP 500
     malformed: int = 0  # the next N answer a body that is not JSON
     drop: bool = False  # every request's connection is closed without an answer
-    drop_after: int | None = None  # after N generation requests, drop = True
+    # After N more generation requests, drop = True (once: the counter is then spent, so a test can
+    # bring the server back by setting drop = False).
+    drop_after: int | None = None
     auth: tuple[str, str] | None = None
     checkpoint: str = CHECKPOINT
     samplers: tuple[str, ...] = ("Euler a", "Euler", "DPM++ 2M")
@@ -217,7 +219,7 @@ def _handler(fake: FakeWebUI) -> type[BaseHTTPRequestHandler]:
             faults = fake.faults
             if faults.drop_after is not None:
                 if faults.drop_after <= 0:
-                    faults.drop = True
+                    faults.drop, faults.drop_after = True, None
                     self.close_connection = True
                     return
                 faults.drop_after -= 1
