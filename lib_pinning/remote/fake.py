@@ -13,6 +13,7 @@ import base64
 import binascii
 import io
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class FakeWebUI:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
+        self._connections_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -107,6 +110,15 @@ class FakeWebUI:
             self._server.shutdown()
             self._thread = None
         self._server.server_close()
+        # A dead server also ends its clients' keep-alive connections; without this a client's
+        # pooled connection would go on being answered by its handler thread.
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> FakeWebUI:
         return self.start()
@@ -150,6 +162,16 @@ class FakeWebUI:
 def _handler(fake: FakeWebUI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with fake._connections_lock:
+                fake._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with fake._connections_lock:
+                fake._connections.discard(self.connection)
+            super().finish()
 
         def log_message(self, format: str, *args: Any) -> None:  # keep the test output clean
             pass

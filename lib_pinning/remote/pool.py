@@ -230,13 +230,14 @@ class RemoteGenerator:
                     break
                 self._cond.wait(POLL_SECONDS)
             self._cond.notify_all()
+            # Every job is settled now and no longer changes. The workers are not joined: an idle
+            # one returns within POLL_SECONDS, and one still in an HTTP request (the losing copy of
+            # a duplicated batch, or a batch cut short by a cancel) must not hold up the run; its
+            # answer is dropped, and until then it keeps its server's slot busy for the next call.
+            results = [job.result if job.final else None for job in call.jobs]
         if call.cancelled:
             self.interrupt()
-        for worker in workers:
-            # Workers return once the call is finished; one still in an HTTP request ends with it
-            # and is not waited for (its answer is dropped).
-            worker.join(timeout=0.0 if call.cancelled else None)
-        return [job.result if job.final else None for job in call.jobs]
+        return results
 
     def interrupt(self) -> None:
         """Forward a cancel to every server (/sdapi/v1/interrupt), in parallel."""
