@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", type=Path)
     add_option_flags(resume, PinningOptions, "what a resumed run may change", keys=RESUME_OPTIONS)
 
-    from lib_pinning.remote.cli import add_pin_command  # here: httpx loads only for the CLI
+    from lib_pinning.remote.cli import add_pin_command, add_resume_flags  # here: httpx loads only for the CLI
 
+    add_resume_flags(resume)
     add_pin_command(commands)
 
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
@@ -177,9 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s.key: s.coerce(getattr(args, s.key)) for s in PinningOptions.specs()
                 if s.key in RESUME_OPTIONS and hasattr(args, s.key)
             }
-            run = PinningRun.resume(
-                args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)), changes
-            )
+            description = _generator_description(args.run_dir)
+            if description.get("backend") == "remote":
+                from lib_pinning.remote.cli import resume_generator
+
+                generator = resume_generator(description, args)
+                run = PinningRun.resume(args.run_dir, generator, changes)
+                # Where the run goes on (--server may have moved it), for its report and the next resume.
+                run.run_info["generator"] = generator.describe()
+            else:
+                run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(description), changes)
         else:
             from lib_pinning.report import rebuild
 

@@ -49,22 +49,45 @@ def add_pin_command(commands: Any) -> None:
     add_option_flags(pin, PinningOptions, "pinning")
 
 
+def add_resume_flags(resume: argparse.ArgumentParser) -> None:
+    """`resume` of a remote run: the servers may have moved, and credentials are never recorded."""
+    group = resume.add_argument_group("a run made with `pin` (remote servers)")
+    group.add_argument("--server", action="append", metavar="URL",
+                       help="the servers to go on with, replacing the run's recorded addresses (repeat for several)")
+    group.add_argument("--api-auth", metavar="USER:PASSWORD", help="the servers' --api-auth credentials")
+    group.add_argument("--insecure", action="store_true", default=None,
+                       help="do not verify the servers' TLS certificates")
+
+
+def server_address(url: str, shared: tuple[str, str] | None) -> tuple[str, tuple[str, str] | None]:
+    """The address without credentials, and the credentials: its own (user:password@) or `shared`."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PinningInputError(f"--server {url!r} is not an http(s) address")
+    auth = shared if parts.username is None else (parts.username, parts.password or "")
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), auth
+
+
 def server_configs(args: argparse.Namespace) -> list[ServerConfig]:
     shared = _credentials(args.api_auth) if args.api_auth else None
     configs = []
     for url in args.server:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PinningInputError(f"--server {url!r} is not an http(s) address")
-        auth = shared
-        if parts.username is not None:
-            auth = (parts.username, parts.password or "")
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        address, auth = server_address(url, shared)
         configs.append(ServerConfig(
-            url=urlunsplit((parts.scheme, netloc, parts.path, "", "")), auth=auth, verify=not args.insecure,
-            timeout=args.timeout, connect_timeout=args.connect_timeout,
+            url=address, auth=auth, verify=not args.insecure, timeout=args.timeout, connect_timeout=args.connect_timeout,
         ))
     return configs
+
+
+def resume_generator(description: dict[str, Any], args: argparse.Namespace) -> RemoteGenerator:
+    """The recorded pool of a `pin` run, checked (same checkpoint as the run's) before it resumes."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
+    shared = _credentials(args.api_auth) if args.api_auth else None
+    addresses = [server_address(url, shared) for url in (args.server or description["servers"])]
+    generator = RemoteGenerator.from_description(description, addresses, verify=False if args.insecure else None)
+    generator.check()
+    return generator
 
 
 def start_pin(args: argparse.Namespace) -> PinningRun | None:

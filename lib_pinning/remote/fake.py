@@ -89,6 +89,8 @@ class FakeWebUI:
         self.calls = Calls()
         self._queue_lock = threading.Lock()
         self._interrupted = threading.Event()
+        self.in_flight = 0  # generation requests received and not yet answered (waiting included)
+        self._in_flight_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -135,6 +137,15 @@ class FakeWebUI:
     def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
         first, count = int(payload["seed"]), int(payload.get("batch_size", 1))
         seeds = tuple(first + i for i in range(count))
+        with self._in_flight_lock:
+            self.in_flight += 1
+        try:
+            return self._generate(payload, first, count, seeds)
+        finally:
+            with self._in_flight_lock:
+                self.in_flight -= 1
+
+    def _generate(self, payload: dict[str, Any], first: int, count: int, seeds: tuple[int, ...]) -> dict[str, Any]:
         with self._queue_lock:
             self._interrupted.clear()
             deadline = time.monotonic() + self.latency()
