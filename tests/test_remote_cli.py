@@ -98,6 +98,15 @@ def test_two_servers_with_random_latency_give_the_records_of_one(tmp_path, image
     assert described["backend"] == "remote" and described["servers"] == [a.url, b.url]
 
 
+def test_a_run_with_failing_servers_gives_the_records_of_one_without(tmp_path, images):
+    with FakeWebUI(images) as a:
+        clean = start(tmp_path / "clean", a).execute()
+    with FakeWebUI(images, Faults(http_500=1, malformed=1)) as a, FakeWebUI(images, Faults(drop_after=2)) as b:
+        faulty = start(tmp_path / "faulty", a, b).execute()
+        assert a.faults.http_500 == a.faults.malformed == 0 and b.faults.drop  # every fault happened
+    assert faulty.status == "finished" and records(faulty.run_dir) == records(clean.run_dir)
+
+
 def test_a_remote_run_resumes_on_moved_servers_with_the_records_of_an_uninterrupted_run(tmp_path, images, capsys):
     with FakeWebUI(images) as a:
         straight = start(tmp_path / "straight", a).execute()

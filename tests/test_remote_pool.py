@@ -156,12 +156,34 @@ def test_non_consecutive_seeds_get_their_own_images(images, local):
         assert [(p["seed"], p["batch_size"]) for p in a.calls.generations[:3]] == [(3, 2), (10, 1), (2, 1)]
 
 
-def test_http_500_and_malformed_answers_are_retried(images, local):
+def test_an_http_500_answer_is_retried_and_its_batch_goes_to_another_server(images, local):
     reqs = requests(3)
-    with FakeWebUI(images, Faults(http_500=1, malformed=1)) as a:
+    with FakeWebUI(images, Faults(http_500=1)) as a:
         assert_equal_to_local(pool(a).generate_many(reqs), reqs, local)
-    with FakeWebUI(images, Faults(http_500=2)) as a, FakeWebUI(images, Faults(malformed=2)) as b:
+        assert a.faults.http_500 == 0  # the 500 was answered, then its batch came again
+    with FakeWebUI(images, Faults(http_500=2)) as a, FakeWebUI(images) as b:
         assert_equal_to_local(pool(a, b).generate_many(reqs), reqs, local)
+        assert a.faults.http_500 < 2  # it answered 500 (once or twice, as its pauses fell) and b covered
+
+
+def test_a_malformed_json_answer_is_retried_and_its_batch_goes_to_another_server(images, local):
+    reqs = requests(3)
+    with FakeWebUI(images, Faults(malformed=1)) as a:
+        assert_equal_to_local(pool(a).generate_many(reqs), reqs, local)
+        assert a.faults.malformed == 0
+    with FakeWebUI(images, Faults(malformed=2)) as a, FakeWebUI(images) as b:
+        assert_equal_to_local(pool(a, b).generate_many(reqs), reqs, local)
+        assert a.faults.malformed < 2
+
+
+def test_a_server_whose_credentials_stop_working_mid_run_hands_its_batches_on(images, local):
+    reqs = requests(4)
+    with FakeWebUI(images, Faults(auth=("pin", "secret"))) as a, FakeWebUI(images, Faults(auth=("pin", "secret"))) as b:
+        generator = pool(a, b, auth=("pin", "secret"))
+        generator.check()
+        b.faults.auth = ("pin", "changed")  # its --api-auth changed after the start check
+        assert_equal_to_local(generator.generate_many(reqs), reqs, local)
+    assert len(a.calls.generations) == len(reqs) and b.calls.generations == []
 
 
 def test_a_server_that_drops_mid_call_loses_nothing_and_is_retried_later(images, local):
