@@ -71,6 +71,17 @@ def test_payload_carries_the_settings_and_makes_seed_i_image_i():
     assert "scheduler" not in build_payload(RemoteSettings(), "a", "", 1, 1)  # Automatic: the WebUI's choice
 
 
+def test_hires_fix_travels_in_the_payload_and_sets_the_answers_size():
+    settings = RemoteSettings(width=512, height=768, enable_hr=True, hr_scale=1.5, hr_upscaler="R-ESRGAN 4x+",
+                              hr_second_pass_steps=10, denoising_strength=0.4)
+    payload = build_payload(settings, "a cat", "", 1, 2)
+    assert (payload["enable_hr"], payload["hr_scale"], payload["hr_upscaler"], payload["hr_second_pass_steps"],
+            payload["denoising_strength"]) == (True, 1.5, "R-ESRGAN 4x+", 10, 0.4)
+    assert "hr_prompt" not in payload  # the second pass gets the pinned prompt itself
+    assert settings.output_size() == (1152, 768)
+    assert "enable_hr" not in build_payload(RemoteSettings(), "a", "", 1, 1)
+
+
 def test_bad_override_settings_are_refused_before_anything_runs():
     with pytest.raises(ValueError, match="override_settings"):
         RemoteSettings(override_settings="{not json")

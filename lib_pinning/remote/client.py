@@ -177,7 +177,7 @@ class WebUIClient:
             payload = build_payload(settings, request.prompt, request.negative_prompt, first, count, init_image)
             body = self._call("POST", endpoint, json=payload)
             try:
-                parts.append(parse_response(body, first, count, (settings.height, settings.width)))
+                parts.append(parse_response(body, first, count, settings.output_size()))
             except MalformedResponse as e:
                 raise ServerUnavailable(self.name, f"{endpoint}: {e}") from e
         return torch.cat(parts) if len(parts) > 1 else parts[0]

@@ -49,6 +49,14 @@ class RemoteSettings(OptionsModel):
         0.75, label="Denoising strength", help="img2img only.", infotext=None, minimum=0.0, maximum=1.0
     )
     init_image: str = option("", label="Init image", help="img2img only: path of the init image.", infotext=None)
+    enable_hr: bool = option(False, label="Hires. fix", help="txt2img only: upscale and sample again (denoising strength applies).",
+                             infotext=None)
+    hr_scale: float = option(2.0, label="Upscale by", help="Hires. fix: output size = size x this.", infotext=None,
+                             minimum=1.0, maximum=4.0)
+    hr_upscaler: str = option("Latent", label="Upscaler", help="Hires. fix: upscaler name as the WebUI lists it.",
+                              infotext=None)
+    hr_second_pass_steps: int = option(0, label="Hires steps", help="Hires. fix: steps of the second pass (0: as Steps).",
+                                       infotext=None, minimum=0, maximum=150)
     override_settings: str = option(
         "", label="Override settings",
         help='JSON object of WebUI settings for these requests, e.g. {"CLIP_stop_at_last_layers": 2}.',
@@ -61,6 +69,13 @@ class RemoteSettings(OptionsModel):
             raise PinningInputError("override_settings must be a JSON object")
         if self.mode == "img2img" and not self.init_image:
             raise PinningInputError("img2img needs an init image (--init-image PATH)")
+
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the images the server answers: with Hires. fix, int(size x scale), as
+        the WebUI computes its upscale target (modules/processing.py, calculate_target_resolution)."""
+        if self.mode == "txt2img" and self.enable_hr:
+            return int(self.height * self.hr_scale), int(self.width * self.hr_scale)
+        return self.height, self.width
 
     def overrides(self) -> dict[str, Any]:
         if not self.override_settings.strip():
@@ -118,6 +133,11 @@ def build_payload(
     }
     if settings.scheduler != "Automatic":
         payload["scheduler"] = settings.scheduler
+    if settings.mode == "txt2img" and settings.enable_hr:
+        # hr_prompt stays empty: the WebUI then gives the second pass the (pinned) prompt itself.
+        payload.update(enable_hr=True, hr_scale=settings.hr_scale, hr_upscaler=settings.hr_upscaler,
+                       hr_second_pass_steps=settings.hr_second_pass_steps,
+                       denoising_strength=settings.denoising_strength)
     if settings.mode == "img2img":
         payload["init_images"] = [init_image]
         payload["denoising_strength"] = settings.denoising_strength

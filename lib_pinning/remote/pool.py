@@ -126,7 +126,7 @@ class RemoteGenerator:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return (self.settings.height, self.settings.width)
+        return self.settings.output_size()
 
     @property
     def servers(self) -> list[str]:
