@@ -259,3 +259,20 @@ def test_describe_names_servers_and_checkpoint_not_credentials(images):
         generator.check()
         described = json.dumps(generator.describe())
     assert a.url in described and "0a1b2c3d4e" in described and "secret" not in described
+
+
+def test_ctrl_c_while_waiting_interrupts_every_server_and_goes_on_up(images):
+    with FakeWebUI(images, Faults(latency=5.0)) as a, FakeWebUI(images, Faults(latency=5.0)) as b:
+        generator = pool(a, b)
+        generator.check()
+
+        def ctrl_c() -> bool:
+            if a.in_flight and b.in_flight:
+                raise KeyboardInterrupt
+            return False
+
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            generator.generate_many(requests(4), cancel=ctrl_c)
+        assert time.monotonic() - started < 3.0
+        assert a.calls.interrupts == 1 and b.calls.interrupts == 1

@@ -257,6 +257,22 @@ class RemoteGenerator:
         ]
         for worker in workers:
             worker.start()
+        try:
+            results = self._wait(call, cancel)
+        except BaseException:
+            # Ctrl-C (a second one: the run's first only sets the cancel flag), or anything else that
+            # ends this wait: the servers are still generating, so they are told to stop first.
+            with self._cond:
+                call.cancelled = True
+                self._cond.notify_all()
+            self.interrupt()
+            raise
+        if call.cancelled:
+            self.interrupt()
+        return results
+
+    def _wait(self, call: _Call, cancel: Callable[[], bool] | None) -> list[Batch | BaseException | None]:
+        """Wait for the call's jobs (the workers do them), watching cancel() and the servers' health."""
         all_down_since: float | None = None
         with self._cond:
             while not call.finished:
@@ -277,10 +293,7 @@ class RemoteGenerator:
             # one returns within POLL_SECONDS, and one still in an HTTP request (the losing copy of
             # a duplicated batch, or a batch cut short by a cancel) must not hold up the run; its
             # answer is dropped, and until then it keeps its server's slot busy for the next call.
-            results = [job.result if job.final else None for job in call.jobs]
-        if call.cancelled:
-            self.interrupt()
-        return results
+            return [job.result if job.final else None for job in call.jobs]
 
     def interrupt(self) -> None:
         """Forward a cancel to every server (/sdapi/v1/interrupt), in parallel."""
