@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 
@@ -129,6 +132,23 @@ def test_auth_failure_is_refused_and_the_right_credentials_work(images, local):
             pool(a, auth=("pin", "wrong")).check()
         generator = pool(a, auth=("pin", "secret"))
         generator.check()
+        assert_equal_to_local(generator.generate_many(requests(2)), requests(2), local)
+
+
+def test_tls_servers_are_verified_unless_told_not_to(images, local, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FakeWebUI(images, tls=context) as a:
+        assert a.url.startswith("https://")
+        with pytest.raises(ServerCheckFailed, match="ConnectError.*(?i:certificate)"):
+            RemoteGenerator([ServerConfig(a.url, timeout=10)], SETTINGS).check()
+        generator = RemoteGenerator([ServerConfig(a.url, verify=False, timeout=10)], SETTINGS)  # --insecure
         assert_equal_to_local(generator.generate_many(requests(2)), requests(2), local)
 
 

@@ -14,6 +14,7 @@ import binascii
 import io
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -84,7 +85,8 @@ class Calls:
 class FakeWebUI:
     """A fake server; use as a context manager, or start() / stop()."""
 
-    def __init__(self, images: ToyImages, faults: Faults | None = None) -> None:
+    def __init__(self, images: ToyImages, faults: Faults | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """tls: a server-side context (its certificate loaded) to answer over https."""
         self.images = images
         self.faults = faults or Faults()
         self.calls = Calls()
@@ -94,13 +96,17 @@ class FakeWebUI:
         self._in_flight_lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
         self._connections_lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakeWebUI:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
