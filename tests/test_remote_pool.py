@@ -180,6 +180,14 @@ def test_results_keep_proposal_order_under_random_latency(images, local):
         assert len(a.calls.generations) + len(b.calls.generations) + len(c.calls.generations) >= len(reqs)
 
 
+@pytest.mark.parametrize("slots", [1, 2])
+def test_no_server_has_more_batches_in_flight_than_its_slots(images, local, slots):
+    reqs = requests(6)
+    with FakeWebUI(images, Faults(latency=0.1)) as a, FakeWebUI(images, Faults(latency=0.1)) as b:
+        assert_equal_to_local(pool(a, b, slots=slots).generate_many(reqs), reqs, local)
+    assert a.max_in_flight == b.max_in_flight == slots
+
+
 def test_non_consecutive_seeds_get_their_own_images(images, local):
     reqs = requests(2, seeds=(3, 4, 10, 2))
     with FakeWebUI(images) as a:

@@ -4,7 +4,8 @@ It answers the endpoints the remote generator uses with the real API's JSON shap
 base64 PNG, `info` as a JSON string with `all_seeds` and `index_of_first_image`), generating each
 batch with the toy model from (prompt, negative prompt, seeds), so its batches equal the local toy
 backend's. Like the WebUI it generates one batch at a time (its queue lock). Faults are switched on
-per server: latency, HTTP 500, malformed JSON, dropped connections, basic auth, another checkpoint.
+per server: latency, HTTP 500, malformed JSON, dropped connections, basic auth, another checkpoint;
+it answers over https when given a TLS context.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class FakeWebUI:
         self._queue_lock = threading.Lock()
         self._interrupted = threading.Event()
         self.in_flight = 0  # generation requests received and not yet answered (waiting included)
+        self.max_in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -146,6 +148,7 @@ class FakeWebUI:
         seeds = tuple(first + i for i in range(count))
         with self._in_flight_lock:
             self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return self._generate(payload, first, count, seeds)
         finally:

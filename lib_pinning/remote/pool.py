@@ -14,8 +14,15 @@
   and is itself retried after a growing pause (after re-checking its checkpoint). A batch fails only
   after `max_attempts` such failures, when the WebUI rejects the request itself (HTTP 4xx), or when
   no server has been reachable for `give_up_after` seconds.
-- Cancel: `cancel()` is polled while waiting; when it turns true every server gets
-  /sdapi/v1/interrupt and the batches not finished come back as None.
+- Cancel: `cancel()` is polled while waiting; when it turns true, or a Ctrl-C lands in the wait,
+  every server gets /sdapi/v1/interrupt and the batches not finished come back as None (or the
+  KeyboardInterrupt goes on up). A call returns as soon as its batches are settled: a request
+  still out (a duplicate's losing copy, a cancelled batch) finishes in the background, its
+  answer dropped, holding its server's slot meanwhile.
+
+Threads, not asyncio: a WebUI generates one batch at a time, so a few requests are in flight per
+server, and a thread per slot with httpx's blocking client keeps `generate_many` an ordinary call
+for the run loop and for the WebUI, whose script runs in a thread of its own.
 """
 
 from __future__ import annotations
