@@ -187,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Where the run goes on (--server may have moved it), for its report and the next resume.
                 run.run_info["generator"] = generator.describe()
             else:
+                if args.server or args.api_auth:
+                    raise ValueError("--server and --api-auth are for runs made with `pin`; this run used the toy model")
                 run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(description), changes)
         else:
             from lib_pinning.report import rebuild

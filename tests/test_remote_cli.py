@@ -161,3 +161,16 @@ def test_a_cancel_mid_generation_interrupts_every_server_and_the_run_stays_valid
         a.faults.latency = b.faults.latency = 0.0
         resumed = PinningRun.resume(result.run_dir, run.generator).execute()
     assert resumed.status == "finished" and len(records(result.run_dir)) == 7
+
+
+def test_resume_of_a_toy_run_refuses_server_flags(tmp_path, capsys):
+    from lib_pinning.generator import ToyGenerator
+
+    checks = iter(range(100))
+    stopped = PinningRun.start(generator=ToyGenerator(ToySettings(steps=6)), prompt="red circle, blue square",
+                               negative_prompt="", seeds=derive_seeds(1, 3), options=OPTIONS,
+                               runs_dir=tmp_path).execute(cancel=lambda: next(checks) >= 3)
+    assert stopped.status == "interrupted"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["resume", str(stopped.run_dir), "--server", "http://127.0.0.1:9"])
+    assert exit_info.value.code == 2 and "runs made with `pin`" in capsys.readouterr().err
