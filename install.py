@@ -8,7 +8,8 @@ output, and the WebUI starts anyway (the script then says which features will no
 
 What is checked (A1111 1.10.1's requirements_versions.txt and Forge's already bring numpy 1.26,
 Pillow, tqdm, torchsde 0.2.6, open-clip-torch 2.20, safetensors, transformers (and with it regex),
-gradio (and with it jinja2 and matplotlib); only DEAP and onnxruntime are normally missing):
+httpx 0.24.1 (the remote servers' client), gradio (and with it jinja2 and matplotlib); only DEAP and
+onnxruntime are normally missing):
 
 - REQUIRED: installed with `launch.run_pip` when `launch.is_installed` says they are missing.
   Versions known to work beside the WebUI's pins; deap 1.4.4 is pure Python (with moocore, which has

@@ -1,4 +1,4 @@
-"""Command line: `python -m lib_pinning demo | resume DIR | report DIR`.
+"""Command line: `python -m lib_pinning demo | pin --server URL | resume DIR | report DIR`.
 
 Flags are generated from the options models (`PinningOptions`, `ToySettings`), so the CLI offers
 exactly the options the WebUI shows, with the same names, ranges and help.
@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", type=Path)
     add_option_flags(resume, PinningOptions, "what a resumed run may change", keys=RESUME_OPTIONS)
 
+    from lib_pinning.remote.cli import add_pin_command, add_resume_flags  # here: httpx loads only for the CLI
+
+    add_resume_flags(resume)
+    add_pin_command(commands)
+
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
     report.add_argument("run_dir", type=Path)
     return parser
@@ -162,14 +167,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options=options,
                 runs_dir=args.runs_dir,
             )
+        elif args.command == "pin":
+            from lib_pinning.remote.cli import start_pin
+
+            run = start_pin(args)
+            if run is None:  # --dry-run: checked and printed, nothing to run
+                return 0
         elif args.command == "resume":
             changes = {
                 s.key: s.coerce(getattr(args, s.key)) for s in PinningOptions.specs()
                 if s.key in RESUME_OPTIONS and hasattr(args, s.key)
             }
-            run = PinningRun.resume(
-                args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)), changes
-            )
+            description = _generator_description(args.run_dir)
+            if description.get("backend") == "remote":
+                from lib_pinning.remote.cli import resume_generator
+
+                generator = resume_generator(description, args)
+                run = PinningRun.resume(args.run_dir, generator, changes)
+                # Where the run goes on (--server may have moved it), for its report and the next resume.
+                run.run_info["generator"] = generator.describe()
+            else:
+                if args.server or args.api_auth:
+                    raise ValueError("--server and --api-auth are for runs made with `pin`; this run used the toy model")
+                run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(description), changes)
         else:
             from lib_pinning.report import rebuild
 

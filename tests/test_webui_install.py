@@ -120,7 +120,8 @@ def test_versions_compare_by_release_numbers() -> None:
 def test_the_requirements_cover_the_engines_runtime_dependencies() -> None:
     """Every runtime dependency in pyproject.toml is installed here or shipped by the WebUI."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    shipped_by_webui = {"torch", "numpy", "pillow", "tqdm"}  # A1111 1.10.1 requirements_versions.txt
+    # A1111 1.10.1's and Forge's requirements_versions.txt (httpx==0.24.1 in both, also a gradio dependency).
+    shipped_by_webui = {"torch", "numpy", "pillow", "tqdm", "httpx"}
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {dep.split(">")[0].split("=")[0].split("<")[0].strip().lower() for dep in project["dependencies"]}
     assert names - shipped_by_webui <= {r.dist.lower() for r in install.REQUIRED}

@@ -1,0 +1,17 @@
+"""Pinning on remote WebUI / Forge servers over their HTTP API (`--api`), several at once.
+
+`client.py`: one server (requests, errors by whom they blame, the checks); `payload.py`: the API
+payload of a batch and the reading of its response; `pool.py`: `RemoteGenerator`, the Generator
+over one or more servers with parallel evaluation, fail-over and cancel forwarding.
+"""
+
+from lib_pinning.remote.client import (
+    AuthFailed, RemoteError, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
+)
+from lib_pinning.remote.payload import RemoteSettings
+from lib_pinning.remote.pool import RemoteGenerator, ServerCheckFailed
+
+__all__ = [
+    "AuthFailed", "RemoteError", "RemoteGenerator", "RemoteSettings", "RequestRejected", "ServerCheckFailed",
+    "ServerConfig", "ServerUnavailable", "WebUIClient",
+]
