@@ -111,7 +111,7 @@ def bench_size(
         out = []
         for i, j in pairs:
             emap, mean, _ = flip_evaluator.evaluate(
-                hwc[i], hwc[j], "LDR", applyMagma=False, parameters={"ppd": 67.0}
+                hwc[i], hwc[j], "LDR", applyMagma=False, parameters={"ppd": flip.DEFAULT_PPD}
             )
             out.append((mean, emap.mean(dtype=np.float64)))
         return np.array(out)

@@ -62,12 +62,12 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def reference(a: np.ndarray, b: np.ndarray, ppd: float = 67.0) -> tuple[np.ndarray, float]:
+def reference(a: np.ndarray, b: np.ndarray, ppd: float = flip.DEFAULT_PPD) -> tuple[np.ndarray, float]:
     emap, mean, _ = fe.evaluate(a, b, "LDR", applyMagma=False, parameters={"ppd": ppd})
     return emap[..., 0], float(mean)
 
 
-def _compare_all_pairs(images: list[np.ndarray], ppd: float = 67.0, pairs=None) -> dict[str, float]:
+def _compare_all_pairs(images: list[np.ndarray], ppd: float = flip.DEFAULT_PPD, pairs=None) -> dict[str, float]:
     prepared = flip.prepare(to_tensor(images), ppd)
     pairs = pairs if pairs is not None else list(itertools.combinations(range(len(images)), 2))
     means, maps = flip.pair_flip(prepared, prepared, pairs, error_maps=True)
@@ -127,6 +127,20 @@ def test_agrees_with_reference_at_other_observers(ppd: float) -> None:
     worst = _compare_all_pairs(images, ppd=ppd)
     assert worst["mean_vs_returned"] < 1e-3, worst
     assert worst["map"] < 1e-4, worst
+
+
+def test_default_observer_is_the_references_default() -> None:
+    """Both sides with their own defaults: the reference without a ppd, ours without one."""
+    a, b = make_image("scene", 48, 64, 12), make_image("edges", 48, 64, 13)
+    ref_map, ref_mean, used = fe.evaluate(a, b, "LDR", applyMagma=False)
+    assert flip.DEFAULT_PPD == used["ppd"]  # the same float, not just close
+    means, maps = flip.pair_flip(*([flip.prepare(to_tensor([a, b]))] * 2), [(0, 1)], error_maps=True)
+    assert float(np.abs(maps[0].numpy() - ref_map[..., 0]).max()) < 1e-5
+    assert abs(float(means[0]) - ref_mean) < 1e-5
+    # The monitor the default stands for, through the public helper.
+    assert flip.pixels_per_degree(0.7, 3840, 0.7) == used["ppd"]
+    _, _, other = fe.evaluate(a, b, "LDR", applyMagma=False, parameters={"vc": [0.5, 1920, 0.6]})
+    assert flip.pixels_per_degree(0.5, 1920, 0.6) == other["ppd"]
 
 
 @pytest.mark.parametrize("size", [(5, 7), (1, 1), (12, 3)])
