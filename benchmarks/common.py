@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Mapping
@@ -57,6 +58,23 @@ def machine_info(*packages: str) -> dict[str, str]:
 
 def machine_line(*packages: str) -> str:
     return ", ".join(f"{key} {value}" for key, value in machine_info(*packages).items())
+
+
+def git_commit() -> str:
+    """The short commit of the checkout, flagged when tracked files differ from it: figures from
+    uncommitted code cannot be reproduced from the commit alone."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def load_average() -> float | None:
