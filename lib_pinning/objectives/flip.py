@@ -23,10 +23,10 @@ over 15 pairs of varied content at 1920x1080), means within 1e-5 of the mean of 
 map.  Where both images are flat the bound is 1e-4 (1.9e-5 measured): the feature difference is
 then float32 rounding (~1e-8) in either implementation, and its square root (q_f = 0.5) in the
 exponent of the colour error magnifies it; in float64 this module is exactly flat there, yet no
-closer to the reference, whose own rounding sets that limit.  The reference's *returned* mean adds the map into one float32 running sum, which
-drifts by up to ~2e-3 at 512x512 on high-error pairs; the mean here is summed in float64 and is
-the more accurate of the two.  Both implementations are symmetric in their two arguments (this one
-bit for bit).
+closer to the reference, whose own rounding sets that limit.  The reference's *returned* mean
+adds the map into one float32 running sum, which drifts by up to ~2e-3 at 512x512 on high-error
+pairs; the mean here is summed in float64 and is the more accurate of the two.  Both
+implementations are symmetric in their two arguments (this one bit for bit).
 """
 
 from __future__ import annotations
