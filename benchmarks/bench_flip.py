@@ -9,12 +9,18 @@ For each image size, 16 images (120 pairs) are scored three ways:
 
 Usage:  python benchmarks/bench_flip.py [--sizes 512 64] [--repeats 3] [--device cpu --device cuda]
                                         [--threads N] [--update-doc docs/benchmarks.md]
+        python benchmarks/bench_flip.py --memory [--memory-sizes 512 2048 4096] [--update-doc ...]
+
+--memory measures peak memory instead of time: for each size, one pair scored by (a) and by (b),
+each in a fresh Python process that reports its own peak resident set size (VmHWM); a second
+process per side that only imports and loads the two images gives the part that is not the metric.
 
 Both implementations get the same number of CPU threads: the usable cores unless --threads says
 otherwise (torch.set_num_threads for lib_pinning; OMP_NUM_THREADS, set before flip_evaluator and
 its bundled OpenMP runtime load, for the reference).  Medians over --repeats runs are reported.
-With --update-doc, the run's table replaces the subsection for its thread count in the section
-"Batched FLIP (bench_flip.py)" of the given page, leaving the rest of the page alone.
+With --update-doc, the run's table replaces the subsection for its thread count (or, with --memory,
+the subsection "Peak memory, one pair") in the section "Batched FLIP (bench_flip.py)" of the given
+page, leaving the rest of the page alone.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import itertools
 import logging
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, usable_cores, write_section  # noqa: E402
+from benchmarks.common import git_commit, load_average, machine_line, usable_cores, write_section  # noqa: E402
 from lib_pinning.objectives import flip  # noqa: E402
 
 logger = logging.getLogger("bench_flip")
@@ -111,7 +119,7 @@ def bench_size(
         out = []
         for i, j in pairs:
             emap, mean, _ = flip_evaluator.evaluate(
-                hwc[i], hwc[j], "LDR", applyMagma=False, parameters={"ppd": 67.0}
+                hwc[i], hwc[j], "LDR", applyMagma=False, parameters={"ppd": flip.DEFAULT_PPD}
             )
             out.append((mean, emap.mean(dtype=np.float64)))
         return np.array(out)
@@ -163,6 +171,90 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+MEMORY_HEADING = "### Peak memory, one pair"
+
+# Run in a fresh interpreter so that each figure is one process's own peak: argv = (side, a.npy,
+# b.npy, evaluate 0/1, ppd).  The peak is VmHWM of /proc/self/status (KiB), which execve starts
+# afresh; ru_maxrss is not used where VmHWM exists, because Linux carries it over from the forking
+# parent (here a process that has drawn 4096x4096 scenes), through exec.
+_MEMORY_CHILD = """
+import resource, sys
+import numpy as np
+
+def peak_kib():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+side, a_path, b_path, evaluate, ppd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", float(sys.argv[5])
+a, b = np.load(a_path), np.load(b_path)
+if side == "a":
+    import torch
+    from lib_pinning.objectives import flip
+    if evaluate:
+        as_tensor = lambda v: torch.from_numpy(v).permute(2, 0, 1)[None]
+        flip.flip_mean(as_tensor(a), as_tensor(b), ppd)
+else:
+    import flip_evaluator
+    if evaluate:
+        flip_evaluator.evaluate(a, b, "LDR", applyMagma=False, parameters={"ppd": ppd})
+print(peak_kib())
+"""
+
+
+def peak_rss_mib(side: str, a_path: Path, b_path: Path, evaluate: bool, root: Path = ROOT) -> float:
+    """Peak RSS (MiB) of a fresh process that loads the pair and, if `evaluate`, scores it with
+    side "a" (lib_pinning's flip_mean, imported from `root`) or "b" (flip_evaluator)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, side, str(a_path), str(b_path), "1" if evaluate else "0",
+         repr(flip.DEFAULT_PPD)],
+        cwd=root, capture_output=True, text=True, check=True,
+    )
+    return int(out.stdout.split()[-1]) / 1024.0
+
+
+@dataclass
+class MemoryRow:
+    size: str
+    ours: float
+    reference: float
+    ours_base: float
+    reference_base: float
+
+
+def bench_memory(sizes: list[int]) -> list[MemoryRow]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            a_path, b_path = Path(tmp) / "a.npy", Path(tmp) / "b.npy"
+            np.save(a_path, scene(size, size, 0))
+            np.save(b_path, scene(size, size, 1))
+            logger.info("%dx%d: peak memory of one pair", size, size)
+            figures = [peak_rss_mib(side, a_path, b_path, evaluate) for evaluate in (True, False) for side in "ab"]
+            rows.append(MemoryRow(f"{size}x{size}", *figures))
+    return rows
+
+
+def memory_table(rows: list[MemoryRow]) -> str:
+    lines = [
+        "| size | (a) lib_pinning `flip_mean`, peak RSS MiB | (b) flip-evaluator, peak RSS MiB | (a) / (b) "
+        "| imports + the two images only, (a) / (b) MiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.size} | {r.ours:.0f} | {r.reference:.0f} | {r.ours / r.reference:.2f} "
+            f"| {r.ours_base:.0f} / {r.reference_base:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 SECTION_INTRO = (
     "16 images per batch, all 120 pairs, scored three ways: (a) `lib_pinning.objectives.flip` batched "
     "(`prepare` once per image, then `pair_flip` over all pairs), (b) a loop over the pairs calling "
@@ -183,8 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", action="append", choices=["cpu", "cuda"], help="repeatable; default cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: usable cores)")
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
+    parser.add_argument("--memory", action="store_true", help="measure peak memory of one pair instead of time")
+    parser.add_argument("--memory-sizes", type=int, nargs="+", default=[512, 2048, 4096], help="with --memory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    command = "python benchmarks/bench_flip.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.memory:
+        return memory_main(args, command.strip())
 
     cores = usable_cores()
     threads = args.threads or cores
@@ -210,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         worst = np.maximum(worst, agreement)
     load_after = load_average()
 
-    command = "python benchmarks/bench_flip.py " + " ".join(argv if argv is not None else sys.argv[1:])
     notes = [
         f"Command: `{command.strip()}`",
         "",
@@ -244,6 +340,31 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("OMP_WAIT_POLICY"):
             heading += f", OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
         write_section(args.update_doc, SECTION, {heading: body}, intro=SECTION_INTRO)
+        logger.info("updated %s", args.update_doc)
+    return 0
+
+
+def memory_main(args: argparse.Namespace, command: str) -> int:
+    code = git_commit()
+    rows = bench_memory(args.memory_sizes)
+    body = "\n".join(
+        [
+            f"Command: `{command}` (commit {code})",
+            "",
+            "Machine: " + machine_line("flip-evaluator"),
+            "",
+            "One pair of procedurally drawn scenes per size (float32 HxWx3 arrays saved to disk), scored "
+            "once in a fresh Python process per figure, which reports its own peak resident set size "
+            "(`VmHWM` of /proc/self/status): (a) `flip.flip_mean` (default banding, means only), (b) "
+            "`flip_evaluator.evaluate` (LDR, no colour map; it always returns the error map). The last "
+            "column is the same process without the scoring: interpreter, imports and the two images.",
+            "",
+            memory_table(rows),
+        ]
+    )
+    print(body)
+    if args.update_doc is not None:
+        write_section(args.update_doc, SECTION, {MEMORY_HEADING: body}, intro=SECTION_INTRO)
         logger.info("updated %s", args.update_doc)
     return 0
 

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import re
+import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -59,6 +60,23 @@ def machine_info(*packages: str) -> dict[str, str]:
 
 def machine_line(*packages: str) -> str:
     return ", ".join(f"{key} {value}" for key, value in machine_info(*packages).items())
+
+
+def git_commit() -> str:
+    """The short commit of the checkout, flagged when tracked files differ from it: figures from
+    uncommitted code cannot be reproduced from the commit alone."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def load_average() -> float | None:

@@ -58,16 +58,21 @@ def make_image(kind: str, h: int, w: int, seed: int) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+# Per-pixel map agreement promised where an image pair is flat in both images (flip.py's docstring):
+# the feature difference is then float32 rounding, which the q_f = 0.5 square root magnifies.
+FLAT_MAP_BOUND = 1e-4
+
+
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def reference(a: np.ndarray, b: np.ndarray, ppd: float = 67.0) -> tuple[np.ndarray, float]:
+def reference(a: np.ndarray, b: np.ndarray, ppd: float = flip.DEFAULT_PPD) -> tuple[np.ndarray, float]:
     emap, mean, _ = fe.evaluate(a, b, "LDR", applyMagma=False, parameters={"ppd": ppd})
     return emap[..., 0], float(mean)
 
 
-def _compare_all_pairs(images: list[np.ndarray], ppd: float = 67.0, pairs=None) -> dict[str, float]:
+def _compare_all_pairs(images: list[np.ndarray], ppd: float = flip.DEFAULT_PPD, pairs=None) -> dict[str, float]:
     prepared = flip.prepare(to_tensor(images), ppd)
     pairs = pairs if pairs is not None else list(itertools.combinations(range(len(images)), 2))
     means, maps = flip.pair_flip(prepared, prepared, pairs, error_maps=True)
@@ -95,7 +100,7 @@ def test_agrees_with_reference_on_varied_content(size: tuple[int, int]) -> None:
     worst = _compare_all_pairs(images)
     assert worst["mean_vs_returned"] < 1e-3, worst
     assert worst["mean_vs_map_mean"] < 1e-5, worst
-    assert worst["map"] < 1e-4, worst
+    assert worst["map"] < 1e-5, worst
 
 
 def test_agrees_with_reference_at_512x384() -> None:
@@ -103,7 +108,7 @@ def test_agrees_with_reference_at_512x384() -> None:
     worst = _compare_all_pairs(images, pairs=[(0, 1), (0, 2), (2, 3)])
     assert worst["mean_vs_returned"] < 1e-3, worst
     assert worst["mean_vs_map_mean"] < 1e-5, worst
-    assert worst["map"] < 1e-4, worst
+    assert worst["map"] < 1e-5, worst
 
 
 def test_512_mean_difference_is_the_references_float32_running_sum() -> None:
@@ -118,7 +123,40 @@ def test_512_mean_difference_is_the_references_float32_running_sum() -> None:
     assert abs(ours - ref_map.astype(np.float64).mean()) < 1e-5
     running = np.cumsum(maps[0].numpy().ravel(), dtype=np.float32)[-1] / np.float32(512 * 512)
     assert abs(float(running) - ref_mean) < 1e-5
-    assert float(np.abs(maps[0].numpy() - ref_map).max()) < 1e-4
+    assert float(np.abs(maps[0].numpy() - ref_map).max()) < 1e-5
+
+
+@pytest.mark.slow
+def test_agrees_with_reference_at_1920x1080() -> None:
+    """Full HD, on the pairs of varied content that differed most in a survey of all 15 (4.4e-6
+    at most): within 1e-5 per pixel, as the module promises for content with features."""
+    h, w = 1080, 1920
+    images = [make_image(kind, h, w, 1) for kind in ("flat", "scene", "gradient", "noise", "edges")]
+    worst = _compare_all_pairs(images, pairs=[(0, 1), (2, 3), (4, 1)])
+    assert worst["mean_vs_map_mean"] < 1e-5, worst
+    assert worst["map"] < 1e-5, worst
+
+
+def test_flat_regions_bound() -> None:
+    """Two flat images: the exact feature difference is 0, each implementation's float32 rounding
+    leaves ~1e-8, and 1 - sqrt(that) as the exponent of the colour error turns it into ~1e-5.
+    Computing in float64 (features ~1e-16) is no closer to the reference, whose own rounding sets
+    the limit: hence the weaker bound for flat content."""
+    worst32 = worst64 = 0.0
+    for seed in range(4):
+        a, b = make_image("flat", 32, 32, 10 + seed), make_image("flat", 32, 32, 20 + seed)
+        ref_map, _ = reference(a, b)
+        for dtype in (torch.float32, torch.float64):
+            prepared = flip.prepare(to_tensor([a, b]).to(dtype))
+            _, maps = flip.pair_flip(prepared, prepared, [(0, 1)], error_maps=True)
+            diff = float(np.abs(maps[0].numpy() - ref_map).max())
+            if dtype == torch.float32:
+                worst32 = max(worst32, diff)
+            else:
+                worst64 = max(worst64, diff)
+                assert float(prepared.features.abs().max()) < 1e-12  # float64: flat is exactly flat
+    assert worst32 < FLAT_MAP_BOUND and worst64 < FLAT_MAP_BOUND, (worst32, worst64)
+    assert worst64 > 1e-6  # the reference itself is off by this much: no closer bound is possible
 
 
 @pytest.mark.parametrize("ppd", [20.0, 42.5, 100.0])
@@ -126,7 +164,21 @@ def test_agrees_with_reference_at_other_observers(ppd: float) -> None:
     images = [make_image(kind, 64, 80, 11) for kind in ("scene", "edges", "noise")]
     worst = _compare_all_pairs(images, ppd=ppd)
     assert worst["mean_vs_returned"] < 1e-3, worst
-    assert worst["map"] < 1e-4, worst
+    assert worst["map"] < 1e-5, worst
+
+
+def test_default_observer_is_the_references_default() -> None:
+    """Both sides with their own defaults: the reference without a ppd, ours without one."""
+    a, b = make_image("scene", 48, 64, 12), make_image("edges", 48, 64, 13)
+    ref_map, ref_mean, used = fe.evaluate(a, b, "LDR", applyMagma=False)
+    assert flip.DEFAULT_PPD == used["ppd"]  # the same float, not just close
+    means, maps = flip.pair_flip(*([flip.prepare(to_tensor([a, b]))] * 2), [(0, 1)], error_maps=True)
+    assert float(np.abs(maps[0].numpy() - ref_map[..., 0]).max()) < 1e-5
+    assert abs(float(means[0]) - ref_mean) < 1e-5
+    # The monitor the default stands for, through the public helper.
+    assert flip.pixels_per_degree(0.7, 3840, 0.7) == used["ppd"]
+    _, _, other = fe.evaluate(a, b, "LDR", applyMagma=False, parameters={"vc": [0.5, 1920, 0.6]})
+    assert flip.pixels_per_degree(0.5, 1920, 0.6) == other["ppd"]
 
 
 @pytest.mark.parametrize("size", [(5, 7), (1, 1), (12, 3)])
@@ -135,7 +187,8 @@ def test_images_smaller_than_the_filters(size: tuple[int, int]) -> None:
     images = [make_image(kind, *size, seed=5) for kind in ("noise", "gradient", "scene")]
     worst = _compare_all_pairs(images)
     assert worst["mean_vs_returned"] < 1e-4, worst
-    assert worst["map"] < 1e-4, worst
+    # Images this small are nearly flat: see test_flat_regions_bound.
+    assert worst["map"] < FLAT_MAP_BOUND, worst
 
 
 def test_identical_images_score_zero_like_the_reference() -> None:
@@ -170,7 +223,7 @@ def test_random_small_images_agree(h: int, w: int, seed: int, kind_a: str, kind_
     ref_map, ref_mean = reference(a, b)
     means, maps = flip.pair_flip(*([flip.prepare(to_tensor([a, b]))] * 2), [(0, 1)], error_maps=True)
     assert abs(float(means[0]) - ref_mean) < 1e-4
-    assert float(np.abs(maps[0].numpy() - ref_map).max()) < 1e-4
+    assert float(np.abs(maps[0].numpy() - ref_map).max()) < FLAT_MAP_BOUND  # down to 1x1: nearly flat
     assert 0.0 <= float(maps.min()) and float(maps.max()) <= 1.0
 
 
@@ -218,6 +271,36 @@ def test_prepare_is_independent_of_its_batching() -> None:
     many = flip.prepare(imgs, batch_size=16)
     assert torch.allclose(one.lab, many.lab, atol=1e-4, rtol=0)
     assert torch.allclose(one.features, many.features, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("band_pixels", [1, 40, 3 * 40 + 7, 2 * 48 * 40, 1 << 30])
+def test_banding_does_not_change_results(band_pixels: int) -> None:
+    # Bands of one row (thinner than the filters' radius) up to the whole batch at once.
+    imgs = to_tensor([make_image(kind, 48, 40, 42) for kind in KINDS])
+    whole = flip.prepare(imgs, band_pixels=1 << 30)
+    banded = flip.prepare(imgs, band_pixels=band_pixels, batch_size=2)
+    assert torch.allclose(banded.lab, whole.lab, atol=1e-4, rtol=0)
+    assert torch.allclose(banded.features, whole.features, atol=1e-6, rtol=0)
+
+
+def test_prepare_filters_large_images_in_bounded_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory bound: no step filters more than band_pixels output pixels (one row at least),
+    and the bands cover every row once."""
+    seen: list[tuple[int, int, int]] = []
+    real = flip._prepare_batch
+
+    def spy(padded, filters, lab_out, features_out):  # type: ignore[no-untyped-def]
+        seen.append((lab_out.shape[0], lab_out.shape[2], lab_out.shape[3]))
+        real(padded, filters, lab_out, features_out)
+
+    monkeypatch.setattr(flip, "_prepare_batch", spy)
+    imgs = to_tensor([make_image("scene", 100, 64, s) for s in range(3)])
+    flip.prepare(imgs, batch_size=2, band_pixels=1000)
+    assert all(n * rows * w <= 1000 for n, rows, w in seen), seen
+    assert sum(rows for n, rows, _ in seen if n == 2) == 100 and sum(rows for n, rows, _ in seen if n == 1) == 100
+    seen.clear()
+    flip.prepare(imgs[:1], band_pixels=10)  # narrower than a row: one row per step
+    assert {rows for _, rows, _ in seen} == {1} and len(seen) == 100
 
 
 def test_float64_input_matches_float32() -> None:
@@ -333,6 +416,8 @@ def test_bad_arguments_are_refused() -> None:
     prepared = flip.prepare(GOOD)
     with pytest.raises(ValueError, match="ppd"):
         flip.prepare(GOOD, ppd=0.0)
+    with pytest.raises(ValueError, match="band_pixels"):
+        flip.prepare(GOOD, band_pixels=0)
     with pytest.raises(ValueError, match="different ppd"):
         flip.pair_flip(prepared, flip.prepare(GOOD, ppd=30.0), [(0, 0)])
     with pytest.raises(ValueError, match=r"pairs\[:, 1\]"):

@@ -18,11 +18,15 @@ The numbers follow the reference C++ implementation that ships as the ``flip-eva
 (``flip_evaluator.evaluate(ref, test, "LDR", parameters={"ppd": ...})``): the same constants,
 filter construction (including the separated two-Gaussian Cz filter and the float32 radius
 rounding), clamp-to-edge borders, and the order of colour conversions.  Measured against it
-(tests/test_flip.py): error maps within 1e-5 per pixel, means within 1e-5 of the mean of the
-reference's map.  The reference's *returned* mean adds the map into one float32 running sum, which
-drifts by up to ~2e-3 at 512x512 on high-error pairs; the mean here is summed in float64 and is
-the more accurate of the two.  Both implementations are symmetric in their two arguments (this one
-bit for bit).
+(tests/test_flip.py): error maps within 1e-5 per pixel on content with features (4.4e-6 at most
+over 15 pairs of varied content at 1920x1080), means within 1e-5 of the mean of the reference's
+map.  Where both images are flat the bound is 1e-4 (1.9e-5 measured): the feature difference is
+then float32 rounding (~1e-8) in either implementation, and its square root (q_f = 0.5) in the
+exponent of the colour error magnifies it; in float64 this module is exactly flat there, yet no
+closer to the reference, whose own rounding sets that limit.  The reference's *returned* mean
+adds the map into one float32 running sum, which drifts by up to ~2e-3 at 512x512 on high-error
+pairs; the mean here is summed in float64 and is the more accurate of the two.  Both
+implementations are symmetric in their two arguments (this one bit for bit).
 """
 
 from __future__ import annotations
@@ -39,12 +43,31 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PPD = 67.0
-"""Pixels per degree of the reference's default observer: 0.7 m from a 0.7 m wide 4K monitor."""
+_PI32 = np.float32(3.14159265358979)  # the reference's pi, a float32
+
+
+def pixels_per_degree(distance_m: float, resolution_x: float, monitor_width_m: float) -> float:
+    """Pixels per degree of visual angle for a viewer `distance_m` from a monitor `monitor_width_m`
+    wide showing `resolution_x` pixels across, as the reference computes it: in float32, with its
+    float32 pi, so the default below is bit for bit the reference's."""
+    f32 = np.float32
+    ppd = f32(distance_m) * (f32(resolution_x) / f32(monitor_width_m)) * (_PI32 / f32(180.0))
+    return float(ppd)
+
+
+DEFAULT_PPD = pixels_per_degree(0.7, 3840, 0.7)
+"""Pixels per degree of the reference's default observer: 0.7 m from a 0.7 m wide monitor with
+3840 pixels across (flip-evaluator's default, 67.02064514160156; often rounded to 67 in its docs)."""
 
 RANGE_TOLERANCE = 1e-3
 """How far outside [0, 1] an input may stray (rounding in a VAE decode or a dtype cast) before
 `check_images` refuses it; values within the tolerance are clamped, as the reference does."""
+
+DEFAULT_BAND_PIXELS = 1 << 21
+"""Output pixels (images x rows x width) that `prepare` filters per step.  Its temporaries take about
+35 values per pixel (140 bytes in float32), so a step holds about 300 MB however large the images:
+one 4096x4096 pair is filtered in bands of 256 rows instead of at once (which peaked at 7.4 GB).
+Batches of up to four 512x512 images fit in one band, so the common case runs as before."""
 
 DEFAULT_CHUNK_PIXELS = 1 << 18
 """Pair-pixels evaluated per step of `pair_flip`.  Small enough that the dozen temporaries of a step
@@ -78,7 +101,6 @@ _XYZ_TO_RGB = (
     (-0.969224334, 1.875930071, 0.041554224),
     (0.055639423, -0.204011202, 1.057148933),
 )
-_PI32 = np.float32(3.14159265358979)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,15 +295,23 @@ def _filters(ppd: float, device: torch.device, dtype: torch.dtype) -> _Filters:
     )
 
 
-def _pad(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Clamp-to-edge padding on both spatial axes.
+def _padded_band(srgb: torch.Tensor, y0: int, y1: int, radius: int, dtype: torch.dtype) -> torch.Tensor:
+    """Rows y0..y1 of srgb [n, 3, H, W] as `dtype`, clamped to [0, 1], with `radius` pixels of clamp-to-edge
+    padding on every side: [n, 3, y1 - y0 + 2r, W + 2r].
 
-    Replicating `radius` pixels on every side and then running the two 1-D passes without padding is
-    exactly the reference's ``x + i`` clamped to ``[0, w - 1]`` in each pass: a replicated row
-    filtered horizontally equals the horizontally filtered edge row.  Padding commutes with
-    per-pixel operations, so it is done once, on the small 3-channel input.
+    Replicating `radius` pixels and then running the two 1-D passes without padding is exactly the
+    reference's ``x + i`` clamped to ``[0, w - 1]`` in each pass: a replicated row filtered
+    horizontally equals the horizontally filtered edge row.  Rows beyond the band come from the
+    image itself (clamped only at its true top and bottom), so a band's output equals the same rows
+    of the whole image's.  Padding commutes with the per-pixel clamp and conversions, so it is done
+    here, on the small 3-channel input.
     """
-    return F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    h = srgb.shape[2]
+    rows = torch.arange(y0 - radius, y1 + radius, device=srgb.device).clamp_(0, h - 1)
+    # index_select copies, so the cast and the in-place clamp never touch the caller's tensor, and
+    # only the band is ever cast.
+    band = srgb.index_select(2, rows).to(dtype).clamp_(0.0, 1.0)
+    return F.pad(band, (radius, radius, 0, 0), mode="replicate")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,16 +439,27 @@ def _check_compatible(first: FlipPrepared, *others: FlipPrepared) -> None:
             raise ValueError(f"prepared on different devices: {first.device} vs {other.device}")
 
 
-def prepare(images: torch.Tensor, ppd: float = DEFAULT_PPD, *, batch_size: int = 4) -> FlipPrepared:
+def prepare(
+    images: torch.Tensor,
+    ppd: float = DEFAULT_PPD,
+    *,
+    batch_size: int = 4,
+    band_pixels: int = DEFAULT_BAND_PIXELS,
+) -> FlipPrepared:
     """Run the per-image part of LDR-FLIP on sRGB images [N, 3, H, W] in [0, 1].
 
-    Runs on the images' device, in float32 (float64 inputs stay float64).  `batch_size` images are
-    filtered at a time, which bounds the intermediates (about 30 values per padded pixel).
+    Runs on the images' device, in float32 (float64 inputs stay float64).  Up to `batch_size`
+    images are filtered at a time, in bands of rows holding at most `band_pixels` output pixels
+    (at least one row), which bounds the intermediates (about 35 values per pixel) for any image
+    size; the results do not depend on either beyond rounding.  Memory is then about the result
+    (5 values per pixel) plus one band.
     """
     check_images(images)
     ppd = _check_ppd(ppd)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if band_pixels < 1:
+        raise ValueError(f"band_pixels must be >= 1, got {band_pixels}")
     dtype = _compute_dtype(images.dtype)
     filters = _filters(ppd, images.device, dtype)
     n, _, h, w = images.shape
@@ -427,24 +468,32 @@ def prepare(images: torch.Tensor, ppd: float = DEFAULT_PPD, *, batch_size: int =
     with torch.no_grad():
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            _prepare_batch(images[start:stop].to(dtype), filters, lab[start:stop], features[start:stop])
+            batch = images[start:stop]
+            rows = max(1, band_pixels // ((stop - start) * w))
+            for y0 in range(0, h, rows):
+                y1 = min(h, y0 + rows)
+                padded = _padded_band(batch, y0, y1, filters.radius, dtype)
+                _prepare_batch(padded, filters, lab[start:stop, :, y0:y1], features[start:stop, :, y0:y1])
     return FlipPrepared(lab, features, ppd)
 
 
 def _prepare_batch(
-    srgb: torch.Tensor, filters: _Filters, lab_out: torch.Tensor, features_out: torch.Tensor
+    padded: torch.Tensor, filters: _Filters, lab_out: torch.Tensor, features_out: torch.Tensor
 ) -> None:
-    """Fill lab_out [n, 3, H, W] and features_out [n, 2, H, W] for the sRGB images srgb."""
+    """Fill lab_out [n, 3, h, W] and features_out [n, 2, h, W] from the clamped, padded sRGB band
+    padded [n, 3, h + 2r, W + 2r] (see `_padded_band`)."""
     # The reference converts sRGB to linear first and clamps after; the transfer function is
     # monotone with fixed points 0 and 1, so clamping first gives the same values.
-    padded = _pad(srgb.clamp(0.0, 1.0), filters.radius)
-    linear = _srgb_to_linear(padded.permute(0, 2, 3, 1).contiguous())  # [n, Hp, Wp, 3]
+    linear = _srgb_to_linear(padded.permute(0, 2, 3, 1).contiguous())  # [n, hp, Wp, 3]
 
     # All eight filter inputs in one product, kept channels-last: depthwise convolutions are
     # several times faster in that layout on CPUs.
     opponent = _linear(linear, filters.linear["opponent"]).permute(0, 3, 1, 2)
+    del linear
     along_x = F.conv2d(opponent, filters.taps_x, groups=8)
-    filtered = F.conv2d(along_x, filters.taps_y, groups=8).permute(0, 2, 3, 1)  # [n, H, W, 8]
+    del opponent
+    filtered = F.conv2d(along_x, filters.taps_y, groups=8).permute(0, 2, 3, 1)  # [n, h, W, 8]
+    del along_x
 
     # Colour pipeline: filtered YCxCz -> linear RGB (clamped, as the reference does) -> CIELAB.
     rgb = _linear(filtered[..., 0:4], filters.linear["to_rgb"]).clamp_(0.0, 1.0)
@@ -625,10 +674,10 @@ def flip_mean(reference: torch.Tensor, test: torch.Tensor, ppd: float = DEFAULT_
             "reference and test must have the same shape, "
             f"got {tuple(reference.shape)} vs {tuple(test.shape)}"
         )
-    n = reference.shape[0]
-    both = prepare(torch.cat([reference, test]), ppd)
-    k = torch.arange(n, device=both.device)
-    return pair_flip(both, both, torch.stack([k, k + n], dim=1))
+    # Two prepared sets rather than one of the concatenated inputs: no copy of the images.
+    a, b = prepare(reference, ppd), prepare(test, ppd)
+    k = torch.arange(reference.shape[0], device=a.device)
+    return pair_flip(a, b, torch.stack([k, k], dim=1))
 
 
 def all_pairs_flip(
