@@ -1,0 +1,108 @@
+"""Per-unit influence (lib_pinning.analysis.influence): known slopes on synthetic records, and the
+influence.json, report sections and summaries of a real short toy run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lib_pinning.analysis import influence
+from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING, UNKNOWN, UnitInfo
+from lib_pinning.store import IndividualRecord
+
+UNITS = [UnitInfo(0, "positive", "A"), UnitInfo(1, "positive", "B"), UnitInfo(2, "negative", "C")]
+# The known loss: A tightens (slope -1 at the centre), B loosens (+0.8), C does nothing. The
+# curvatures put the minimum far outside the sampled cloud (as where the weight range stops a
+# unit): inside it the slopes keep their signs, at a minimum they would all vanish.
+CENTER = np.array([0.3, -0.2, 0.1])
+SLOPES = np.array([-1.0, 0.8, 0.0])
+CURVATURE = np.array([0.4, 0.3, 0.0])
+
+
+def true_loss(x: np.ndarray) -> float:
+    z = x - CENTER
+    return float(0.5 + SLOPES @ z + CURVATURE @ z**2)
+
+
+def true_slopes(x: np.ndarray) -> np.ndarray:
+    """The gradient of true_loss at x: the slopes the fit must recover at its centre."""
+    return SLOPES + 2 * CURVATURE * (np.asarray(x) - CENTER)
+
+
+def record(g: int, i: int, x: np.ndarray, loss: float, **changes) -> IndividualRecord:
+    fields = dict(
+        generation=g, index=i, x=list(x), x_evaluated=list(x), weights=[[1.0]] * len(x), prompt="p",
+        negative_prompt="n", seeds=[1, 2], fitness=[loss], loss=loss,
+        components={"part": 2 * loss, "flat": 1.0 + 0.0 * loss},
+    )
+    return IndividualRecord(**{**fields, **changes})
+
+
+def synthetic(n: int = 80, noise: float = 0.005, seed: int = 3, flip: float = 1.0) -> list[IndividualRecord]:
+    """Points around CENTER, as a converging CMA-ES samples them."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for k in range(n):
+        x = CENTER + rng.normal(scale=0.15, size=3)
+        records.append(record(1 + k // 10, k % 10, x, flip * true_loss(x) + rng.normal(scale=noise)))
+    # What must not count: a failed, a degenerate and a repeated individual with absurd losses.
+    records.append(record(9, 0, CENTER + 0.01, -100.0, status="failed"))
+    records.append(record(9, 1, CENTER + 0.02, -100.0, guard={"reasons": [["black"], []], "penalised": True}))
+    records.append(record(9, 2, CENTER + 0.03, -100.0, repeat_of=[1, 1]))
+    return records
+
+
+def by_text(data):
+    return {u["text"]: u for u in data["units"]}
+
+
+def test_known_quadratic_classes_and_intervals_cover_the_true_slopes():
+    data = influence.estimate(synthetic(), UNITS)
+    units = by_text(data)
+    assert [units[t]["class"] for t in "ABC"] == [TIGHTENING, LOOSENING, INERT]
+    expected = true_slopes(data["center"]["x"])
+    assert expected[0] < 0 < expected[1]  # the centre (the best point) is near CENTER
+    for text, slope in zip("ABC", expected):
+        low, high = units[text]["interval"]
+        assert low <= slope <= high, (text, low, slope, high)
+    # Raising A's weight lowers the loss; lowering it raises it; B the other way round.
+    assert units["A"]["up"] < 0 < units["A"]["down"]
+    assert units["B"]["up"] > 0 > units["B"]["down"]
+    assert data["model"] == "quadratic" and data["points_available"] == 80  # the three bad records left out
+    assert data["center"]["loss"] == min(r.loss for r in synthetic() if r.status == "ok" and not r.degenerate
+                                         and r.repeat_of is None)
+    # Each objective part gets its own fit: "part" is twice the loss, "flat" never changes.
+    assert units["A"]["components"]["part"]["slope"] == pytest.approx(2 * units["A"]["slope"], rel=1e-6)
+    assert units["A"]["components"]["flat"]["class"] == INERT
+
+
+def test_the_sign_convention_follows_the_loss():
+    """A loss that is the mirror image swaps tightening and loosening: the sign is not hard-wired."""
+    mirrored = influence.estimate(synthetic(flip=-1.0), UNITS)
+    units = by_text(mirrored)
+    assert units["A"]["class"] == LOOSENING and units["B"]["class"] == TIGHTENING
+    assert units["A"]["slope"] > 0 > units["B"]["slope"]
+
+
+def test_deterministic_and_json_safe():
+    first = influence.estimate(synthetic(), UNITS)
+    second = influence.estimate(synthetic(), UNITS)
+    assert first == second
+    json.dumps(first, allow_nan=False)
+
+
+def test_too_few_points_or_a_wide_interval_cannot_tell():
+    few = influence.estimate(synthetic(n=4), UNITS)
+    assert [u["class"] for u in few["units"]] == [UNKNOWN] * 3 and "too few" in few["notes"][0]
+    noisy = influence.estimate(synthetic(n=12, noise=2.0), UNITS)
+    assert UNKNOWN in {u["class"] for u in noisy["units"]}
+
+
+def test_summary_lines_name_the_tightest_and_loosest():
+    data = influence.estimate(synthetic(), UNITS)
+    tight, loose = influence.summary_lines(data)
+    assert "'A'" in tight and "'B'" not in tight
+    assert "'B' (negative)" not in loose and "'B'" in loose
+    assert "1 tightening" in tight and "1 inert" in tight
