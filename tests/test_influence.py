@@ -4,13 +4,19 @@ influence.json, report sections and summaries of a real short toy run."""
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lib_pinning.analysis import influence
 from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING, UNKNOWN, UnitInfo
-from lib_pinning.store import IndividualRecord
+from lib_pinning.generator import ToyGenerator, ToySettings
+from lib_pinning.options import PinningOptions
+from lib_pinning.report import Reporter
+from lib_pinning.run import PinningRun, derive_seeds
+from lib_pinning.store import IndividualRecord, RunStore
 
 UNITS = [UnitInfo(0, "positive", "A"), UnitInfo(1, "positive", "B"), UnitInfo(2, "negative", "C")]
 # The known loss: A tightens (slope -1 at the centre), B loosens (+0.8), C does nothing. The
@@ -106,3 +112,53 @@ def test_summary_lines_name_the_tightest_and_loosest():
     assert "'A'" in tight and "'B'" not in tight
     assert "'B' (negative)" not in loose and "'B'" in loose
     assert "1 tightening" in tight and "1 inert" in tight
+
+
+# -- a real short toy run ---------------------------------------------------------------------------
+
+
+class _Sections(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "section":
+            self.ids.update(v for k, v in attrs if k == "id" and v)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    options = PinningOptions(generations=3, cma_lambda=4, cli_log=False, stop_early=False)
+    run = PinningRun.start(
+        generator=ToyGenerator(ToySettings(steps=6)), prompt="a red circle, (blue square:1.2)",
+        negative_prompt="green", seeds=derive_seeds(5, 3), options=options, runs_dir=tmp_path_factory.mktemp("runs"),
+    )
+    return run.execute(reporter=Reporter(budget=None)).run_dir
+
+
+def test_a_toy_run_writes_influence_json_for_every_unit(toy_run):
+    data = json.loads((toy_run / influence.INFLUENCE_FILE).read_text())
+    space = json.loads((toy_run / "run.json").read_text())["space"]
+    assert [(u["index"], u["text"]) for u in data["units"]] == [(u["index"], u["text"]) for u in space["units"]]
+    assert {u["side"] for u in data["units"]} == {"positive", "negative"}
+    assert all(u["class"] in influence.CLASSES for u in data["units"])
+
+
+def test_the_report_has_the_influence_and_weight_map_sections(toy_run):
+    parser = _Sections()
+    html = (toy_run / "index.html").read_text()
+    parser.feed(html)
+    assert {"influence", "weight-map"} <= parser.ids
+    assert "green" in html.split('id="influence"', 1)[1]  # the negative prompt's unit is shown there
+
+
+def test_hostile_unit_text_is_escaped(tmp_path):
+    from lib_pinning.report.analysis import influence_view
+
+    data = influence.estimate(synthetic(), [UnitInfo(0, "positive", "<script>x</script>"), *UNITS[1:]])
+    view = influence_view(data, present=False)
+    from lib_pinning.report.page import environment
+
+    html = environment().get_template("analysis.html.j2").render(influence=view, weight_map=None)
+    assert "<script>" not in html and "&lt;script&gt;" in html
