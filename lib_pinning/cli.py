@@ -130,8 +130,26 @@ def _print_result(result: RunResult) -> None:
     if result.best.degenerate:
         counts = guard.describe(guard.summarize_reasons(result.best.degenerate_reasons), len(result.best.degenerate_reasons))
         out.write(f"warning:       the best batch has degenerate images ({counts})\n")
+    # Before the paths: scripts (and users) read the report's path from the last line.
+    for line in _influence_lines(result.run_dir):
+        out.write(line + "\n")
     out.write(f"run directory: {result.run_dir}\n")
     out.write(f"report:        {result.report_path}\n")
+
+
+def _influence_lines(run_dir: Path) -> list[str]:
+    """The three tightest and loosest units, from the influence.json the final report wrote (or
+    computed here when the report did not write one)."""
+    from lib_pinning.analysis import influence
+    from lib_pinning.store import RunStore, read_json
+
+    path = run_dir / influence.INFLUENCE_FILE
+    try:
+        data = read_json(path) if path.is_file() else influence.analyse_store(RunStore.open(run_dir))
+    except (OSError, RunDirectoryError, ValueError) as e:
+        log.warning("no influence summary: %s", e)
+        return []
+    return influence.summary_lines(data) if isinstance(data, dict) else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

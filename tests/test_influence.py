@@ -162,3 +162,18 @@ def test_hostile_unit_text_is_escaped(tmp_path):
 
     html = environment().get_template("analysis.html.j2").render(influence=view, weight_map=None)
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_the_cli_and_the_webui_summaries_come_from_influence_json(toy_run, capsys):
+    from types import SimpleNamespace
+
+    from lib_pinning.cli import _influence_lines
+    from lib_pinning.webui.result import influence_lines
+
+    data = json.loads((toy_run / influence.INFLUENCE_FILE).read_text())
+    lines = _influence_lines(toy_run)
+    assert lines == influence.summary_lines(data)
+    assert lines[0].startswith("tightest units:") and lines[1].startswith("loosest units:")
+    (webui,) = influence_lines(SimpleNamespace(run_dir=toy_run))
+    assert "tightest units:" in webui and "loosest units:" in webui
+    assert influence_lines(SimpleNamespace(run_dir=toy_run / "missing")) == []

@@ -278,7 +278,7 @@ def summary_lines(data: dict[str, Any], count: int = 3) -> list[str]:
     """Two lines for the CLI and the WebUI: the tightest and the loosest units."""
     def describe(unit: dict[str, Any]) -> str:
         where = " (negative)" if unit.get("side") == "negative" else ""
-        return f"{unit['text']!r}{where} {unit['up']:+.4g}/+{STEP:g}"
+        return f"{unit['text']!r}{where} ({unit['up']:+.3g} loss at weight +{STEP:g})"
 
     tight, loose = ranked(data, count)
     counts = {c: sum(1 for u in data.get("units") or [] if u.get("class") == c) for c in CLASSES}
