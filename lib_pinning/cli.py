@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         "resume", help="continue an interrupted or stopped run (optionally with a larger budget)"
     )
     resume.add_argument("run_dir", type=Path)
+    resume.add_argument(
+        "--from-cluster", type=int, metavar="K", default=None,
+        help="instead of continuing the run, start a new run (beside it) at the centre of cluster K of its "
+        "weight map (weight_map.json, see the report's map), with a step size about the cluster's spread",
+    )
     add_option_flags(resume, PinningOptions, "what a resumed run may change", keys=RESUME_OPTIONS)
 
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
@@ -185,9 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s.key: s.coerce(getattr(args, s.key)) for s in PinningOptions.specs()
                 if s.key in RESUME_OPTIONS and hasattr(args, s.key)
             }
-            run = PinningRun.resume(
-                args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)), changes
-            )
+            if args.from_cluster is not None:
+                run = _run_from_cluster(args.run_dir, args.from_cluster, changes)
+            else:
+                    run = PinningRun.resume(
+                    args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)), changes
+                )
         else:
             from lib_pinning.report import rebuild
 
@@ -214,3 +222,19 @@ def _generator_description(run_dir: Path) -> dict[str, Any]:
     from lib_pinning.store import RunStore
 
     return RunStore.open(run_dir).read_run(required=("generator",))["generator"]
+
+
+def _run_from_cluster(run_dir: Path, cluster: int, changes: dict[str, Any]) -> PinningRun:
+    """A new run beside `run_dir`, from the centre of its weight map's cluster (analysis/region.py),
+    with the resume flags given (`changes`) applied to the old run's options."""
+    from lib_pinning.analysis.region import region_start
+
+    start = region_start(run_dir, cluster)
+    log.info("new run from cluster %d of %s (%d points, best loss %.5g): prompt %r, initial std %g",
+             cluster, run_dir, start.cluster["size"], start.cluster["best"]["loss"], start.prompt,
+             start.options.initial_std)
+    return PinningRun.start(
+        generator=ToyGenerator.from_description(start.generator), prompt=start.prompt,
+        negative_prompt=start.negative_prompt, seeds=start.seeds, options=start.options.replace(**changes),
+        runs_dir=Path(run_dir).resolve().parent,
+    )

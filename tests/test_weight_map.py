@@ -163,3 +163,30 @@ def test_the_report_of_a_run_without_umap_or_sklearn_has_the_note_and_no_map(tmp
     data = json.loads((root / weight_map.WEIGHT_MAP_FILE).read_text())
     assert len(data["points"]) >= weight_map.MIN_POINTS and not data["embedded"]
     assert (root / "influence.json").is_file()  # the influence needs neither
+
+
+def test_a_new_run_from_a_cluster_starts_at_its_centre(tmp_path, monkeypatch):
+    from lib_pinning.analysis.region import MIN_STD, region_start
+    from lib_pinning.cli import main
+    from lib_pinning.prompt import PromptSpace
+    from lib_pinning.store import RunStore
+
+    # A fixed clustering (HDBSCAN may find no cluster in 17 toy points) and the stand-in embedding.
+    monkeypatch.setattr(weight_map, "cluster", lambda vectors: (np.arange(len(vectors)) % 2).astype(int))
+    monkeypatch.setattr(weight_map, "embed", first_two)
+    root = toy_run(tmp_path / "runs")
+    data = json.loads((root / weight_map.WEIGHT_MAP_FILE).read_text())
+    centre = next(c for c in data["clusters"] if c["id"] == 1)["centre"]
+    old = RunStore.open(root).read_run()
+    start = region_start(root, 1)
+    assert (start.prompt, start.negative_prompt) == PromptSpace.from_json(old["space"]).render(centre)
+    assert start.seeds == old["seeds"] and MIN_STD <= start.options.initial_std <= old["options"]["initial_std"]
+    with pytest.raises(ValueError, match="no cluster 5; its clusters: 0, 1"):
+        region_start(root, 5)
+
+    assert main(["resume", str(root), "--from-cluster", "1", "--generations", "1"]) == 0
+    (new,) = [p for p in (tmp_path / "runs").iterdir() if p != root]
+    info = RunStore.open(new).read_run()
+    assert info["prompt"] == start.prompt and info["options"]["generations"] == 1
+    assert info["options"]["initial_std"] == start.options.initial_std
+    assert RunStore.open(root).read_run()["status"] == "finished"  # the old run is left as it was
