@@ -94,6 +94,7 @@ def test_few_points_skip_the_embedding_with_a_note(monkeypatch):
     assert "too few" in data["notes"][0] and "10" in data["notes"][0]
 
 
+@pytest.mark.umap  # the real embed(), whose import fails
 def test_without_umap_the_map_says_so(no_umap):
     records, generations = two_regions()
     data = weight_map.build(records, generations, 3)
@@ -112,6 +113,7 @@ def test_without_sklearn_no_clusters_and_a_note(no_sklearn, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.umap
 @pytest.mark.skipif(not (HAVE_UMAP and HAVE_SKLEARN), reason="umap-learn / scikit-learn are not installed")
 def test_real_umap_is_deterministic():
     records, generations = two_regions()
@@ -153,6 +155,7 @@ def toy_run(runs_dir: Path) -> Path:
     return run.execute(reporter=Reporter(budget=None)).run_dir
 
 
+@pytest.mark.umap
 def test_the_report_of_a_run_without_umap_or_sklearn_has_the_note_and_no_map(tmp_path, no_umap, no_sklearn):
     root = toy_run(tmp_path)
     section = _Section("weight-map")

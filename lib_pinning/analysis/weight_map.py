@@ -57,6 +57,8 @@ def _import(module: str, what: str) -> Any:
 def embed(vectors: np.ndarray) -> np.ndarray:
     """2-D UMAP coordinates of `vectors` (seeded: the same run gives the same map)."""
     umap = _import("umap", "the weight map's embedding")
+    # Said before the wait: numba compiles UMAP on its first use in a process (20-30 s on 2 cores).
+    log.info("weight map: embedding %d weight vectors with UMAP (the first use compiles it: ~20 s)", len(vectors))
     neighbours = max(2, min(UMAP_NEIGHBOURS, len(vectors) - 1))
     reducer = umap.UMAP(n_neighbors=neighbours, min_dist=UMAP_MIN_DIST, n_components=2, random_state=SEED)
     with warnings.catch_warnings():
