@@ -266,24 +266,27 @@ def write_influence(store: RunStore) -> dict[str, Any]:
 
 
 def ranked(data: dict[str, Any], count: int = 3) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The `count` tightest units (most negative slope first) and the `count` loosest (most positive
-    first), among those classed tightening / loosening."""
-    units = [u for u in data.get("units") or [] if u.get("slope") is not None]
-    tight = sorted((u for u in units if u["class"] == TIGHTENING), key=lambda u: u["standardized"])
-    loose = sorted((u for u in units if u["class"] == LOOSENING), key=lambda u: -u["standardized"])
+    """The `count` tightest units (most negative standardised slope first) and the `count` loosest
+    (most positive first). Ranked by slope whatever their class, so a short, noisy run still says
+    which way its units lean; the class says how sure that is."""
+    units = [u for u in data.get("units") or [] if u.get("standardized") is not None]
+    tight = sorted((u for u in units if u["standardized"] < 0), key=lambda u: u["standardized"])
+    loose = sorted((u for u in units if u["standardized"] > 0), key=lambda u: -u["standardized"])
     return tight[:count], loose[:count]
 
 
 def summary_lines(data: dict[str, Any], count: int = 3) -> list[str]:
-    """Two lines for the CLI and the WebUI: the tightest and the loosest units."""
+    """Two lines for the CLI and the WebUI: the tightest and the loosest units, each with the loss
+    change of a weight step up and, unless it is certain, its class."""
     def describe(unit: dict[str, Any]) -> str:
         where = " (negative)" if unit.get("side") == "negative" else ""
-        return f"{unit['text']!r}{where} ({unit['up']:+.3g} loss at weight +{STEP:g})"
+        sure = "" if unit["class"] in (TIGHTENING, LOOSENING) else f", {unit['class']}"
+        return f"{unit['text']!r}{where} ({unit['up']:+.3g} loss at weight +{STEP:g}{sure})"
 
     tight, loose = ranked(data, count)
     counts = {c: sum(1 for u in data.get("units") or [] if u.get("class") == c) for c in CLASSES}
     tally = ", ".join(f"{n} {c}" for c, n in counts.items() if n)
     return [
-        "tightest units: " + (", ".join(describe(u) for u in tight) or "none found") + f"  [{tally}]",
-        "loosest units:  " + (", ".join(describe(u) for u in loose) or "none found"),
+        "tightest units: " + (", ".join(describe(u) for u in tight) or "none") + f"  [{tally}]",
+        "loosest units:  " + (", ".join(describe(u) for u in loose) or "none"),
     ]
