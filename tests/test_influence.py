@@ -162,7 +162,7 @@ def test_hostile_unit_text_is_escaped(tmp_path):
     view = influence_view(data, present=False)
     from lib_pinning.report.page import environment
 
-    html = environment().get_template("analysis.html.j2").render(influence=view, weight_map=None)
+    html = environment().get_template("analysis.html.j2").render(influence=view, weight_map=None, influence_failed=False, weight_map_failed=False, update=0)
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 

@@ -193,3 +193,18 @@ def test_a_new_run_from_a_cluster_starts_at_its_centre(tmp_path, monkeypatch):
     assert info["prompt"] == start.prompt and info["options"]["generations"] == 1
     assert info["options"]["initial_std"] == start.options.initial_std
     assert RunStore.open(root).read_run()["status"] == "finished"  # the old run is left as it was
+
+
+def test_a_failing_analysis_is_logged_and_the_report_still_written(tmp_path, monkeypatch, caplog):
+    from lib_pinning.analysis import influence
+
+    def broken(store):
+        raise RuntimeError("a bug in the analysis")
+
+    monkeypatch.setattr(influence, "write_influence", broken)
+    root = toy_run(tmp_path)
+    section = _Section("influence")
+    section.feed((root / "index.html").read_text())
+    assert "The analysis failed" in " ".join(section.text)
+    assert "a bug in the analysis" in caplog.text
+    assert (root / weight_map.WEIGHT_MAP_FILE).is_file()  # the other analysis is unaffected

@@ -102,12 +102,14 @@ class RunAnalysis:
         self._signature: tuple[int, float] | None = None
         self.influence: dict[str, Any] | None = None
         self.weight_map: dict[str, Any] | None = None
+        self.failed: set[str] = set()  # the analyses whose last computation raised (the page says so)
 
     def refresh(self, store: RunStore, signature: tuple[int, float]) -> None:
         """Recompute when the records changed (`signature`: what the reporter has read)."""
         if signature == self._signature and self.influence is not None:
             return
         self._signature = signature
+        self.failed.clear()
         self.influence = self._run("influence", lambda: influence.write_influence(store))
         self.weight_map = self._run("weight map", lambda: weight_map.write_weight_map(store))
         self._plot(store.root / INFLUENCE_PLOT, lambda: analysis_plots.influence_png(self.influence or {}))
@@ -120,12 +122,12 @@ class RunAnalysis:
         if self.weight_map is None:
             self.weight_map = _read(store.root / weight_map.WEIGHT_MAP_FILE)
 
-    @staticmethod
-    def _run(what: str, job: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    def _run(self, what: str, job: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         try:
             return job()
         except Exception:  # an analysis bug or a full disk must not take the report down
             log.exception("report: the %s analysis failed", what)
+            self.failed.add(what)
             return None
 
     @staticmethod
@@ -143,6 +145,8 @@ class RunAnalysis:
         return {
             "influence": influence_view(self.influence, (root / INFLUENCE_PLOT).is_file()),
             "weight_map": weight_map_view(self.weight_map, (root / WEIGHT_MAP_PLOT).is_file()),
+            "influence_failed": "influence" in self.failed,
+            "weight_map_failed": "weight map" in self.failed,
         }
 
 

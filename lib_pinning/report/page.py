@@ -368,7 +368,8 @@ class PageModel:
         """analysis: the analysis sections' views (lib_pinning.report.analysis), None: not yet."""
         template = environment().get_template("index.html.j2")
         return template.render({
-            "influence": None, "weight_map": None, **self.context(run_artifacts, assets_version, update),
+            "influence": None, "weight_map": None, "influence_failed": False, "weight_map_failed": False,
+            **self.context(run_artifacts, assets_version, update),
             **(analysis or {}),
         })
 
