@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_option_flags(resume, PinningOptions, "what a resumed run may change", keys=RESUME_OPTIONS)
 
+    sweep = commands.add_parser(
+        "sweep", help="measure each unit's influence one at a time around the run's best (extra batches, same seeds)"
+    )
+    sweep.add_argument("run_dir", type=Path)
+    sweep.add_argument("--budget", type=int, default=20, help="batches to spend at most (2 per unit) [default: 20]")
+    sweep.add_argument("--step", type=float, default=0.1, help="the weight change up and down [default: 0.1]")
+
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
     report.add_argument("run_dir", type=Path)
     return parser
@@ -196,6 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     run = PinningRun.resume(
                     args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)), changes
                 )
+        elif args.command == "sweep":
+            from lib_pinning.analysis.sweep import sweep
+            from lib_pinning.store import RunStore
+
+            generator = ToyGenerator.from_description(_generator_description(args.run_dir))
+            data = sweep(RunStore.open(args.run_dir), generator, args.budget, args.step)
+            for unit in data["sweep"]["units"]:
+                sys.stdout.write(f"{unit['text']!r:24} {unit['class']:12} loss {unit['loss_down']} (-{args.step:g}) "
+                                 f"/ {unit['loss_up']} (+{args.step:g})\n")
+            return 0
         else:
             from lib_pinning.report import rebuild
 

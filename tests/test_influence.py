@@ -179,3 +179,70 @@ def test_the_cli_and_the_webui_summaries_come_from_influence_json(toy_run, capsy
     (webui,) = influence_lines(SimpleNamespace(run_dir=toy_run))
     assert "tightest units:" in webui and "loosest units:" in webui
     assert influence_lines(SimpleNamespace(run_dir=toy_run / "missing")) == []
+
+
+# -- the optional one-at-a-time sweep -----------------------------------------------------------------
+
+
+class _Counting(ToyGenerator):
+    def __init__(self, settings: ToySettings) -> None:
+        super().__init__(settings)
+        self.requests = []
+
+    def generate(self, request):
+        self.requests.append(request)
+        return super().generate(request)
+
+
+def _copy(toy_run: Path, tmp_path: Path) -> RunStore:
+    import shutil
+
+    return RunStore.open(shutil.copytree(toy_run, tmp_path / toy_run.name))
+
+
+def test_a_sweep_spends_its_budget_at_the_runs_seeds_into_influence_json(toy_run, tmp_path):
+    from lib_pinning.analysis.sweep import sweep
+
+    store = _copy(toy_run, tmp_path)
+    generator = _Counting(ToySettings(steps=6))
+    data = sweep(store, generator, budget=5)
+    assert len(generator.requests) == 4 == data["sweep"]["batches"]  # 2 units, up and down
+    seeds = tuple(store.read_run()["seeds"])
+    assert all(r.seeds == seeds for r in generator.requests)
+    written = json.loads((store.root / influence.INFLUENCE_FILE).read_text())
+    assert written["sweep"] == json.loads(json.dumps(data["sweep"]))
+    swept = [u["index"] for u in written["sweep"]["units"]]
+    assert len(set(swept)) == 2 and set(swept) <= {u["index"] for u in written["units"]}  # budget 5: 2 units
+    for unit in written["sweep"]["units"]:
+        assert unit["class"] in influence.CLASSES
+        assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / 0.2)
+
+
+def test_a_sweep_scores_as_the_run_did(toy_run, tmp_path):
+    """A step too small to change the rendered prompt reproduces the best individual's loss: the
+    sweep's images and objective are the run's."""
+    from lib_pinning.analysis.sweep import sweep
+
+    store = _copy(toy_run, tmp_path)
+    data = sweep(store, ToyGenerator(ToySettings(steps=6)), budget=2, step=1e-9)
+    (unit,) = data["sweep"]["units"]
+    assert unit["loss_up"] == pytest.approx(data["center"]["loss"], abs=1e-9)
+    assert unit["loss_down"] == pytest.approx(data["center"]["loss"], abs=1e-9)
+    assert unit["class"] == INERT
+
+
+def test_the_sweep_command_and_a_rebuild_keep_the_sweep(toy_run, tmp_path, capsys):
+    from lib_pinning.cli import main
+    from lib_pinning.report import rebuild
+
+    store = _copy(toy_run, tmp_path)
+    assert main(["sweep", str(store.root), "--budget", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "(-0.1)" in out[0] and "(+0.1)" in out[0]
+    before = json.loads((store.root / influence.INFLUENCE_FILE).read_text())["sweep"]
+    rebuild(store.root)  # recomputes influence.json: the sweep (made around the same best) stays
+    assert json.loads((store.root / influence.INFLUENCE_FILE).read_text())["sweep"] == before
+    parser = _Sections()
+    html = (store.root / "index.html").read_text()
+    parser.feed(html)
+    assert "influence" in parser.ids and "One-at-a-time sweep" in html.split('id="influence"', 1)[1]

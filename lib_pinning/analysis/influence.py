@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lib_pinning.store import IndividualRecord, RunStore, atomic_write_json
+from lib_pinning.store import IndividualRecord, RunDirectoryError, RunStore, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,18 @@ def analyse_store(store: RunStore) -> dict[str, Any]:
 
 
 def write_influence(store: RunStore) -> dict[str, Any]:
-    """Compute the influence and write it to the run folder's influence.json (atomically)."""
+    """Compute the influence and write it to the run folder's influence.json (atomically). A sweep
+    the file holds (lib_pinning.analysis.sweep: batches that cost time) is kept while it was made
+    around the same best point, and dropped once the best moved (a resumed run)."""
     data = analyse_store(store)
-    atomic_write_json(store.root / INFLUENCE_FILE, data)
+    path = store.root / INFLUENCE_FILE
+    try:
+        old = read_json(path) if path.is_file() else None
+    except RunDirectoryError:
+        old = None
+    if isinstance(old, dict) and isinstance(old.get("sweep"), dict) and old.get("center") == data.get("center"):
+        data["sweep"] = old["sweep"]
+    atomic_write_json(path, data)
     return data
 
 

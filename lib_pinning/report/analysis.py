@@ -69,7 +69,20 @@ def influence_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any]
         "step": influence.STEP,
         "confidence": data.get("confidence"),
         "summary": influence.summary_lines(data),
+        "sweep": _sweep_rows(data.get("sweep")),
     }
+
+
+def _sweep_rows(sweep: Any) -> list[dict[str, Any]]:
+    """The one-at-a-time sweep's rows (lib_pinning.analysis.sweep), [] when there was none."""
+    if not isinstance(sweep, dict):
+        return []
+    return [
+        {"text": str(u.get("text", "")), "side": u.get("side"), "class": u.get("class", influence.UNKNOWN),
+         "cls": CLASS_CSS.get(u.get("class"), "inf-unknown"), "up": _number(u.get("up")),
+         "down": _number(u.get("down")), "step": u.get("step")}
+        for u in sweep.get("units") or [] if isinstance(u, dict)
+    ]
 
 
 def weight_map_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any] | None:
