@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.from_cluster is not None:
                 run = _run_from_cluster(args.run_dir, args.from_cluster, changes)
             else:
-                    run = PinningRun.resume(
+                run = PinningRun.resume(
                     args.run_dir, ToyGenerator.from_description(_generator_description(args.run_dir)), changes
                 )
         elif args.command == "sweep":
@@ -212,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for unit in data["sweep"]["units"]:
                 sys.stdout.write(f"{unit['text']!r:24} {unit['class']:12} loss {unit['loss_down']} (-{args.step:g}) "
                                  f"/ {unit['loss_up']} (+{args.step:g})\n")
+            # Not rebuilt here: a rebuild redraws the weight map too (UMAP: tens of seconds).
+            sys.stderr.write(f"written to {args.run_dir / 'influence.json'}; `python -m lib_pinning report "
+                             f"{args.run_dir}` shows it in the report\n")
             return 0
         else:
             from lib_pinning.report import rebuild
