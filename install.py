@@ -68,6 +68,12 @@ OPTIONAL: tuple[Requirement, ...] = (
     Requirement("open-clip-torch", "", "2.20", "the CLIP tag and aesthetic objectives, and token granularity "
                 "outside the WebUI's own tokenizer (the WebUI ships open-clip-torch)"),
     Requirement("safetensors", "", "0.3", "loading the aesthetic predictor's weights"),
+    # The report's map of the searched weights (lib_pinning/analysis/weight_map.py). Reported, not
+    # installed: umap-learn pulls numba and llvmlite, and a numba release supports a narrow range
+    # of numpy versions, so pip could try to move the WebUI's numpy (the constraints would then
+    # fail the install, or an unconstrained user install would break the WebUI).
+    Requirement("umap-learn", "", "0.5", "the report's map of the searched weights (embedding)"),
+    Requirement("scikit-learn", "", "1.3", "the report's map of the searched weights (HDBSCAN clusters)"),
 )
 
 PROTECTED = ("torch", "torchvision", "torchaudio", "xformers", "numpy", "gradio", "gradio-client", "fastapi",

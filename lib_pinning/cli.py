@@ -81,12 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
         "resume", help="continue an interrupted or stopped run (optionally with a larger budget)"
     )
     resume.add_argument("run_dir", type=Path)
+    resume.add_argument(
+        "--from-cluster", type=int, metavar="K", default=None,
+        help="instead of continuing the run, start a new run (beside it) at the centre of cluster K of its "
+        "weight map (weight_map.json, see the report's map), with a step size about the cluster's spread",
+    )
     add_option_flags(resume, PinningOptions, "what a resumed run may change", keys=RESUME_OPTIONS)
 
     from lib_pinning.remote.cli import add_pin_command, add_resume_flags  # here: httpx loads only for the CLI
 
     add_resume_flags(resume)
     add_pin_command(commands)
+
+    sweep = commands.add_parser(
+        "sweep", help="measure each unit's influence one at a time around the run's best (extra batches, same seeds)"
+    )
+    sweep.add_argument("run_dir", type=Path)
+    sweep.add_argument("--budget", type=int, default=20, help="batches to spend at most (2 per unit) [default: 20]")
+    sweep.add_argument("--step", type=float, default=0.1, help="the weight change up and down [default: 0.1]")
 
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
     report.add_argument("run_dir", type=Path)
@@ -135,8 +147,26 @@ def _print_result(result: RunResult) -> None:
     if result.best.degenerate:
         counts = guard.describe(guard.summarize_reasons(result.best.degenerate_reasons), len(result.best.degenerate_reasons))
         out.write(f"warning:       the best batch has degenerate images ({counts})\n")
+    # Before the paths: scripts (and users) read the report's path from the last line.
+    for line in _influence_lines(result.run_dir):
+        out.write(line + "\n")
     out.write(f"run directory: {result.run_dir}\n")
     out.write(f"report:        {result.report_path}\n")
+
+
+def _influence_lines(run_dir: Path) -> list[str]:
+    """The three tightest and loosest units, from the influence.json the final report wrote (or
+    computed here when the report did not write one)."""
+    from lib_pinning.analysis import influence
+    from lib_pinning.store import RunStore, read_json
+
+    path = run_dir / influence.INFLUENCE_FILE
+    try:
+        data = read_json(path) if path.is_file() else influence.analyse_store(RunStore.open(run_dir))
+    except (OSError, RunDirectoryError, ValueError) as e:
+        log.warning("no influence summary: %s", e)
+        return []
+    return influence.summary_lines(data) if isinstance(data, dict) else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if s.key in RESUME_OPTIONS and hasattr(args, s.key)
             }
             description = _generator_description(args.run_dir)
-            if description.get("backend") == "remote":
+            if args.from_cluster is not None:
+                if description.get("backend") == "remote":
+                    raise ValueError("--from-cluster starts a toy-model run; for a run made with `pin`, use `pin` "
+                                     "with the cluster's prompt (see the report's weight map)")
+                run = _run_from_cluster(args.run_dir, args.from_cluster, changes)
+            elif description.get("backend") == "remote":
                 from lib_pinning.remote.cli import resume_generator
 
                 generator = resume_generator(description, args)
@@ -190,6 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.server or args.api_auth:
                     raise ValueError("--server and --api-auth are for runs made with `pin`; this run used the toy model")
                 run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(description), changes)
+        elif args.command == "sweep":
+            from lib_pinning.analysis.sweep import sweep
+            from lib_pinning.store import RunStore
+
+            generator = ToyGenerator.from_description(_generator_description(args.run_dir))
+            data = sweep(RunStore.open(args.run_dir), generator, args.budget, args.step)
+            for unit in data["sweep"]["units"]:
+                sys.stdout.write(f"{unit['text']!r:24} {unit['class']:12} loss {unit['loss_down']} (-{args.step:g}) "
+                                 f"/ {unit['loss_up']} (+{args.step:g})\n")
+            # Not rebuilt here: a rebuild redraws the weight map too (UMAP: tens of seconds).
+            sys.stderr.write(f"written to {args.run_dir / 'influence.json'}; `python -m lib_pinning report "
+                             f"{args.run_dir}` shows it in the report\n")
+            return 0
         else:
             from lib_pinning.report import rebuild
 
@@ -216,3 +264,19 @@ def _generator_description(run_dir: Path) -> dict[str, Any]:
     from lib_pinning.store import RunStore
 
     return RunStore.open(run_dir).read_run(required=("generator",))["generator"]
+
+
+def _run_from_cluster(run_dir: Path, cluster: int, changes: dict[str, Any]) -> PinningRun:
+    """A new run beside `run_dir`, from the centre of its weight map's cluster (analysis/region.py),
+    with the resume flags given (`changes`) applied to the old run's options."""
+    from lib_pinning.analysis.region import region_start
+
+    start = region_start(run_dir, cluster)
+    log.info("new run from cluster %d of %s (%d points, best loss %.5g): prompt %r, initial std %g",
+             cluster, run_dir, start.cluster["size"], start.cluster["best"]["loss"], start.prompt,
+             start.options.initial_std)
+    return PinningRun.start(
+        generator=ToyGenerator.from_description(start.generator), prompt=start.prompt,
+        negative_prompt=start.negative_prompt, seeds=start.seeds, options=start.options.replace(**changes),
+        runs_dir=Path(run_dir).resolve().parent,
+    )

@@ -362,9 +362,16 @@ class PageModel:
             "package_version": __version__,
         }
 
-    def render(self, run_artifacts: dict[str, bool], assets_version: str, update: int) -> str:
+    def render(
+        self, run_artifacts: dict[str, bool], assets_version: str, update: int, analysis: dict[str, Any] | None = None
+    ) -> str:
+        """analysis: the analysis sections' views (lib_pinning.report.analysis), None: not yet."""
         template = environment().get_template("index.html.j2")
-        return template.render(self.context(run_artifacts, assets_version, update))
+        return template.render({
+            "influence": None, "weight_map": None, "influence_failed": False, "weight_map_failed": False,
+            **self.context(run_artifacts, assets_version, update),
+            **(analysis or {}),
+        })
 
 
 def _generation_row(state: GenerationState) -> dict[str, Any]:

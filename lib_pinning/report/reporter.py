@@ -54,6 +54,7 @@ from typing import Callable
 import numpy as np
 
 from lib_pinning.report import layout, media, plots
+from lib_pinning.report.analysis import RunAnalysis
 from lib_pinning.report.page import STATIC_DIR, PageModel, copy_assets
 from lib_pinning.report.state import Entry, GenerationState, RunCache
 from lib_pinning.store import (
@@ -115,6 +116,7 @@ class Reporter:
         """Everything that belongs to one run directory, the plot templates' run-wide axis ranges
         and the budget's clock included."""
         self._plots = plots.Plotter()  # templates are built on first use
+        self._analysis = RunAnalysis()  # influence and weight map: final updates only (analysis.py)
         self._best_key: tuple[int, int] | None = None
         self._assets_version = ""
         self._updates = 0  # updates that ran
@@ -182,6 +184,9 @@ class Reporter:
         self._best_gif()
         if final:
             self._final_gif()
+            self._analysis.refresh(store, self._run_plot_signature())
+        else:
+            self._analysis.load(store)
         self._write_page()
         self._updates += 1
         self.last_update_skipped = False
@@ -477,7 +482,9 @@ class Reporter:
             name: (root / name).is_file()
             for name in (layout.CMA_PLOT, layout.CMA_MO_PLOT, layout.BEST_GIF, layout.FINAL_GIF)
         }
-        html = self._page.render(present, assets_version=self._assets_version, update=self._updates)
+        html = self._page.render(
+            present, assets_version=self._assets_version, update=self._updates, analysis=self._analysis.context(root)
+        )
         atomic_write_bytes(root / layout.INDEX_HTML, html.encode("utf-8"))
         self.seconds[layout.INDEX_HTML] += time.perf_counter() - started
 

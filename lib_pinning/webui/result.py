@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lib_pinning import guard
+from lib_pinning.analysis import influence
 from lib_pinning.run import RunResult
-from lib_pinning.store import IndividualRecord, RunStore, to_uint8_image
+from lib_pinning.store import IndividualRecord, RunDirectoryError, RunStore, read_json, to_uint8_image
 from lib_pinning.webui import TITLE
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def build_processed(
     comments = [*comments[:1], *stop_lines(result), *comments[1:]]
     comments = [*comments[:1], *guard_lines(result), *comments[1:]]
     comments = [*comments[:1], *report_lines(result), *comments[1:]]
+    comments = [*comments[:1], *influence_lines(result), *comments[1:]]
     seeds = [int(s) for s in best.seeds]
     status = None if result.status == "finished" else result.status
     entries: list[tuple[IndividualRecord, dict[str, Any]]] = [
@@ -172,6 +174,20 @@ def report_lines(result: RunResult) -> list[str]:
         f"The run's report could not be written ({result.report_error}); the run itself is complete. "
         f"Rebuild the report with: python -m lib_pinning report \"{result.run_dir}\""
     ]
+
+
+def influence_lines(result: RunResult) -> list[str]:
+    """The three tightest and loosest units (lib_pinning.analysis.influence), from the influence.json
+    the final report wrote; nothing when there is none (the report failed)."""
+    path = Path(result.run_dir) / influence.INFLUENCE_FILE
+    try:
+        data = read_json(path) if path.is_file() else None
+    except RunDirectoryError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    return ["Per-unit influence (loss change per weight step, from the run's own evaluations): "
+            + " · ".join(influence.summary_lines(data))]
 
 
 def guard_lines(result: RunResult) -> list[str]:

@@ -1,0 +1,172 @@
+"""A map of the searched weights: every evaluated weight vector embedded in 2-D and clustered.
+
+- Embedding: UMAP (umap-learn), which keeps the neighbourhoods of the d-dimensional offsets, so
+  the regions the search sampled densely stay visible as regions. The CMA-ES mean of each
+  generation (generation.json's "centroid", the mean after that generation's update) is embedded
+  with the points (one fit over both: `UMAP.transform` would cost a second JIT-compiled pass), so
+  the search's path can be drawn over them.
+- Clustering: HDBSCAN from scikit-learn (`sklearn.cluster.HDBSCAN`), on the offsets themselves,
+  not on the embedding (UMAP distorts densities; a cluster must be a region of weight space a run
+  can be pinned to). Why HDBSCAN: CMA-ES samples ever more densely as its step size shrinks, so
+  the density varies along the run, which a single DBSCAN radius cannot serve; k-means would need
+  the number of regions in advance and puts every stray point into some cluster, where HDBSCAN
+  calls it noise. scikit-learn's implementation (>= 1.3) spares the separate `hdbscan` package and
+  its compiled build; scikit-learn comes with umap-learn anyway.
+
+Both are optional (the `map` extra) and imported only here, lazily: without them, or with fewer
+than MIN_POINTS evaluations, weight_map.json still exists with a note saying why there is no map,
+and the report shows that note.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+WEIGHT_MAP_FILE = "weight_map.json"
+FORMAT = 1
+# Below this many evaluated vectors UMAP's neighbourhood graph is too thin to mean anything.
+MIN_POINTS = 15
+UMAP_NEIGHBOURS = 15
+UMAP_MIN_DIST = 0.1
+SEED = 0
+MIN_SAMPLES = 3
+INSTALL_HINT = "pip install umap-learn scikit-learn (the extension's 'map' extra)"
+
+
+class MissingDependency(ImportError):
+    """umap-learn or scikit-learn is not installed."""
+
+
+def _import(module: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependency(f"{what} needs {module.split('.')[0]} ({INSTALL_HINT}): {e}") from e
+
+
+def embed(vectors: np.ndarray) -> np.ndarray:
+    """2-D UMAP coordinates of `vectors` (seeded: the same run gives the same map)."""
+    umap = _import("umap", "the weight map's embedding")
+    # Said before the wait: numba compiles UMAP on its first use in a process (20-30 s on 2 cores).
+    log.info("weight map: embedding %d weight vectors with UMAP (the first use compiles it: ~20 s)", len(vectors))
+    neighbours = max(2, min(UMAP_NEIGHBOURS, len(vectors) - 1))
+    reducer = umap.UMAP(n_neighbors=neighbours, min_dist=UMAP_MIN_DIST, n_components=2, random_state=SEED)
+    with warnings.catch_warnings():
+        # A fixed random_state makes UMAP single-threaded and it warns so; that is the point here.
+        warnings.simplefilter("ignore", UserWarning)
+        return np.asarray(reducer.fit_transform(vectors), dtype=float)
+
+
+def cluster(vectors: np.ndarray) -> np.ndarray:
+    """HDBSCAN labels of `vectors` (-1: noise), module docstring."""
+    hdbscan = _import("sklearn.cluster", "the weight map's clusters").HDBSCAN
+    size = max(5, len(vectors) // 20)
+    # min_samples defaults to min_cluster_size, whose core distances are too coarse for a few dozen
+    # points in d dimensions (the demo's 55 points in 7-D came out as one noise cloud); 3 keeps
+    # the density estimate local.
+    labels = hdbscan(min_cluster_size=size, min_samples=MIN_SAMPLES, copy=True).fit_predict(vectors)
+    return np.asarray(labels, dtype=int)
+
+
+def _points(records: Sequence[IndividualRecord], dim: int) -> list[IndividualRecord]:
+    """Every evaluated vector with a loss: failed individuals have none, and a repeat is the same
+    rendered prompt as an earlier point (its image and loss are copies)."""
+    return [
+        r for r in records
+        if r.status == "ok" and r.repeat_of is None and len(r.x_evaluated) == dim and math.isfinite(r.loss)
+    ]
+
+
+def _representative(record: IndividualRecord, store: RunStore | None) -> str | None:
+    if not record.images:
+        return None
+    name = f"gen-{record.generation:03d}/ind-{record.index:03d}/{record.images[0]}"
+    return name if store is None or (store.root / name).is_file() else None
+
+
+def build(
+    records: Sequence[IndividualRecord],
+    generations: Sequence[GenerationRecord],
+    dim: int,
+    store: RunStore | None = None,
+) -> dict[str, Any]:
+    """weight_map.json's content: points (with 2-D coordinates when embedded), clusters, the mean's
+    path and notes saying what was skipped and why."""
+    points = _points(records, dim)
+    notes: list[str] = []
+    path_vectors = [np.zeros(dim)] + [np.asarray(g.centroid, dtype=float) for g in generations if len(g.centroid) == dim]
+    path_labels = [0] + [g.generation for g in generations if len(g.centroid) == dim]
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "method": {"embedding": "umap", "neighbours": UMAP_NEIGHBOURS, "min_dist": UMAP_MIN_DIST, "seed": SEED,
+                   "clustering": "sklearn.cluster.HDBSCAN on the offsets"},
+        "embedded": False,
+        "clustered": False,
+        "notes": notes,
+        "points": [
+            {"generation": r.generation, "index": r.index, "loss": r.loss, "degenerate": r.degenerate,
+             "x": [float(v) for v in r.x_evaluated], "xy": None, "cluster": None}
+            for r in points
+        ],
+        "clusters": [],
+        "path": [{"generation": g, "x": v.tolist(), "xy": None} for g, v in zip(path_labels, path_vectors)],
+    }
+    if len(points) < MIN_POINTS:
+        notes.append(f"{len(points)} evaluated weight vectors: too few for a map (UMAP needs at least {MIN_POINTS})")
+        return data
+    x = np.asarray([r.x_evaluated for r in points], dtype=float)
+    try:
+        labels = cluster(x)
+    except MissingDependency as e:
+        notes.append(str(e))
+    else:
+        data["clustered"] = True
+        best = {int(k): min((r for r, label in zip(points, labels) if label == k), key=lambda r: r.loss)
+                for k in sorted(set(labels.tolist())) if k >= 0}
+        for point, label in zip(data["points"], labels):
+            point["cluster"] = int(label)
+        for k, member in best.items():
+            inside = labels == k
+            data["clusters"].append({
+                "id": k,
+                "size": int(inside.sum()),
+                "centre": x[inside].mean(axis=0).tolist(),
+                "mean_loss": float(np.mean([r.loss for r, i in zip(points, inside) if i])),
+                "best": {"generation": member.generation, "index": member.index, "loss": member.loss,
+                         "prompt": member.prompt, "negative_prompt": member.negative_prompt,
+                         "image": _representative(member, store)},
+            })
+        if not best:
+            notes.append("HDBSCAN found no clusters: the search sampled one diffuse region")
+    try:
+        coordinates = embed(np.vstack([x, *path_vectors]))
+    except MissingDependency as e:
+        notes.append(str(e))
+        return data
+    data["embedded"] = True
+    for point, xy in zip(data["points"], coordinates[: len(points)]):
+        point["xy"] = xy.tolist()
+    for step, xy in zip(data["path"], coordinates[len(points):]):
+        step["xy"] = xy.tolist()
+    return data
+
+
+def write_weight_map(store: RunStore) -> dict[str, Any]:
+    """Build the map of a run directory and write weight_map.json (atomically)."""
+    run = store.read_run()
+    records = list(store.iter_individuals())
+    cma = run.get("cma") if isinstance(run.get("cma"), dict) else {}
+    dim = cma.get("dim") if isinstance(cma.get("dim"), int) else (len(records[0].x_evaluated) if records else 0)
+    data = build(records, list(store.iter_generations()), dim, store)
+    atomic_write_json(store.root / WEIGHT_MAP_FILE, data)
+    return data

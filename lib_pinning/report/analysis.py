@@ -1,0 +1,174 @@
+"""The report's analysis sections: per-unit influence (id "influence") and the weight map (id
+"weight-map").
+
+Both summarise the whole run, so they are computed by final updates only (the run ended, or
+`rebuild`), and again only when the run's records changed since (a resumed run): a live page says
+when they will appear. A failure here is logged and the page shows the sections without them;
+like every artifact, the analyses must never stop a run or its report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from lib_pinning.analysis import influence, weight_map
+from lib_pinning.report import analysis_plots
+from lib_pinning.store import RunDirectoryError, RunStore, atomic_write_bytes, read_json
+
+log = logging.getLogger(__name__)
+
+INFLUENCE_PLOT = "influence.png"
+WEIGHT_MAP_PLOT = "weight_map.png"
+
+# CSS class per influence class (report.css).
+CLASS_CSS = {
+    influence.TIGHTENING: "inf-tight",
+    influence.LOOSENING: "inf-loose",
+    influence.INERT: "inf-inert",
+    influence.UNKNOWN: "inf-unknown",
+}
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return f"{value:+.{digits}g}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def influence_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any] | None:
+    """The template's view of influence.json (None: not computed yet)."""
+    if data is None:
+        return None
+    rows = []
+    for unit in data.get("units") or []:
+        low, high = unit.get("interval") or [None, None]
+        title = (f"{unit['class']}: slope {_number(unit.get('slope'))} [{_number(low)}, {_number(high)}]; "
+                 f"weight +{influence.STEP:g}: {_number(unit.get('up'))}, -{influence.STEP:g}: {_number(unit.get('down'))}")
+        rows.append({
+            "text": str(unit.get("text", "")),
+            "side": unit.get("side"),
+            "class": unit.get("class", influence.UNKNOWN),
+            "cls": CLASS_CSS.get(unit.get("class"), "inf-unknown"),
+            "title": title,
+            "slope": _number(unit.get("slope")),
+            "interval": f"[{_number(low)}, {_number(high)}]",
+            "up": _number(unit.get("up")),
+            "down": _number(unit.get("down")),
+            "parts": ", ".join(f"{name}: {part['class']}" for name, part in (unit.get("components") or {}).items()),
+        })
+    return {
+        "plot": INFLUENCE_PLOT if present else None,
+        "positive": [r for r in rows if r["side"] != "negative"],
+        "negative": [r for r in rows if r["side"] == "negative"],
+        "rows": rows,
+        "notes": [str(n) for n in data.get("notes") or []],
+        "points": data.get("points", 0),
+        "model": data.get("model"),
+        "r2": data.get("r2"),
+        "step": influence.STEP,
+        "confidence": data.get("confidence"),
+        "summary": influence.summary_lines(data),
+        "sweep": _sweep_rows(data.get("sweep")),
+    }
+
+
+def _sweep_rows(sweep: Any) -> list[dict[str, Any]]:
+    """The one-at-a-time sweep's rows (lib_pinning.analysis.sweep), [] when there was none."""
+    if not isinstance(sweep, dict):
+        return []
+    return [
+        {"text": str(u.get("text", "")), "side": u.get("side"), "class": u.get("class", influence.UNKNOWN),
+         "cls": CLASS_CSS.get(u.get("class"), "inf-unknown"), "up": _number(u.get("up")),
+         "down": _number(u.get("down")), "step": u.get("step")}
+        for u in sweep.get("units") or [] if isinstance(u, dict)
+    ]
+
+
+def weight_map_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any] | None:
+    """The template's view of weight_map.json (None: not computed yet)."""
+    if data is None:
+        return None
+    clusters = [
+        {
+            "id": c["id"], "size": c["size"], "mean_loss": c["mean_loss"], "best_loss": c["best"]["loss"],
+            "where": f"generation {c['best']['generation']} · individual {c['best']['index']}",
+            "prompt": str(c["best"].get("prompt", "")), "negative_prompt": str(c["best"].get("negative_prompt", "")),
+            "image": c["best"].get("image"),
+        }
+        for c in data.get("clusters") or []
+    ]
+    return {
+        "plot": WEIGHT_MAP_PLOT if present else None,
+        "notes": [str(n) for n in data.get("notes") or []],
+        "points": len(data.get("points") or []),
+        "clusters": clusters,
+        "clustered": bool(data.get("clustered")),
+        "noise": sum(1 for p in data.get("points") or [] if p.get("cluster") == -1),
+    }
+
+
+class RunAnalysis:
+    """Computes, writes and shows the analyses of one run directory."""
+
+    def __init__(self) -> None:
+        self._signature: tuple[int, float] | None = None
+        self.influence: dict[str, Any] | None = None
+        self.weight_map: dict[str, Any] | None = None
+        self.failed: set[str] = set()  # the analyses whose last computation raised (the page says so)
+
+    def refresh(self, store: RunStore, signature: tuple[int, float]) -> None:
+        """Recompute when the records changed (`signature`: what the reporter has read)."""
+        if signature == self._signature and self.influence is not None:
+            return
+        self._signature = signature
+        self.failed.clear()
+        self.influence = self._run("influence", lambda: influence.write_influence(store))
+        self.weight_map = self._run("weight map", lambda: weight_map.write_weight_map(store))
+        self._plot(store.root / INFLUENCE_PLOT, lambda: analysis_plots.influence_png(self.influence or {}))
+        self._plot(store.root / WEIGHT_MAP_PLOT, lambda: analysis_plots.weight_map_png(self.weight_map or {}))
+
+    def load(self, store: RunStore) -> None:
+        """Show what an earlier final update wrote (a live page of a resumed run)."""
+        if self.influence is None:
+            self.influence = _read(store.root / influence.INFLUENCE_FILE)
+        if self.weight_map is None:
+            self.weight_map = _read(store.root / weight_map.WEIGHT_MAP_FILE)
+
+    def _run(self, what: str, job: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        try:
+            return job()
+        except Exception:  # an analysis bug or a full disk must not take the report down
+            log.exception("report: the %s analysis failed", what)
+            self.failed.add(what)
+            return None
+
+    @staticmethod
+    def _plot(path: Path, produce: Callable[[], bytes | None]) -> None:
+        try:
+            data = produce()
+            if data is None:
+                path.unlink(missing_ok=True)  # a stale plot of an earlier session would contradict the page
+            else:
+                atomic_write_bytes(path, data)
+        except Exception:
+            log.exception("report: drawing %s failed", path)
+
+    def context(self, root: Path) -> dict[str, Any]:
+        return {
+            "influence": influence_view(self.influence, (root / INFLUENCE_PLOT).is_file()),
+            "weight_map": weight_map_view(self.weight_map, (root / WEIGHT_MAP_PLOT).is_file()),
+            "influence_failed": "influence" in self.failed,
+            "weight_map_failed": "weight map" in self.failed,
+        }
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        return None
+    except RunDirectoryError as e:
+        log.warning("report: ignoring unreadable %s (%s)", path, e)
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("units", data.get("points")), list) else None
