@@ -20,7 +20,8 @@ from lib_pinning.objectives.tagger import (  # noqa: E402
     parse_booru_tags,
     resolve_tags,
 )
-from lib_pinning.objectives.tagger_runtime import CHARACTER, GENERAL, TaggerSession, TagList  # noqa: E402
+from lib_pinning.objectives.base import Evaluation  # noqa: E402
+from lib_pinning.objectives.tagger_runtime import CHARACTER, GENERAL, RATING, TaggerSession, TagList  # noqa: E402
 from lib_pinning.objectives.tagger_toy import build_toy_tagger  # noqa: E402
 from lib_pinning.objectives.tags import TagError  # noqa: E402
 from lib_pinning.options import PinningOptions  # noqa: E402
@@ -99,6 +100,18 @@ def test_score_is_the_soft_weighted_share_and_the_hard_share_is_reported():
     assert evaluation.components["wanted:smile.confidence"] == pytest.approx(0.5)
     assert evaluation.per_image["wanted:smile"] == pytest.approx([0.9, 0.1])
     assert 0.0 <= evaluation.value <= 1.0
+
+
+def test_each_image_gets_the_asked_tags_confidences_and_its_own_top_tags_for_the_report():
+    names = ["general", "smile", "lowres", "outdoors", "hat"]
+    cats = [RATING, GENERAL, GENERAL, GENERAL, CHARACTER]
+    rows = [[0.99, 0.9, 0.2, 0.6, 0.1], [0.99, 0.1, 0.8, 0.3, 0.95]]
+    evaluation = TaggerObjective(FixedSession(names, cats, rows), "smile", "lowres").score_images(images(2))
+    assert evaluation.image_notes["booru tags"] == ["smile 0.90 ✓, not lowres 0.20 ✓", "smile 0.10 ✗, not lowres 0.80 ✗"]
+    # The rating is not a top tag however confident; the rest by confidence, then list order.
+    assert evaluation.image_notes["top tags"][0] == "smile 0.90, outdoors 0.60, lowres 0.20, hat 0.10"
+    assert evaluation.image_notes["top tags"][1].startswith("hat 0.95, lowres 0.80, outdoors 0.30")
+    assert Evaluation.from_json(evaluation.to_json()).image_notes == evaluation.image_notes
 
 
 def test_a_confidence_exactly_at_the_threshold_counts_and_softness_gives_a_gradient():
@@ -182,6 +195,12 @@ def test_toy_run_raises_the_wanted_tags_share_across_the_batch(tmp_path, toy_tag
     assert before <= 0.25, before
     assert after >= before + 0.5, (before, after, result.best.prompt)
     assert result.best.components["tagger"] < result.baseline.components["tagger"]
+    # The report shows, under each image of the baseline and the best, what the tagger saw.
+    from lib_pinning.report import rebuild
+
+    page = rebuild(result.run_dir).read_text()
+    assert page.count('class="image-note">booru tags: red') == 2 * len(SEEDS)
+    assert page.count('class="image-note">top tags: ') == 2 * len(SEEDS)
 
 
 def test_composes_with_the_image_loss_in_weighted_sum_and_pareto(tmp_path, toy_tagger):

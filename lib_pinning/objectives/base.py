@@ -22,6 +22,8 @@ class Evaluation:
     pair_values: per image pair losses (for the loss plots), with `pairs` naming the two images
         of each value; image indices count targets first, then the batch's images.
     per_image: named per-image values, e.g. {"aesthetic": [5.1, 6.0, ...]}.
+    image_notes: named per-image texts the report shows under each image, e.g.
+        {"top tags": ["1girl 0.98, smile 0.71", ...]}.
     """
 
     value: float
@@ -29,6 +31,7 @@ class Evaluation:
     pair_values: list[float] = field(default_factory=list)
     pairs: list[tuple[int, int]] = field(default_factory=list)
     per_image: dict[str, list[float]] = field(default_factory=dict)
+    image_notes: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -37,6 +40,7 @@ class Evaluation:
             "pair_values": list(self.pair_values),
             "pairs": [list(p) for p in self.pairs],
             "per_image": {k: list(v) for k, v in self.per_image.items()},
+            "image_notes": {k: list(v) for k, v in self.image_notes.items()},
         }
 
     @classmethod
@@ -47,6 +51,7 @@ class Evaluation:
             pair_values=[float(v) for v in data.get("pair_values", [])],
             pairs=[(int(a), int(b)) for a, b in data.get("pairs", [])],
             per_image={k: [float(x) for x in v] for k, v in data.get("per_image", {}).items()},
+            image_notes={k: [str(x) for x in v] for k, v in data.get("image_notes", {}).items()},
         )
 
 

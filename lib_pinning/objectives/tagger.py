@@ -39,7 +39,7 @@ from PIL import Image
 
 from lib_pinning.objectives.base import Evaluation
 from lib_pinning.objectives.scale import NaturalScale
-from lib_pinning.objectives.tagger_runtime import CATEGORY_NAMES, CHARACTER, TaggerRuntimeError, TagList, quantise
+from lib_pinning.objectives.tagger_runtime import CATEGORY_NAMES, CHARACTER, RATING, TaggerRuntimeError, TagList, quantise
 from lib_pinning.objectives.tags import TagError, parse_tags
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from lib_pinning.objectives.tagger_models import TaggerFiles
 
 logger = logging.getLogger(__name__)
+
+TOP_TAGS = 5  # tags listed per image in the report
 
 TAGGER_SCALE = NaturalScale(best=0.0, worst=1.0, unit="share of tags missed")
 DEFAULT_GENERAL_THRESHOLD = 0.35
@@ -156,11 +158,22 @@ class TaggerObjective:
         self._thresholds = np.array([t.threshold for t in self.tags])
         self._weights = np.array([t.weight for t in self.tags]) / sum(t.weight for t in self.tags)
         self._unwanted = np.array([t.unwanted for t in self.tags])
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[np.ndarray, list[tuple[str, float]]]] = OrderedDict()
+        # Ratings are not what a picture shows: the report's top tags are general and character tags.
+        self._descriptive = np.array([c != RATING for c in session.tag_list.categories])
         self.images_tagged = 0
 
     def confidences(self, images: torch.Tensor) -> np.ndarray:
         """float64 [B, N] confidence of each of this objective's tags, tagging only unseen images."""
+        return np.stack([row for row, _ in self._tagged(images)])
+
+    def top_tags(self, images: torch.Tensor) -> list[list[tuple[str, float]]]:
+        """Each image's `TOP_TAGS` most confident general and character tags, for the report."""
+        return [top for _, top in self._tagged(images)]
+
+    def _tagged(self, images: torch.Tensor) -> list[tuple[np.ndarray, list[tuple[str, float]]]]:
+        """(this objective's tags' confidences, top tags) of each image; images not seen before are
+        tagged in one call."""
         # Keyed by the 8-bit pixels the batch is saved as: what the tagger would see anyway.
         pixels = quantise(images)
         keys = [hashlib.sha1(row.tobytes()).digest() for row in pixels]
@@ -172,12 +185,16 @@ class TaggerObjective:
             rows = self.session.confidences([Image.fromarray(pixels[i], "RGB") for i in missing.values()])
             self.images_tagged += len(missing)
             for key, row in zip(missing, rows):
-                self._cache[key] = np.asarray(row, dtype=np.float64)[self._columns]
+                row = np.asarray(row, dtype=np.float64)
+                top = np.argsort(-np.where(self._descriptive, row, -np.inf), kind="stable")[:TOP_TAGS]
+                names = self.session.tag_list.names
+                self._cache[key] = (row[self._columns], [(names[i], float(row[i])) for i in top if self._descriptive[i]])
         for key in keys:
             self._cache.move_to_end(key)
+        found = [self._cache[key] for key in keys]
         while len(self._cache) > _CACHE_IMAGES:
             self._cache.popitem(last=False)
-        return np.stack([self._cache[key] for key in keys])
+        return found
 
     def presence(self, confidences: np.ndarray) -> np.ndarray:
         """Soft presence p_bt in (0, 1) of each tag in each image."""
@@ -188,7 +205,8 @@ class TaggerObjective:
         return self.score_images(batch.images)
 
     def score_images(self, images: torch.Tensor) -> Evaluation:
-        conf = self.confidences(images)
+        tagged = self._tagged(images)
+        conf = np.stack([row for row, _ in tagged])
         soft = self.presence(conf)
         satisfied = np.where(self._unwanted, 1.0 - soft, soft)
         per_image_score = satisfied @ self._weights
@@ -205,7 +223,23 @@ class TaggerObjective:
         value = 1.0 - mean
         if not math.isfinite(value):
             raise FloatingPointError("the tagger returned non-finite confidences")
-        return Evaluation(value=value, components=components, per_image=per_image)
+        return Evaluation(value=value, components=components, per_image=per_image,
+                          image_notes=self._notes(conf, hard, [top for _, top in tagged]))
+
+    def _notes(self, conf: np.ndarray, hard: np.ndarray, top: list[list[tuple[str, float]]]) -> dict[str, list[str]]:
+        """Per image: the wanted and unwanted tags' confidences (a mark where the image does what
+        was asked), and the image's own top tags."""
+        asked = []
+        for b in range(conf.shape[0]):
+            parts = []
+            for i, tag in enumerate(self.tags):
+                good = bool(hard[b, i]) != tag.unwanted
+                parts.append(f"{'not ' if tag.unwanted else ''}{tag.name} {conf[b, i]:.2f} {'✓' if good else '✗'}")
+            asked.append(", ".join(parts))
+        return {
+            "booru tags": asked,
+            "top tags": [", ".join(f"{name} {value:.2f}" for name, value in row) for row in top],
+        }
 
     def describe(self) -> list[dict[str, Any]]:
         """The resolved tags, for logs and the report."""

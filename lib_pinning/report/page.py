@@ -272,7 +272,9 @@ class PageModel:
             "negative_units": views[1],
             "folder": entry.folder,
             "images": [
-                {"src": f"{entry.folder}/{name}", "label": name.rsplit(".", 1)[0]} for name in entry.images
+                {"src": f"{entry.folder}/{name}", "label": name.rsplit(".", 1)[0],
+                 "notes": entry.image_notes[i] if i < len(entry.image_notes) else []}
+                for i, name in enumerate(entry.images)
             ],
             "gif": f"{entry.folder}/{layout.INDIVIDUAL_GIF}" if entry.gif else None,
         }

@@ -67,6 +67,7 @@ class Entry:
     degenerate_images: int = 0  # images with any reason
     excluded: bool = False  # degenerate and penalised by the run's guard: never the best
     repeat_of: tuple[int, int] | None = None  # the individual whose batch this one reused (same prompts)
+    image_notes: list[list[str]] = field(default_factory=list)  # per image: "name: text" of the objectives
 
     @property
     def key(self) -> tuple[int, int]:
@@ -252,7 +253,19 @@ class RunCache:
             degenerate_images=sum(bool(r) for r in record.degenerate_reasons),
             excluded=record.excluded,
             repeat_of=None if record.repeat_of is None else (int(record.repeat_of[0]), int(record.repeat_of[1])),
+            image_notes=_image_notes(record),
         )
+
+
+def _image_notes(record: IndividualRecord) -> list[list[str]]:
+    """The objectives' texts for each image (`Evaluation.image_notes`), e.g. a tagger's top tags."""
+    notes: list[list[str]] = [[] for _ in record.images]
+    for evaluation in (record.objectives or {}).values():
+        named = evaluation.get("image_notes") if isinstance(evaluation, dict) else None
+        for name, texts in (named or {}).items() if isinstance(named, dict) else ():
+            for image, text in zip(notes, texts if isinstance(texts, list) else ()):
+                image.append(f"{name}: {text}")
+    return notes
 
 
 def _pair_values(record: IndividualRecord) -> list[float]:
