@@ -114,7 +114,7 @@ def sample_euler_ancestral_hyperbatch(
     noise_sampler = default_noise_sampler(x) if noise_sampler is None else noise_sampler
     run = Hyperbatch(
         model, x, sigmas, extra_args, callback, disable, growth, noise_sampler,
-        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho),
+        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho), plan_refresh=split_rho,
     )
     state = run.state
     for i, denoised in run:
@@ -185,7 +185,7 @@ def sample_dpmpp_sde_hyperbatch(
     noise_sampler = default_brownian_noise_sampler(x, sigmas) if noise_sampler is None else noise_sampler
     run = Hyperbatch(
         model, x, sigmas, extra_args, callback, disable, growth, noise_sampler,
-        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho),
+        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho), plan_refresh=split_rho,
     )
     state = run.state
     for i, denoised in run:
@@ -237,7 +237,7 @@ def sample_dpmpp_2m_sde_hyperbatch(
     noise_sampler = default_brownian_noise_sampler(x, sigmas) if noise_sampler is None else noise_sampler
     run = Hyperbatch(
         model, x, sigmas, extra_args, callback, disable, growth, noise_sampler,
-        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho),
+        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho), plan_refresh=split_rho,
     )
     state = run.state
     state.old_denoised = None
