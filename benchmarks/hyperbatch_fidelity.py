@@ -140,7 +140,7 @@ def default_candidates() -> list[Candidate]:
         Candidate("even + refresh", named("even", True)),
         Candidate("late", named("late")),
     ]
-    for q in (0.3, 0.4, 0.45, 0.55, 0.65):
+    for q in (0.3, 0.4, 0.45, 0.5, 0.65):
         candidates.append(Candidate(f"front q={q}", front_plan(q, True)))
     candidates.append(Candidate("front q=0.45, no refresh", front_plan(0.45, False)))
     return candidates
