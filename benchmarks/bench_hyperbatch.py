@@ -420,6 +420,7 @@ class OverheadProbe:
     first_tree_query_ms: float
     later_tree_query_ms: float
     batch_size: int
+    split_noise_ms: float = math.nan
 
 
 def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> OverheadProbe:
@@ -434,7 +435,7 @@ def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> O
     seeds = seed_set(0, batch_size)
     x = SeededNoise(seeds, model.image_shape).first() * sigmas[0]
     args = model.extra_args([PROMPTS[0][1]] * batch_size, cond_scale=CFG_SCALE)
-    call, first, later = [], [], []
+    call, first, later, split = [], [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
         model(x, sigmas[0] * x.new_ones([batch_size]), **args)
@@ -446,8 +447,12 @@ def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> O
         started = time.perf_counter()
         noise(sigmas[steps // 2 + 1], sigmas[steps // 2 + 2])
         later.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        noise.split_noise(steps // 2, 0, batch_size)
+        split.append(time.perf_counter() - started)
     return OverheadProbe(
-        1e3 * statistics.median(call), 1e3 * statistics.median(first), 1e3 * statistics.median(later), batch_size
+        1e3 * statistics.median(call), 1e3 * statistics.median(first), 1e3 * statistics.median(later), batch_size,
+        1e3 * statistics.median(split),
     )
 
 
@@ -1058,12 +1063,13 @@ def toy_report(
         f"Reading the wall times: one toy denoiser call on {probe.batch_size} rows took "
         f"{probe.denoiser_call_ms:.1f} ms, the first query of {probe.batch_size} per-seed Brownian trees "
         f"{probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
-        f"{probe.later_tree_query_ms:.0f} ms (medians, same run). The trees are queried for all B images "
-        "whatever the active rows (an image's noise must not depend on its batch), so the SDE samplers "
-        "spend most of a toy batch drawing noise, as much for a hyperbatch as for a plain batch, and "
-        "DPM++ 2M, whose plain solver draws no noise at all, pays for the trees at every split (the "
-        "copies' noise refresh), which can make its hyperbatch slower than plain here. On a real "
-        "UNet the model's share dominates (see the UNet subsection). The denoiser-time ratio follows "
+        f"{probe.later_tree_query_ms:.0f} ms (medians, same run). The trees are queried "
+        "for the active rows only (each row is a pure function of its own seed), so the SDE samplers "
+        "spend most of a toy batch drawing noise, less for a hyperbatch than for a plain batch. A split's "
+        f"refresh noise for {probe.batch_size} copies (`split_noise`, one small per-seed generator each, no "
+        f"tree) took {probe.split_noise_ms:.2f} ms, so DPM++ 2M, whose plain solver draws no noise, no "
+        "longer pays for tree queries at its splits. On a real UNet the model's share dominates (see the "
+        "UNet subsection). The denoiser-time ratio follows "
         "the rows only loosely on the toy: a call's fixed overhead is comparable to its per-row work, "
         "and a hyperbatch makes as many calls as a plain batch, on fewer rows.",
         "",
