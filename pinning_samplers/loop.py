@@ -42,8 +42,10 @@ class Hyperbatch:
     callback is then called with the active rows, as k-diffusion calls it.
 
     split_refresh (rho in (0, 1]): for a solver that adds no noise of its own (DPM++ 2M, or a
-    stochastic solver run with eta = 0 or s_noise = 0), copies would stay identical forever. Each
-    copy r instead gets a variance-preserving refresh of its noise component at the current
+    stochastic solver run with eta = 0 or s_noise = 0), copies would stay identical forever.
+    plan_refresh: the rho a stochastic solver uses when the plan asks for a refresh at every split
+    (`GrowthPlan.refresh`), so copies part at once instead of through one step's noise. Each
+    copy r then gets a variance-preserving refresh of its noise component at the current
     sigma, using the exact denoised value D of the split step's evaluation:
 
         x_r' = D + sqrt(1 - rho^2) (x - D) + rho * sigma * eps_r,
@@ -53,6 +55,12 @@ class Hyperbatch:
     sampler applies at every step (Euler a re-noises a fraction sigma_up^2 / sigma_next^2 of the
     noise variance); here it is applied once, to the copies, at their split. Parents are not
     refreshed, so image 0 is exactly the plain sampler's image for the first row.
+
+    The refresh noise comes from the noise sampler's `split_noise(step, start, stop)` where it has
+    one (`noise.SeededNoise`, `noise.SeededBrownianNoise`): one small per-seed generator per copy,
+    so a split costs no Brownian tree query the plain solver would not make, and a sequential
+    sampler's stream (Euler a's per-step draws) is not shifted by the split. Other samplers are
+    drawn at (sigma, sigma_next) like a step's noise.
 
     noise_sampler: (sigma, sigma_next) -> B rows; `noise` serves row r of each draw to active
     row r, and every draw is made for all B images (as the WebUI's generators expect), so an
@@ -70,9 +78,11 @@ class Hyperbatch:
         growth: GrowthPlan | str,
         noise_sampler: NoiseSampler | None = None,
         split_refresh: float | None = None,
+        plan_refresh: float | None = None,
     ) -> None:
-        if split_refresh is not None and not 0.0 < split_refresh <= 1.0:
-            raise ValueError(f"split_rho must be in (0, 1], got {split_refresh!r}")
+        for rho in (split_refresh, plan_refresh):
+            if rho is not None and not 0.0 < rho <= 1.0:
+                raise ValueError(f"split_rho must be in (0, 1], got {rho!r}")
         self.batch_size = x.shape[0]
         self.sigmas = sigmas
         self.steps = len(sigmas) - 1
@@ -84,6 +94,8 @@ class Hyperbatch:
         self._callback = callback
         self._disable = disable
         self._noise_sampler = noise_sampler
+        if split_refresh is None and self.plan is not None and self.plan.refresh:
+            split_refresh = plan_refresh
         self._split_refresh = split_refresh
         start = self.plan.sizes[0] if self.plan is not None else self.batch_size
         self.state = SolverState(x if start == self.batch_size else x[:start])
@@ -127,6 +139,13 @@ class Hyperbatch:
             )
         return noise[start:stop]
 
+    def _split_noise(self, i: int, start: int, stop: int) -> torch.Tensor:
+        """Unit noise for the copies start..stop-1 made at step i (see the class docstring)."""
+        split_noise = getattr(self._noise_sampler, "split_noise", None)
+        if split_noise is not None:
+            return split_noise(i, start, stop).to(device=self.state.x.device, dtype=self.state.x.dtype)
+        return self._draw(self.sigmas[i], self.sigmas[i + 1], start, stop)
+
     def noise(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         """Noise for the active rows: row r of a full B-row draw, from image r's seed."""
         return self._draw(sigma, sigma_next, 0, self.rows)
@@ -153,7 +172,7 @@ class Hyperbatch:
         if self._split_refresh is not None:
             rho = self._split_refresh
             sigma = self.sigmas[i]
-            eps = self._draw(sigma, self.sigmas[i + 1], before, rows)
+            eps = self._split_noise(i, before, rows)
             parent_x = self.state.x[before:]
             parent_d = denoised[before:]
             refreshed = parent_d + math.sqrt(1.0 - rho * rho) * (parent_x - parent_d) + rho * sigma * eps

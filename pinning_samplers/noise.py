@@ -16,12 +16,37 @@ hyperbatch sampler hands row r to the active row r.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torchsde
+
+
+def split_seed(seed: int, step: int) -> int:
+    """The generator seed of (image seed, split step)'s refresh noise: a hash, because torch's CPU
+    generator keeps only 32 bits of its seed, so seed + step * 2^32 would repeat across steps."""
+    digest = hashlib.blake2b(f"hyperbatch split {seed} {step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def split_noise_rows(
+    seeds: Sequence[int], shape: Sequence[int], step: int, device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Unit Gaussian noise for the copies with these seeds made at a split in `step`.
+
+    One fresh CPU generator per row, derived from (seed, step): a pure function of the image's
+    seed, costing one small draw, whatever else the sampler's noise source does (a Brownian tree
+    query costs more than a toy model call; a sequential stream must not be shifted by a split).
+    """
+    rows = [
+        torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(split_seed(s, step)))
+        for s in seeds
+    ]
+    return torch.stack(rows).to(device=device, dtype=dtype if dtype is not None else torch.float32)
 
 
 def _seeds(seeds: Sequence[int]) -> tuple[int, ...]:
@@ -86,6 +111,11 @@ class SeededNoise:
         """Noise-sampler form: the sigmas are ignored, every call is the next draw."""
         return self.next()
 
+    def split_noise(self, step: int, start: int, stop: int) -> torch.Tensor:
+        """Refresh noise for the copies start..stop-1 of a split in `step` (`split_noise_rows`);
+        the sequential generators are not advanced."""
+        return split_noise_rows(self.seeds[start:stop], self.shape, step, self.device, self.dtype)
+
 
 class SeededBrownianNoise:
     """Brownian-motion noise with one torchsde.BrownianTree per image seed.
@@ -111,7 +141,9 @@ class SeededBrownianNoise:
         t0, t1 = torch.as_tensor(sigma_min), torch.as_tensor(sigma_max)
         if not 0 <= t0 < t1:
             raise ValueError(f"need 0 <= sigma_min < sigma_max, got {float(t0)}, {float(t1)}")
-        w0 = torch.zeros(self.shape, device=device, dtype=dtype if dtype is not None else torch.float32)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype if dtype is not None else torch.float32
+        w0 = torch.zeros(self.shape, device=device, dtype=self.dtype)
         self._trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s) for s in self.seeds]
 
     @classmethod
@@ -124,6 +156,11 @@ class SeededBrownianNoise:
 
     def __call__(self, sigma: Any, sigma_next: Any) -> torch.Tensor:
         return self.draw_rows(sigma, sigma_next, 0, len(self._trees))
+
+    def split_noise(self, step: int, start: int, stop: int) -> torch.Tensor:
+        """Refresh noise for the copies start..stop-1 of a split in `step` (`split_noise_rows`):
+        no tree is queried, so a deterministic solver's split costs what a plain step costs."""
+        return split_noise_rows(self.seeds[start:stop], self.shape, step, self.device, self.dtype)
 
     def draw_rows(self, sigma: Any, sigma_next: Any, start: int, stop: int) -> torch.Tensor:
         """Rows start..stop-1 of the draw: only those images' trees are queried (each row is a pure

@@ -44,8 +44,8 @@ DEFAULT_SPLIT_RHO = math.sqrt(0.5)
 rho^2 = 1/2: a copy keeps half of its parent's noise variance and draws the other half from its
 own seed, so it is as much new as inherited. `benchmarks/bench_split_rho.py` measures the trade on
 the analytic mixture of benchmarks/mixture.py (20 Karras steps, "even" growth, B = 8, 1000 roots):
-at this rho 0.18 of the image pairs end in different components (rho = 1: 0.33; Euler a and
-DPM++ 2M SDE: 0.30 and 0.31; a plain batch: 0.62), and the worst image keeps 0.94 of a plain 2M
+at this rho 0.18 of the image pairs end in different components (rho = 1: 0.31; Euler a and
+DPM++ 2M SDE: 0.30 and 0.31; a plain batch: 0.62), and the worst image keeps 0.92 of a plain 2M
 batch's spread within a component, where rho = 1 keeps 0.75: the refresh keeps the parent's
 denoised estimate, whose variance is below the data's (the usual approximation of ancestral
 samplers), and the loss grows with rho. Pass split_rho=1.0 for the most variety a single refresh
@@ -114,7 +114,7 @@ def sample_euler_ancestral_hyperbatch(
     noise_sampler = default_noise_sampler(x) if noise_sampler is None else noise_sampler
     run = Hyperbatch(
         model, x, sigmas, extra_args, callback, disable, growth, noise_sampler,
-        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho),
+        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho), plan_refresh=split_rho,
     )
     state = run.state
     for i, denoised in run:
@@ -185,7 +185,7 @@ def sample_dpmpp_sde_hyperbatch(
     noise_sampler = default_brownian_noise_sampler(x, sigmas) if noise_sampler is None else noise_sampler
     run = Hyperbatch(
         model, x, sigmas, extra_args, callback, disable, growth, noise_sampler,
-        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho),
+        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho), plan_refresh=split_rho,
     )
     state = run.state
     for i, denoised in run:
@@ -237,7 +237,7 @@ def sample_dpmpp_2m_sde_hyperbatch(
     noise_sampler = default_brownian_noise_sampler(x, sigmas) if noise_sampler is None else noise_sampler
     run = Hyperbatch(
         model, x, sigmas, extra_args, callback, disable, growth, noise_sampler,
-        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho),
+        split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho), plan_refresh=split_rho,
     )
     state = run.state
     state.old_denoised = None

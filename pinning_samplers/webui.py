@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -63,7 +63,7 @@ from typing import Any
 import torch
 
 from .plan import DEFAULT_SCHEDULE, GrowthPlan, growth_levels, resolve_plan
-from .noise import SeededBrownianNoise
+from .noise import SeededBrownianNoise, split_noise_rows
 from .sampling import SAMPLERS, SamplerInfo
 
 logger = logging.getLogger(__name__)
@@ -335,6 +335,25 @@ class _SeedNoise:
         return self.image_rng.next()
 
 
+class _WithSplitNoise:
+    """A noise sampler plus `split_noise` from the batch's seeds (`noise.split_noise_rows`), so a
+    split neither queries the WebUI's Brownian trees nor advances its per-seed generators."""
+
+    def __init__(self, noise_sampler: Any, seeds: Sequence[int], shape: Sequence[int]) -> None:
+        self.noise_sampler = noise_sampler
+        self.seeds = tuple(int(s) for s in seeds)
+        self.shape = tuple(shape)
+        draw_rows = getattr(noise_sampler, "draw_rows", None)
+        if draw_rows is not None:
+            self.draw_rows = draw_rows
+
+    def __call__(self, sigma: Any, sigma_next: Any) -> torch.Tensor:
+        return self.noise_sampler(sigma, sigma_next)
+
+    def split_noise(self, step: int, start: int, stop: int) -> torch.Tensor:
+        return split_noise_rows(self.seeds[start:stop], self.shape, step)
+
+
 class _ActiveRowsDenoiser:
     """The WebUI's CFG denoiser with its per-image `init_latent` cut to the active rows per call.
 
@@ -412,6 +431,11 @@ def _sampler_class(base: type) -> type:
 
             if noise_sampler is None:
                 noise_sampler = self.hyperbatch_noise(x, sigmas)
+            seeds = list(getattr(self.p, "all_seeds", None) or [])
+            first = getattr(self.p, "iteration", 0) * getattr(self.p, "batch_size", x.shape[0])
+            batch_seeds = seeds[first:first + x.shape[0]]
+            if len(batch_seeds) == x.shape[0] and not hasattr(noise_sampler, "split_noise"):
+                noise_sampler = _WithSplitNoise(noise_sampler, batch_seeds, x.shape[1:])
             rows = _ActiveRowsDenoiser(model, x.shape[0])
             # Resolved here, not inside the solver, so the pass records the plan it really sampled.
             steps = len(sigmas) - 1

@@ -82,3 +82,37 @@ def test_full_size_unet_is_skipped_without_cuda():
     assert bench.resolve_unet_device("cuda", tiny=False) is None
     assert bench.resolve_unet_device("cpu", tiny=False) is None
     assert bench.resolve_unet_device("cuda", tiny=True) == torch.device("cpu")
+
+
+# -- the fidelity measure (hyperbatch_fidelity, bench_hyperbatch.py --fidelity) ----------------------
+
+
+def test_spearman_ranks_with_ties():
+    from benchmarks.hyperbatch_fidelity import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_variety_fidelity_scores_every_candidate_against_plain():
+    """On a tiny setting: each candidate's rows ratio is its plan's, plain itself correlates 1 with
+    plain, and the reference row (plain with other seeds) is there with cost 1."""
+    from benchmarks import hyperbatch_fidelity as fidelity
+
+    candidates = [
+        fidelity.Candidate("none", fidelity.named("none")),
+        fidelity.Candidate("front", fidelity.named("front")),
+        fidelity.Candidate("front q=0.3", fidelity.front_plan(0.3, True)),
+    ]
+    prompts = fidelity.FIDELITY_PROMPTS[::5]
+    result = fidelity.variety_fidelity("euler_ancestral", 4, 8, candidates, 1, prompts=prompts)
+    rows = {row.label: row for row in result.rows}
+    assert rows["none"].rows_ratio == 1.0 and rows["none"].variety_spearman == pytest.approx(1.0)
+    assert rows["front"].rows_ratio == pytest.approx(bench.plan_growth(4, 8, "front").cost_ratio())
+    assert rows[fidelity.REFERENCE].rows_ratio == 1.0
+    assert all(-1.0 <= row.variety_spearman <= 1.0 for row in result.rows)
+    assert [row.label for row in fidelity.pareto(result.rows)][0] == "front"
+    table = fidelity.fidelity_table([result])
+    assert table.count("\n") == 1 + len(result.rows)

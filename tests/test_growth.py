@@ -91,16 +91,25 @@ def test_batch_of_one_never_grows():
     assert plan.schedule == "none"
 
 
+def test_front_plan_splits_in_the_first_half_and_refreshes_every_copy():
+    plan = plan_growth(8, 20, "front")
+    assert plan.sizes == (1,) * 4 + (2,) * 3 + (4,) * 4 + (8,) * 9
+    assert plan.split_steps == (4, 7, 11)
+    assert plan.refresh and not plan_growth(8, 20, "even").refresh
+    assert GrowthPlan.from_json(plan.to_json()).refresh
+
+
 def test_default_schedule_meets_the_cost_target():
-    assert DEFAULT_SCHEDULE in SCHEDULES
-    assert plan_growth(8, 20).cost_ratio() <= 0.47
-    assert plan_growth(8, 20).cost_ratio([2] * 19 + [1]) <= 0.47
+    """Issue 15: the default costs at most 0.6 of a plain batch at B=8, S=20."""
+    assert DEFAULT_SCHEDULE == "front" and DEFAULT_SCHEDULE in SCHEDULES
+    assert plan_growth(8, 20).cost_ratio() <= 0.6
+    assert plan_growth(8, 20).cost_ratio([2] * 19 + [1]) <= 0.6
 
 
-def test_cost_ratios_order_late_below_even_below_none():
+def test_cost_ratios_order_late_below_even_below_front_below_none():
     for batch_size, steps in itertools.product((4, 8, 16), (20, 30)):
-        ratios = [plan_growth(batch_size, steps, name).cost_ratio() for name in ("late", "even", "none")]
-        assert ratios[0] < ratios[1] < ratios[2] == 1.0
+        ratios = [plan_growth(batch_size, steps, name).cost_ratio() for name in ("late", "even", "front", "none")]
+        assert ratios[0] < ratios[1] < ratios[2] < ratios[3] == 1.0
 
 
 def test_too_few_steps_falls_back_to_a_plain_batch_with_a_warning(caplog):
@@ -170,7 +179,7 @@ def test_power_of_two_ancestors_are_remainders():
 
 
 def test_divergence_depth_and_parting_step():
-    plan = plan_growth(8, 20)
+    plan = plan_growth(8, 20, "even")
     assert plan.divergence_depth(0, 1) == 1 and plan.parted_at_step(0, 1) == 5
     assert plan.divergence_depth(0, 2) == 2 and plan.parted_at_step(0, 2) == 10
     assert plan.divergence_depth(3, 7) == 3 and plan.parted_at_step(3, 7) == 15
@@ -338,11 +347,14 @@ def test_hyperbatch_rejects_a_split_rho_outside_0_1(rho):
         )
 
 
+@pytest.mark.parametrize("schedule, solver_adds_noise", [("even", False), ("front", True)])
 @pytest.mark.parametrize("rho", [DEFAULT_SPLIT_RHO, 0.3])
-def test_the_split_refresh_preserves_the_noise_variance(rho):
-    """The DPM++ 2M split refresh is variance preserving: a copy's noise component x - D keeps the
+def test_the_split_refresh_preserves_the_noise_variance(rho, schedule, solver_adds_noise):
+    """The split refresh is variance preserving: a copy's noise component x - D keeps the
     variance sigma^2 of its parent's (a noise of the current level), and its correlation with the
-    parent's is sqrt(1 - rho^2). Checked statistically on 36864 values per row, fixed seeds."""
+    parent's is sqrt(1 - rho^2). Checked statistically on 36864 values per row, fixed seeds. Both
+    ways in: DPM++ 2M's (split_refresh, any plan) and a noisy solver's under a refreshing plan
+    ("front": plan_refresh)."""
     shape = (4, 96, 96)
     denoised_value = torch.randn((4, *shape), generator=torch.Generator().manual_seed(3))
 
@@ -350,9 +362,10 @@ def test_the_split_refresh_preserves_the_noise_variance(rho):
         return denoised_value[: x.shape[0]]
 
     sigmas = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.0])
-    plan = plan_growth(4, 5, "even")
+    plan = plan_growth(4, 5, schedule)
     x = denoised_value + sigmas[0] * torch.randn((4, *shape), generator=torch.Generator().manual_seed(4))
-    run = Hyperbatch(model, x, sigmas, None, None, True, plan, SeededNoise([10, 11, 12, 13], shape), split_refresh=rho)
+    refresh = {"plan_refresh": rho} if solver_adds_noise else {"split_refresh": rho}
+    run = Hyperbatch(model, x, sigmas, None, None, True, plan, SeededNoise([10, 11, 12, 13], shape), **refresh)
     fresh = torch.Generator().manual_seed(5)
     split, before, after = plan.splits[0]
     for i, denoised in run:
@@ -368,3 +381,18 @@ def test_the_split_refresh_preserves_the_noise_variance(rho):
     assert copy.var().item() == pytest.approx(1.0, abs=0.03)
     correlation = torch.corrcoef(torch.stack([copy.flatten(), parent.flatten()]))[0, 1].item()
     assert correlation == pytest.approx(math.sqrt(1 - rho * rho), abs=0.02)
+
+
+def test_a_noisy_solver_refreshes_only_under_a_refreshing_plan():
+    """plan_refresh is ignored by plans without `refresh`: copies leave a split as exact duplicates."""
+    shape = (3, 4)
+    sigmas = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.0])
+    x = torch.randn((4, *shape), generator=torch.Generator().manual_seed(4))
+    for refresh in (False, True):
+        plan = GrowthPlan(4, 5, (1, 2, 4, 4, 4), "custom", refresh)
+        run = Hyperbatch(lambda x, s: x * 0, x, sigmas, None, None, True, plan, SeededNoise([1, 2, 3, 4], shape),
+                         plan_refresh=DEFAULT_SPLIT_RHO)
+        for i, _ in run:
+            if i == 1:
+                assert torch.equal(run.state.x[0], run.state.x[1]) is not refresh
+                break

@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.mixture import DIM, SIGMA_MAX, SIGMA_MIN, WEIGHTS, MixtureDenoiser, components, karras
 from pinning_samplers.noise import SeededBrownianNoise, SeededNoise
-from pinning_samplers.plan import GrowthPlan, plan_growth
+from pinning_samplers.plan import DEFAULT_SCHEDULE, GrowthPlan, plan_growth
 from pinning_samplers.rows import take_rows
 from pinning_samplers.sampling import (
     DEFAULT_SPLIT_RHO,
@@ -101,7 +101,7 @@ def assert_same_callbacks(ours: list, theirs: list) -> None:
 
 
 @pytest.mark.parametrize("name, reference, kwargs", REFERENCE_CASES)
-@pytest.mark.parametrize("batch_size, growth", [(3, "none"), (1, "even")])
+@pytest.mark.parametrize("batch_size, growth", [(3, "none"), (1, "even"), (1, "front")])
 def test_equals_kdiffusion_without_growth(kd, name, reference, kwargs, batch_size, growth):
     sigmas = karras(8) if name != "dpmpp_2m_sde" else get_sigmas_exponential(8, SIGMA_MIN, SIGMA_MAX)
     seeds = [11, 12, 13][:batch_size]
@@ -147,7 +147,7 @@ def test_signatures_extend_the_plain_samplers(kd):
         for param in inspect.signature(reference).parameters.values():
             assert param.name in ours, (name, param.name)
             assert ours[param.name].default == param.default, (name, param.name)
-        assert ours["growth"].default == "even" and ours["split_rho"].default == DEFAULT_SPLIT_RHO
+        assert ours["growth"].default == DEFAULT_SCHEDULE == "front" and ours["split_rho"].default == DEFAULT_SPLIT_RHO
 
 
 @pytest.mark.filterwarnings("ignore:Should have t:UserWarning")  # the reference's own torchsde clamping
@@ -508,28 +508,30 @@ def test_more_refresh_gives_more_variety():
 # -- reproducibility: the batch is a pure function of the seeds ------------------------------------------
 
 
+@pytest.mark.parametrize("growth", ["front", "even"])
 @pytest.mark.parametrize("name", sorted(OURS))
-def test_same_seeds_give_the_same_batch(name):
+def test_same_seeds_give_the_same_batch(name, growth):
     sigmas = karras(8)
-    first = run_sampler(name, [5, 6, 7], (3, DIM), sigmas)
-    second = run_sampler(name, [5, 6, 7], (3, DIM), sigmas)
+    first = run_sampler(name, [5, 6, 7], (3, DIM), sigmas, growth=growth)
+    second = run_sampler(name, [5, 6, 7], (3, DIM), sigmas, growth=growth)
     assert torch.equal(first, second)
 
 
+@pytest.mark.parametrize("growth", ["front", "even"])
 @pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde"])
-def test_an_image_depends_only_on_the_seeds_of_its_ancestors(name):
+def test_an_image_depends_only_on_the_seeds_of_its_ancestors(name, growth):
     """Image i is a function of the seeds of its ancestor rows (root first, see
     GrowthPlan.ancestors): changing another image's seed leaves it bit for bit unchanged, and
     changing an ancestor's seed changes it."""
     batch_size, steps = 6, 9
     sigmas = karras(steps)
-    plan = plan_growth(batch_size, steps)
+    plan = plan_growth(batch_size, steps, growth)
     seeds = [10, 11, 12, 13, 14, 15]
-    base = run_sampler(name, seeds, (2, DIM), sigmas)
+    base = run_sampler(name, seeds, (2, DIM), sigmas, growth=growth)
     for changed in (1, 2, 4) if name != "dpmpp_2m_sde" else (1, 3):
         other = list(seeds)
         other[changed] = 99
-        result = run_sampler(name, other, (2, DIM), sigmas)
+        result = run_sampler(name, other, (2, DIM), sigmas, growth=growth)
         for image in range(batch_size):
             if changed in plan.ancestors(image):
                 assert not torch.equal(result[image], base[image]), (changed, image)
@@ -537,12 +539,14 @@ def test_an_image_depends_only_on_the_seeds_of_its_ancestors(name):
                 assert torch.equal(result[image], base[image]), (changed, image)
 
 
+@pytest.mark.parametrize("growth", ["front", "even"])
 @pytest.mark.parametrize("name", sorted(OURS))
-def test_image_zero_is_the_plain_samplers_image(name):
+def test_image_zero_is_the_plain_samplers_image(name, growth):
     """Row 0 runs from the first step and is never refreshed, so image 0 of a hyperbatch is the
-    plain sampler's image for the same seed."""
+    plain sampler's image for the same seed; the copies' refresh noise does not advance the
+    sequential per-seed streams (Euler a), or this would fail under "front"."""
     sigmas = karras(10)
-    grown = run_sampler(name, [8, 9, 10, 11], (3, DIM), sigmas)
+    grown = run_sampler(name, [8, 9, 10, 11], (3, DIM), sigmas, growth=growth)
     plain = run_sampler(name, [8, 9, 10, 11], (3, DIM), sigmas, growth="none")
     torch.testing.assert_close(grown[0], plain[0], rtol=1e-6, atol=1e-6)
     assert not torch.allclose(grown[1:], plain[1:])
@@ -600,3 +604,39 @@ def test_brownian_rows_equal_the_rows_of_a_full_draw():
     s, s_next = torch.tensor(5.0), torch.tensor(2.5)
     assert torch.equal(part.draw_rows(s, s_next, 1, 3), full(s, s_next)[1:3])
     assert torch.equal(part(s, s_next), full(s, s_next))
+
+
+class CountingBrownianNoise(SeededBrownianNoise):
+    """Per-seed Brownian noise that counts the tree queries made through it."""
+
+    queries = 0
+
+    def draw_rows(self, sigma, sigma_next, start, stop):
+        self.queries += stop - start
+        return super().draw_rows(sigma, sigma_next, start, stop)
+
+
+@pytest.mark.parametrize("growth", ["front", "even"])
+def test_a_deterministic_hyperbatch_queries_no_brownian_tree(growth):
+    """DPM++ 2M's plain solver queries no tree, so its split refresh must not either (a toy tree
+    query costs more than the model rows a split saves): the refresh noise comes from
+    `split_noise`, a pure function of (seed, step)."""
+    sigmas = karras(10)
+    seeds = [3, 4, 5, 6]
+    x = SeededNoise(seeds, (2, DIM)).first() * sigmas[0]
+    noise = CountingBrownianNoise.from_sigmas(seeds, x, sigmas)
+    grown = sample_dpmpp_2m_hyperbatch(MixtureDenoiser(), x, sigmas, disable=True, noise_sampler=noise, growth=growth)
+    assert noise.queries == 0
+    assert len({tuple(row.flatten().tolist()) for row in grown}) == 4
+
+
+def test_split_noise_is_a_pure_function_of_seed_and_step():
+    shape = (2, DIM)
+    sigmas = karras(6)
+    wide = SeededNoise([1, 2, 3], shape).split_noise(2, 1, 3)
+    narrow = SeededNoise([2, 3], shape).split_noise(2, 0, 2)
+    assert torch.equal(wide, narrow)
+    x = torch.zeros(3, *shape)
+    assert torch.equal(SeededBrownianNoise.from_sigmas([1, 2, 3], x, sigmas).split_noise(2, 1, 3), wide)
+    assert not torch.equal(SeededNoise([2, 3], shape).split_noise(3, 0, 2), narrow)
+    assert wide.std().item() == pytest.approx(1.0, abs=0.35)

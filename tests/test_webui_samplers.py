@@ -25,7 +25,7 @@ from PIL import Image
 
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings
 from pinning_samplers import SAMPLERS, webui as hb_webui
-from pinning_samplers.plan import plan_growth
+from pinning_samplers.plan import DEFAULT_SCHEDULE, plan_growth
 from tests.webui_env import TOY_REFINER_CHECKPOINT
 
 NAMES_1_9 = [
@@ -221,14 +221,14 @@ def test_hyperbatch_through_the_webui_equals_the_toy_generator(webui: Any, key: 
     """Same growth plan, same per-seed noise: the WebUI path gives the toy generator's images."""
     webui.load_scripts()
     seeds = (21, 22, 23, 24)
-    gen = ToyGenerator(ToySettings(sampler=key, growth="even", scheduler=scheduler, steps=10, cfg_scale=2.0))
+    gen = ToyGenerator(ToySettings(sampler=key, growth=DEFAULT_SCHEDULE, scheduler=scheduler, steps=10, cfg_scale=2.0))
     ref = gen.generate(GenerationRequest(PROMPT, "", seeds))
     expected = (ref.images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8).astype(np.int16)
     rows = RowRecorder(webui)
     res = _generate(webui, prompt=PROMPT, seed=seeds[0], batch_size=len(seeds), sampler_name=name, steps=10, cfg_scale=2.0,
                     scheduler=scheduler.capitalize())
     assert np.abs(_pixels(res.images) - expected).max() <= 1
-    plan = plan_growth(len(seeds), 10, "even")
+    plan = plan_growth(len(seeds), 10, DEFAULT_SCHEDULE)
     assert rows.images_per_call[0] == 1 and max(rows.images_per_call) == len(seeds)
     assert sum(rows.images_per_call) == plan.model_rows(SAMPLERS[key].evals(10))
 
@@ -319,7 +319,7 @@ def test_brownian_noise_is_seeded_even_when_the_webui_declines_to_build_it(webui
 def test_1_8_names_select_their_schedule(webui: Any, name: str, key: str, scheduler: str) -> None:
     webui.load_scripts()
     seeds = (31, 32, 33)
-    gen = ToyGenerator(ToySettings(sampler=key, growth="even", scheduler=scheduler, steps=8, cfg_scale=2.0))
+    gen = ToyGenerator(ToySettings(sampler=key, growth=DEFAULT_SCHEDULE, scheduler=scheduler, steps=8, cfg_scale=2.0))
     expected = (gen.generate(GenerationRequest(PROMPT, "", seeds)).images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
     res = _generate(webui, prompt=PROMPT, seed=seeds[0], batch_size=3, sampler_name=name, steps=8, cfg_scale=2.0)
     assert np.abs(_pixels(res.images) - expected.astype(np.int16)).max() <= 1
@@ -328,7 +328,9 @@ def test_1_8_names_select_their_schedule(webui: Any, name: str, key: str, schedu
         # log sigma: the exponential schedule), so only the Karras variant must differ from it.
         plain = _generate(webui, prompt=PROMPT, seed=seeds[0], batch_size=3, sampler_name=name.replace(" Karras", ""),
                           steps=8, cfg_scale=2.0)
-        assert np.abs(_pixels(plain.images) - _pixels(res.images)).max() > 10
+        # Beyond the 1-level rounding tolerance of the equality above. (Under "front" the early
+        # splits leave both schedules' batches close in composition: 7 levels apart here.)
+        assert np.abs(_pixels(plain.images) - _pixels(res.images)).max() > 3
 
 
 def test_interrupted_hyperbatch_still_returns_one_image_per_seed(webui: Any) -> None:
@@ -531,7 +533,7 @@ def test_the_planned_tree_for_other_samplers_is_the_default_schedules() -> None:
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     objective = PinningObjective(None, "variety", level_weighting=LevelWeighting("Exponential", 0.5))
     value = PlannedTreeWeighting(objective, 10).score(Batch(images=images, seeds=(1, 2, 3, 4))).value
-    planned = objective.score_images(images, depths=plan_growth(4, 10, "even").divergence_depth).value
+    planned = objective.score_images(images, depths=plan_growth(4, 10, DEFAULT_SCHEDULE).divergence_depth).value
     assert value == pytest.approx(planned)
 
 

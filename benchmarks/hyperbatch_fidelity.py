@@ -1,0 +1,356 @@
+"""Fidelity of hyperbatch schedules: do they rank prompts the way plain batches do?
+
+Pinning compares prompts by how their batches vary, so a hyperbatch is useful exactly as far as it
+orders prompts like a plain batch of the same seeds. Two measures, both Spearman rank correlations
+with the plain sampler, next to each schedule's model-row cost:
+
+* variety: over `FIDELITY_PROMPTS` (toy prompts from tight to loose), the batch variety
+  (`PinningObjective(None, "variety")`) averaged over several seed sets, hyperbatch vs plain;
+* ranking: the pinning objective (nearest-mode loss against the run's baseline images) of the
+  CMA-ES individuals of real toy runs, each individual re-sampled with the run's seeds under the
+  schedule and plainly; one correlation per run, averaged.
+
+Candidates are the named schedules plus a sweep of "front" plans (last split at a fraction q of
+the steps, the other splits evenly before it, with and without the per-split noise refresh), so
+the table is a cost / fidelity curve the default is picked from. `bench_hyperbatch.py --fidelity`
+runs it and writes the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings
+from lib_pinning.objectives.pinning import PinningObjective
+from lib_pinning.options import PinningOptions
+from lib_pinning.run import PinningRun
+from lib_pinning.store import RunStore
+from lib_pinning.toy import ToyModel
+from pinning_samplers import SAMPLERS, GrowthPlan, plan_growth
+from pinning_samplers.plan import front_split_steps, growth_levels, sizes_from_splits
+
+logger = logging.getLogger("bench_hyperbatch.fidelity")
+
+FIDELITY_PROMPTS: tuple[tuple[str, str, str], ...] = (
+    ("tight", "(purple cross:1.6)", ""),
+    ("tight", "purple cross, green ring, studio lighting, high quality", "ugly, low quality, blurry"),
+    ("tight", "(blue square:1.5)", ""),
+    ("tight", "blue square, simple shapes", ""),
+    ("tight", "(red circle:1.5)", ""),
+    ("medium", "(red circle:1.3), simple shapes", ""),
+    ("medium", "red circle", ""),
+    ("medium", "purple cross, green ring", ""),
+    ("medium", "yellow triangle", ""),
+    ("medium", "a red circle, blue square, simple shapes", ""),
+    ("loose", "red circle, blue square, soft light", "blurry"),
+    ("loose", "circle, square, triangle, ring, cross", ""),
+    ("loose", "green ring", ""),
+    ("loose", "a photo of a shape, detailed, soft light", ""),
+    ("loose", "a photo of a red circle, detailed", ""),
+)
+"""(looseness, prompt, negative prompt), tightest first: the kinds of benchmarks/bench_pinning.py
+and bench_hyperbatch.py plus emphasised and all-shape prompts. Picked so that the plain variety
+(Euler a, B=8, S=20, cfg 1.5, mean of 4 seed sets) spreads from 0.12 to 0.99 in steps no smaller
+than about 0.02; between seed sets a tight prompt's variety varies by up to 0.3, which is why the
+measure averages several seed sets and reports plain-against-plain with other seeds as the
+ceiling any schedule can reach."""
+
+REFERENCE = "plain, other seeds"
+"""The ceiling row: plain batches with different seeds against plain batches with the measured
+ones (row cost 1.0). A schedule can not be expected to track plain better than plain tracks itself."""
+
+OTHER_SEEDS = 500
+"""Seed offset of the reference row."""
+
+RUN_PROMPTS: tuple[tuple[str, str], ...] = (
+    ("red circle, blue square, soft light", "blurry"),
+    ("yellow triangle, soft light", "circle, blurry"),
+    ("a photo of a red circle, detailed", ""),
+)
+"""Prompts of the toy pinning runs whose individuals are re-ranked (bench_pinning's loose and
+negative kinds: the ones a run moves furthest)."""
+
+CFG_SCALE = 1.5
+SEED_BASE = 5000
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when either side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    order = v.argsort(kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v))
+    for value in np.unique(v):
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A schedule under test: a label and the plan it gives for (B, S)."""
+
+    label: str
+    plan: Callable[[int, int], GrowthPlan]
+
+
+def front_plan(last_split: float, refresh: bool) -> Callable[[int, int], GrowthPlan]:
+    """Plans with the last split at `last_split` of the steps (`plan.front_split_steps`)."""
+
+    def make(batch_size: int, steps: int) -> GrowthPlan:
+        splits = len(growth_levels(batch_size)) - 1
+        split_steps = front_split_steps(splits, steps, last_split)
+        return GrowthPlan(batch_size, steps, sizes_from_splits(batch_size, steps, split_steps), "custom", refresh)
+
+    return make
+
+
+def named(schedule: str, refresh: bool | None = None) -> Callable[[int, int], GrowthPlan]:
+    """A named schedule's plans, optionally with the refresh switched."""
+
+    def make(batch_size: int, steps: int) -> GrowthPlan:
+        plan = plan_growth(batch_size, steps, schedule)
+        if refresh is None or refresh == plan.refresh:
+            return plan
+        return GrowthPlan(plan.batch_size, plan.steps, plan.sizes, plan.schedule, refresh)
+
+    return make
+
+
+def default_candidates() -> list[Candidate]:
+    """The named schedules, their refreshed variants and the "front" sweep."""
+    candidates = [
+        Candidate("front", named("front")),
+        Candidate("even", named("even")),
+        Candidate("even + refresh", named("even", True)),
+        Candidate("late", named("late")),
+    ]
+    for q in (0.3, 0.4, 0.45, 0.5, 0.65):
+        candidates.append(Candidate(f"front q={q}", front_plan(q, True)))
+    candidates.append(Candidate("front q=0.45, no refresh", front_plan(0.45, False)))
+    return candidates
+
+
+class _PlannedToyGenerator(ToyGenerator):
+    """The toy backend sampling with a given plan factory (any candidate, named or not)."""
+
+    def __init__(self, settings: ToySettings, model: ToyModel, plan: Callable[[int, int], GrowthPlan]) -> None:
+        super().__init__(settings, model.config)
+        self.model = model
+        self._plan = plan
+
+    def growth_plan(self, batch_size: int) -> GrowthPlan:
+        return self._plan(batch_size, self.settings.steps)
+
+
+def _generators(sampler: str, steps: int, model: ToyModel, candidates: Sequence[Candidate]) -> dict[str, ToyGenerator]:
+    scheduler = SAMPLERS[sampler].webui_options.get("scheduler")
+    settings = ToySettings(
+        sampler=sampler, growth="none", steps=steps, cfg_scale=CFG_SCALE,
+        scheduler=scheduler if scheduler in ("karras", "exponential") else "karras",
+    )
+    generators: dict[str, ToyGenerator] = {"plain": _PlannedToyGenerator(settings, model, named("none"))}
+    for candidate in candidates:
+        generators[candidate.label] = _PlannedToyGenerator(settings, model, candidate.plan)
+    return generators
+
+
+@dataclass
+class FidelityRow:
+    """One candidate's cost and its two rank correlations with plain sampling."""
+
+    label: str
+    rows_ratio: float
+    variety_spearman: float
+    ranking_spearman: float = float("nan")
+    ranking_per_run: list[float] = field(default_factory=list)
+    variety_ratio: float = float("nan")
+
+
+@dataclass
+class FidelityResult:
+    sampler: str
+    batch_size: int
+    steps: int
+    seed_sets: int
+    individuals: int
+    rows: list[FidelityRow]
+    plain_variety: dict[str, float]
+
+
+def _seeds(index: int, batch_size: int) -> tuple[int, ...]:
+    start = SEED_BASE + 1000 * index
+    return tuple(range(start, start + batch_size))
+
+
+def variety_fidelity(
+    sampler: str, batch_size: int, steps: int, candidates: Sequence[Candidate], seed_sets: int,
+    prompts: Sequence[tuple[str, str, str]] = FIDELITY_PROMPTS, model: ToyModel | None = None,
+) -> FidelityResult:
+    """Mean variety per prompt over `seed_sets` seed sets for plain and every candidate."""
+    model = model if model is not None else ToyModel()
+    objective = PinningObjective(None, "variety")
+    generators = _generators(sampler, steps, model, candidates)
+    variety: dict[str, list[float]] = {label: [] for label in generators}
+    evals = SAMPLERS[sampler].evals(steps)
+    reference: list[float] = []
+    for _, prompt, negative in prompts:
+        sums = dict.fromkeys(generators, 0.0)
+        other = 0.0
+        for index in range(seed_sets):
+            request = GenerationRequest(prompt, negative, _seeds(index, batch_size))
+            for label, generator in generators.items():
+                batch: Batch = generator.generate(request)
+                sums[label] += objective.score_images(batch.images).value / seed_sets
+            shifted = GenerationRequest(prompt, negative, _seeds(index + OTHER_SEEDS, batch_size))
+            other += objective.score_images(generators["plain"].generate(shifted).images).value / seed_sets
+        for label, total in sums.items():
+            variety[label].append(total)
+        reference.append(other)
+    plain = variety["plain"]
+    rows = [
+        FidelityRow(
+            label=c.label,
+            rows_ratio=c.plan(batch_size, steps).cost_ratio(evals),
+            variety_spearman=spearman(variety[c.label], plain),
+            variety_ratio=statistics.fmean(variety[c.label]) / statistics.fmean(plain),
+        )
+        for c in candidates
+    ]
+    rows.append(
+        FidelityRow(REFERENCE, 1.0, spearman(reference, plain), variety_ratio=statistics.fmean(reference) / statistics.fmean(plain))
+    )
+    return FidelityResult(
+        sampler, batch_size, steps, seed_sets, 0, rows, {p: v for (_, p, _), v in zip(prompts, plain)}
+    )
+
+
+@dataclass(frozen=True)
+class RunIndividuals:
+    """The distinct prompt pairs a toy pinning run evaluated, its seeds and its baseline images."""
+
+    prompts: tuple[tuple[str, str], ...]
+    seeds: tuple[int, ...]
+    targets: torch.Tensor
+
+
+def toy_run_individuals(prompt: str, negative: str, batch_size: int, steps: int, generations: int, seed: int) -> RunIndividuals:
+    """Run a short plain toy pinning run (default options) and collect its individuals."""
+    generator = ToyGenerator(ToySettings(steps=steps, cfg_scale=CFG_SCALE))
+    seeds = _seeds(100 + seed, batch_size)
+    options = PinningOptions(cli_log=False, cma_seed=seed, generations=generations, stop_early=False)
+    with tempfile.TemporaryDirectory() as runs_dir:
+        run = PinningRun.start(
+            generator=generator, prompt=prompt, negative_prompt=negative, seeds=seeds, options=options,
+            runs_dir=Path(runs_dir),
+        )
+        result = run.execute()
+        store = RunStore.open(result.run_dir)
+        pairs = dict.fromkeys(
+            (r.prompt, r.negative_prompt) for r in store.iter_individuals() if r.status == "ok"
+        )
+        targets = store.load_batch_images(result.baseline)
+    return RunIndividuals(tuple(pairs), seeds, targets)
+
+
+def ranking_fidelity(
+    result: FidelityResult, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals], model: ToyModel | None = None,
+) -> None:
+    """Fill each row's ranking correlation: the nearest-mode loss of every run's individuals under
+    the candidate vs plain, one Spearman per run, averaged."""
+    model = model if model is not None else ToyModel()
+    generators = _generators(result.sampler, result.steps, model, candidates)
+    per_run: dict[str, list[float]] = {label: [] for label in [*generators, REFERENCE]}
+    for run in runs:
+        objective = PinningObjective(run.targets, "nearest_mode")
+        losses: dict[str, list[float]] = {label: [] for label in [*generators, REFERENCE]}
+        for prompt, negative in run.prompts:
+            request = GenerationRequest(prompt, negative, run.seeds)
+            for label, generator in generators.items():
+                losses[label].append(objective.score_images(generator.generate(request).images).value)
+            shifted = GenerationRequest(prompt, negative, tuple(s + OTHER_SEEDS for s in run.seeds))
+            losses[REFERENCE].append(objective.score_images(generators["plain"].generate(shifted).images).value)
+        for label in losses:
+            per_run[label].append(spearman(losses[label], losses["plain"]))
+    result.individuals = sum(len(run.prompts) for run in runs)
+    for row in result.rows:
+        row.ranking_per_run = per_run[row.label]
+        row.ranking_spearman = statistics.fmean(per_run[row.label])
+
+
+def fidelity_table(results: Sequence[FidelityResult]) -> str:
+    lines = [
+        "| sampler | B | S | schedule | rows ratio | Spearman variety | variety ratio "
+        "| Spearman ranking (mean) | per run |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for result in results:
+        for row in sorted(result.rows, key=lambda r: r.rows_ratio):
+            per_run = ", ".join(f"{v:.2f}" for v in row.ranking_per_run) or "-"
+            lines.append(
+                f"| {result.sampler} | {result.batch_size} | {result.steps} | {row.label} | {row.rows_ratio:.3f} "
+                f"| {row.variety_spearman:.3f} | {row.variety_ratio:.2f} | {row.ranking_spearman:.3f} | {per_run} |"
+            )
+    return "\n".join(lines)
+
+
+def pareto(rows: Sequence[FidelityRow]) -> list[FidelityRow]:
+    """The rows no other row beats on both cost and variety fidelity, cheapest first."""
+    ordered = sorted(rows, key=lambda r: (r.rows_ratio, -r.variety_spearman))
+    front, best = [], -2.0
+    for row in ordered:
+        if row.variety_spearman > best:
+            front.append(row)
+            best = row.variety_spearman
+    return front
+
+
+TARGET_SPEARMAN = 0.9
+TARGET_ROWS = 0.6
+"""The issue's target for the default: Spearman >= 0.9 with plain at <= 0.6 of plain's rows."""
+
+
+def verdict_lines(results: Sequence[FidelityResult], default: str, cheaper: str) -> list[str]:
+    """Per sampler: the default's and the cheaper setting's figures, the target check, the curve."""
+    lines = []
+    for result in results:
+        by_label = {row.label: row for row in result.rows}
+        for label, role in ((default, "default"), (cheaper, "cheaper setting")):
+            row = by_label.get(label)
+            if row is None:
+                continue
+            line = (
+                f"- {result.sampler}, \"{label}\" ({role}): {row.rows_ratio:.3f} of the plain rows, "
+                f"Spearman {row.variety_spearman:.3f} for variety and {row.ranking_spearman:.3f} for ranking"
+            )
+            if role == "default":
+                met = row.variety_spearman >= TARGET_SPEARMAN and row.rows_ratio <= TARGET_ROWS + 1e-9
+                line += f" (target Spearman >= {TARGET_SPEARMAN} at <= {TARGET_ROWS} rows: {'met' if met else 'NOT met'})"
+            lines.append(line + ".")
+        reference = by_label.get(REFERENCE)
+        if reference is not None:
+            lines.append(
+                f"- {result.sampler}, ceiling (plain with other seeds against plain): Spearman "
+                f"{reference.variety_spearman:.3f} for variety, {reference.ranking_spearman:.3f} for ranking."
+            )
+        curve = ", ".join(
+            f"{row.label} {row.rows_ratio:.2f} -> {row.variety_spearman:.2f}"
+            for row in pareto([r for r in result.rows if r.label != REFERENCE])
+        )
+        lines.append(f"- {result.sampler}, cost -> variety Spearman, undominated schedules: {curve}.")
+    return lines
