@@ -547,7 +547,10 @@ def test_a_foreign_samplers_module_changes_nothing(webui: Any, tmp_path: Any, mo
     foreign.mkdir(parents=True)
     (foreign / "__init__.py").write_text("FOREIGN = True\n")
     (foreign / "webui.py").write_text("def register():\n    raise AssertionError('the foreign samplers ran')\n")
-    monkeypatch.syspath_prepend(str(foreign.parent))
+    # Not monkeypatch.syspath_prepend: an autouse fixture may have made monkeypatch before the
+    # stand-in, and its undo would then put back a sys.path snapshot that holds the stand-in's
+    # folder. The stand-in's exit restores sys.path as it found it, which drops this entry too.
+    sys.path.insert(0, str(foreign.parent))
     monkeypatch.delitem(sys.modules, "samplers", raising=False)
     monkeypatch.delitem(sys.modules, "samplers.webui", raising=False)
     import samplers  # noqa: F401  (what another extension's script did before ours loads)
