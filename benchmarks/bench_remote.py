@@ -205,8 +205,9 @@ model's time, without the latency).
 
 Speed-up of the whole run at 4 servers: {four:.2f}x (target {TARGET}x: {"met" if four >= TARGET else "NOT met"}).
 The baseline batch comes before the search and runs on one server, which bounds it at {ideal:.2f}x with
-nothing else serial; and the run loop scores a generation's batches one by one after they have all
-arrived, on this machine's shared cores.
+nothing else serial. The run loop scores each batch as it arrives (lib_pinning.prefetch), so what
+is left between generations is serial: scoring the generation's last batch, the CMA-ES update, the
+checkpoint and the report refresh, on this machine's shared cores.
 
 The pool alone (the run's requests in the same {len(calls)} generate_many calls, no scoring): {pool_table}.
 

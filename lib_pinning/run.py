@@ -52,6 +52,7 @@ from lib_pinning.objectives.targets import load_targets
 from lib_pinning.optimizer import FAILED_FITNESS, CmaSettings, PinningOptimizer
 from lib_pinning.options import PinningOptions
 from lib_pinning.bounds import WeightRange
+from lib_pinning.prefetch import CallCancelled, Prefetch
 from lib_pinning.preflight import check_run_input
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.stopping import (
@@ -180,7 +181,7 @@ class PinningRun:
         self.monitor = StopMonitor(self.stop_rules)
         self.stop_decision: StopDecision | None = None
         self._generation_records: list[IndividualRecord] = []
-        self._prefetched: dict[GenerationRequest, Batch | BaseException] = {}  # see _prefetch
+        self._prefetched: Prefetch | None = None  # the generation's batches made in the background
         self._session_started = time.perf_counter()
         self._seconds_before = float(run_info.get("seconds", 0.0))  # earlier sessions' run time
 
@@ -478,15 +479,20 @@ class PinningRun:
         population = self.optimizer.ask()
         self._prefetch(generation, population, stop)
         records: list[IndividualRecord] = []
-        for index, individual in enumerate(population):
-            record = self.store.read_individual(generation, index)
-            if record is None or not np.allclose(record.x, individual, rtol=0, atol=1e-12):
-                if stop():
-                    raise RunStopped
-                self._check_budget(generation)
-                record = self._evaluate_individual(generation, index, individual)
-                emit(self._event("individual", generation=generation, record=record))
-            records.append(record)
+        try:
+            for index, individual in enumerate(population):
+                record = self.store.read_individual(generation, index)
+                if record is None or not np.allclose(record.x, individual, rtol=0, atol=1e-12):
+                    if stop():
+                        raise RunStopped
+                    self._check_budget(generation)
+                    record = self._evaluate_individual(generation, index, individual)
+                    emit(self._event("individual", generation=generation, record=record))
+                records.append(record)
+        finally:
+            if self._prefetched is not None:
+                self._prefetched.close()
+                self._prefetched = None
         self.optimizer.tell(population, [tuple(r.fitness) for r in records])
         summary = self._summarize(generation, population, records, time.perf_counter() - started)
         summary.repeats = sum(r.repeat_of is not None for r in records)
@@ -507,9 +513,9 @@ class PinningRun:
 
     def _prefetch(self, generation: int, population: Sequence[np.ndarray], stop: Callable[[], bool]) -> None:
         """A generator with `generate_many(requests, cancel)` (lib_pinning.remote: several servers)
-        gets the batches the generation needs at once, to make them in parallel; `_produce` takes
-        them from here in proposal order, so the records are those the one-by-one loop writes."""
-        self._prefetched = {}
+        gets the batches the generation needs at once, to make them in parallel in the background
+        (lib_pinning.prefetch); `_produce` takes them in proposal order, scoring each while later
+        ones are still being made, so the records are those the one-by-one loop writes."""
         many = getattr(self.generator, "generate_many", None)
         if many is None or stop():
             return
@@ -531,8 +537,7 @@ class PinningRun:
                 requests.append(request)
         if self.options.max_batches:
             requests = requests[:max(0, self.options.max_batches - self.batches)]
-        results = many(requests, cancel=stop)
-        self._prefetched = {r: b for r, b in zip(requests, results) if b is not None}
+        self._prefetched = Prefetch(many, requests, stop)
 
     def _evaluate_individual(self, generation: int, index: int, proposed: np.ndarray) -> IndividualRecord:
         """Generate, score and persist one individual; a failure is recorded, not raised."""
@@ -590,7 +595,10 @@ class PinningRun:
         started = time.perf_counter()
         try:
             request = GenerationRequest(prompt, negative, self.seeds)
-            prefetched = self._prefetched.pop(request, None)
+            try:
+                prefetched = self._prefetched.take(request) if self._prefetched is not None else None
+            except CallCancelled:
+                raise RunStopped from None  # the servers were told to stop: the run is being stopped
             if isinstance(prefetched, BaseException):
                 raise prefetched
             batch = prefetched if prefetched is not None else self.generator.generate(request)

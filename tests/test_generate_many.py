@@ -4,6 +4,7 @@ one-at-a-time loop."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,62 @@ def test_max_batches_limits_what_is_asked_for(tmp_path):
     asked = sum(len(c) for c in generator.calls)
     assert result.stop_criterion == "max_batches" and result.batches == 6
     assert asked == 6 - 1  # the baseline plus five: nothing generated beyond the budget
+
+
+class HandsOverEachBatch(ToyGenerator):
+    """Hands over each batch as soon as it is made (on_result), then waits for the run loop to
+    score the first one before making the rest: only a loop that overlaps scoring goes on."""
+
+    def __init__(self) -> None:
+        super().__init__(FAST)
+        self.first_scored = threading.Event()
+        self.overlapped: list[bool] = []
+
+    def generate_many(self, requests, cancel=None, on_result=None):
+        self.first_scored.clear()
+        results = []
+        for i, request in enumerate(requests):
+            results.append(ToyGenerator.generate(self, request))
+            on_result(i, results[-1])
+            if i == 0:
+                self.overlapped.append(self.first_scored.wait(timeout=5.0))
+        return results
+
+
+def test_each_batch_is_scored_while_the_rest_of_the_generation_is_made(tmp_path):
+    generator = HandsOverEachBatch()
+    opts = PinningOptions(generations=2, cma_lambda=4, cli_log=False, stop_early=False)
+
+    def on_event(event) -> None:
+        if event.kind == "individual" and event.generation > 0:
+            generator.first_scored.set()
+
+    result = PinningRun.start(generator=generator, prompt="a red circle, blue square", negative_prompt="",
+                              seeds=SEEDS, options=opts, runs_dir=tmp_path).execute(on_event=on_event)
+    assert result.status == "finished"
+    assert generator.overlapped == [True, True]
+    _, sequential = run(tmp_path / "one", ToyGenerator(FAST), generations=2)
+    assert [r.loss for r in RunStore.open(result.run_dir).iter_individuals()] == [r.loss for r in sequential]
+
+
+def test_a_cancel_while_the_loop_waits_for_a_batch_stops_the_run_without_generating_it(tmp_path):
+    class CancelledMidCall(ToyGenerator):
+        def __init__(self) -> None:
+            super().__init__(FAST)
+            self.stopped = threading.Event()
+            self.single = 0
+
+        def generate(self, request):
+            self.single += 1
+            return super().generate(request)
+
+        def generate_many(self, requests, cancel=None, on_result=None):
+            self.stopped.set()  # the user presses Interrupt while the servers work
+            return [None] * len(requests)
+
+    generator = CancelledMidCall()
+    opts = PinningOptions(generations=2, cma_lambda=4, cli_log=False, stop_early=False)
+    result = PinningRun.start(generator=generator, prompt="a red circle, blue square", negative_prompt="",
+                              seeds=SEEDS, options=opts, runs_dir=tmp_path).execute(cancel=generator.stopped.is_set)
+    assert result.status == "interrupted"
+    assert generator.single == 1  # the baseline only: nothing the call did not make is generated again

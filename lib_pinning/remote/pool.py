@@ -249,10 +249,14 @@ class RemoteGenerator:
         return result
 
     def generate_many(
-        self, requests: Sequence[GenerationRequest], cancel: Callable[[], bool] | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        cancel: Callable[[], bool] | None = None,
+        on_result: Callable[[int, Batch | BaseException], None] | None = None,
     ) -> list[Batch | BaseException | None]:
         """Every request's batch (or the exception that failed it), in the order of `requests`;
-        None for those not finished when `cancel()` turned true."""
+        None for those not finished when `cancel()` turned true. `on_result(i, result)` hears of
+        each request's result as soon as it is settled (the run loop scores it meanwhile)."""
         if self.checkpoint is None:
             self.check()
         call = _Call(requests)
@@ -265,7 +269,7 @@ class RemoteGenerator:
         for worker in workers:
             worker.start()
         try:
-            results = self._wait(call, cancel)
+            results = self._wait(call, cancel, on_result)
         except BaseException:
             # Ctrl-C (a second one: the run's first only sets the cancel flag), or anything else that
             # ends this wait: the servers are still generating, so they are told to stop first.
@@ -278,11 +282,19 @@ class RemoteGenerator:
             self.interrupt()
         return results
 
-    def _wait(self, call: _Call, cancel: Callable[[], bool] | None) -> list[Batch | BaseException | None]:
+    def _wait(
+        self,
+        call: _Call,
+        cancel: Callable[[], bool] | None,
+        on_result: Callable[[int, Batch | BaseException], None] | None = None,
+    ) -> list[Batch | BaseException | None]:
         """Wait for the call's jobs (the workers do them), watching cancel() and the servers' health."""
         all_down_since: float | None = None
+        told: set[int] = set()
         with self._cond:
             while not call.finished:
+                if on_result is not None:
+                    self._tell(call, told, on_result)
                 if cancel is not None and cancel():
                     call.cancelled = True
                     break
@@ -296,11 +308,20 @@ class RemoteGenerator:
                     break
                 self._cond.wait(POLL_SECONDS)
             self._cond.notify_all()
+            if on_result is not None and not call.cancelled:
+                self._tell(call, told, on_result)
             # Every job is settled now and no longer changes. The workers are not joined: an idle
             # one returns within POLL_SECONDS, and one still in an HTTP request (the losing copy of
             # a duplicated batch, or a batch cut short by a cancel) must not hold up the run; its
             # answer is dropped, and until then it keeps its server's slot busy for the next call.
             return [job.result if job.final else None for job in call.jobs]
+
+    @staticmethod
+    def _tell(call: _Call, told: set[int], on_result: Callable[[int, Batch | BaseException], None]) -> None:
+        for job in call.jobs:
+            if job.final and job.index not in told and job.result is not None:
+                told.add(job.index)
+                on_result(job.index, job.result)
 
     def interrupt(self) -> None:
         """Forward a cancel to every server (/sdapi/v1/interrupt), in parallel."""

@@ -1,0 +1,93 @@
+"""Batches made in the background for the generation under way.
+
+A generator with `generate_many(requests, cancel)` (lib_pinning.remote: several servers) gets all
+the batches a generation needs in one call, made in a thread of its own, while the run loop takes
+them one by one in proposal order and scores each as soon as it is there: scoring and the servers'
+work overlap. Generators whose `generate_many` also takes `on_result(index, result)` hand over each
+batch when it is done; others hand over the whole call at its end (no overlap, same records).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Callable, Sequence, Union
+
+from lib_pinning.generator import Batch, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+Result = Union[Batch, BaseException, None]  # None: not made (the call was cancelled)
+
+# How long close() waits for an abandoned call to hand back (it forwards an interrupt to the
+# servers first, which has its own 30 s limit); the thread is a daemon and ends with its call.
+CLOSE_WAIT_SECONDS = 35.0
+
+
+class CallCancelled(Exception):
+    """The batch was asked for but not made: the call was cancelled (the run is being stopped)."""
+
+
+class Prefetch:
+    """The batches of one `generate_many` call, made in the background (see the module doc)."""
+
+    def __init__(
+        self,
+        generate_many: Callable[..., Sequence[Result]],
+        requests: Sequence[GenerationRequest],
+        stop: Callable[[], bool],
+    ) -> None:
+        self._requests = list(requests)
+        self._futures: dict[GenerationRequest, Future[Result]] = {r: Future() for r in self._requests}
+        self._taken: set[GenerationRequest] = set()
+        self._abandoned = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not self._requests:
+            return
+        kwargs: dict[str, object] = {"cancel": lambda: stop() or self._abandoned.is_set()}
+        if "on_result" in inspect.signature(generate_many).parameters:
+            kwargs["on_result"] = self._on_result
+        self._thread = threading.Thread(
+            target=self._make, args=(generate_many, kwargs), name="pin-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def take(self, request: GenerationRequest) -> Result:
+        """The batch made for `request` (waiting for it) or the exception that failed it; None when
+        it was not asked for here (the caller then generates it itself). Raises CallCancelled when
+        it was asked for but the call was cancelled first."""
+        if request in self._taken:
+            return None
+        future = self._futures.get(request)  # not popped: the maker thread still sets it
+        if future is None:
+            return None
+        self._taken.add(request)
+        result = future.result()
+        if result is None:
+            raise CallCancelled(f"the batch of {request.prompt!r} was not made: the call was cancelled")
+        return result
+
+    def close(self) -> None:
+        """End of the generation: a call still making batches nobody will take is cancelled."""
+        self._abandoned.set()
+        if self._thread is not None:
+            self._thread.join(timeout=CLOSE_WAIT_SECONDS)
+
+    def _make(self, generate_many: Callable[..., Sequence[Result]], kwargs: dict[str, object]) -> None:
+        try:
+            results: Sequence[Result] = generate_many(self._requests, **kwargs)
+        except BaseException as e:  # noqa: BLE001 (the generator's failure is each batch's failure)
+            log.error("generating a generation's batches failed: %s", e)
+            results = [e] * len(self._requests)
+        for index, result in enumerate(results):
+            self._on_result(index, result)
+        for future in self._futures.values():  # a generator that answered fewer results than asked
+            if not future.done():
+                future.set_result(None)
+
+    def _on_result(self, index: int, result: Result) -> None:
+        future = self._futures.get(self._requests[index])
+        if future is not None and not future.done():
+            future.set_result(result)
