@@ -43,7 +43,8 @@ from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
 from lib_pinning.optimizer import CmaSettings  # noqa: E402
 from lib_pinning.options import PinningOptions  # noqa: E402
 from lib_pinning.prompt import PromptSpace  # noqa: E402
-from lib_pinning.run import PinningRun, derive_seeds, quantize  # noqa: E402
+from lib_pinning.evaluation import quantize  # noqa: E402
+from lib_pinning.run import PinningRun, derive_seeds  # noqa: E402
 from lib_pinning.store import RunStore  # noqa: E402
 
 PROMPT = "a red circle, blue square, simple shapes, soft light"

@@ -63,7 +63,8 @@ from lib_pinning.objectives.compose import build_objective  # noqa: E402
 from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
 from lib_pinning.options import PinningOptions  # noqa: E402
 from lib_pinning.prompt import PromptSpace  # noqa: E402
-from lib_pinning.run import PinningRun, derive_seeds, quantize  # noqa: E402
+from lib_pinning.evaluation import quantize  # noqa: E402
+from lib_pinning.run import PinningRun, derive_seeds  # noqa: E402
 from lib_pinning.stopping import (  # noqa: E402
     GenerationOutcome, StopDecision, StopMonitor, StopRules, default_stagnation,
 )

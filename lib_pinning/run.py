@@ -13,6 +13,9 @@ settled (the loss floor, a plateau, tolfun, tolx, stagnation) or the budget is s
 max minutes). run.json records why (`stop_criterion`, `stop_reason`); a run stopped so can be
 resumed with a larger budget and continues the same search.
 
+One individual's evaluation (render, repeat cache, generate, guard, score, fitness) is
+lib_pinning.evaluation's `Evaluator`; this module persists its records and decides when to stop.
+
 Repeats: an individual whose rendered prompt pair equals one already generated reuses that result
 (`repeat_of`, images hard-linked) without calling the backend; rendering rounds weights to 3
 decimals, and on a plateau CMA-ES proposes the same prompt again and again.
@@ -33,26 +36,22 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import signal
-import threading
 import time
-import traceback
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-import torch
 
 from lib_pinning import __version__, guard
-from lib_pinning.generator import Batch, GenerationRequest, Generator
-from lib_pinning.objectives.compose import CompositeObjective, active_terms, build_objective
+from lib_pinning.generator import Generator
+from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
+from lib_pinning.interrupts import first_ctrl_c_cancels
+from lib_pinning.objectives.compose import active_terms, build_objective
 from lib_pinning.objectives.targets import load_targets
-from lib_pinning.optimizer import FAILED_FITNESS, CmaSettings, PinningOptimizer
+from lib_pinning.optimizer import CmaSettings, PinningOptimizer
 from lib_pinning.options import PinningOptions
 from lib_pinning.bounds import WeightRange
-from lib_pinning.prefetch import CallCancelled, Prefetch
 from lib_pinning.preflight import check_run_input
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.stopping import (
@@ -112,10 +111,6 @@ class Reporter(Protocol):
     def update(self, store: RunStore, final: bool = False) -> None: ...
 
 
-class RunStopped(Exception):
-    """Raised inside the loop when the caller asked to stop."""
-
-
 class RunEndedEarly(RuntimeError):
     """The run ended (interrupted or failed) before its baseline batch existed: no result."""
 
@@ -124,27 +119,9 @@ class RunEndedEarly(RuntimeError):
         self.status = status
 
 
-class BackendFailure(Exception):
-    """The generator failed on one batch (out of memory, an extension's error): the individual is
-    recorded as failed and the run goes on. Anything else raised while evaluating is a bug of ours
-    (or the run directory's StoreError) and ends the run with its traceback."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__("".join(traceback.format_exception_only(type(cause), cause)).strip())
-
-
 def derive_seeds(seed: int, batch_size: int) -> tuple[int, ...]:
     """The WebUI's convention: consecutive seeds from the first."""
     return tuple(int(seed) + i for i in range(batch_size))
-
-
-def _weights_json(weights: Sequence[Sequence[float]]) -> list[list[float]]:
-    return [[float(w) for w in unit] for unit in weights]
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Round to 8 bits as the images are saved, so scores match what a rebuild reads from disk."""
-    return images.clamp(0, 1).mul(255).round().div(255)
 
 
 class PinningRun:
@@ -170,18 +147,18 @@ class PinningRun:
         self.settings = settings
         self.optimizer = optimizer
         self.run_info = run_info
-        self.objective: CompositeObjective | None = None
         self.best: IndividualRecord | None = None
         self.baseline: IndividualRecord | None = None
         self.evaluations = 0
         self._consecutive_failures = 0
-        self.repeats = 0
-        self._seen: dict[tuple[str, str], tuple[int, int]] = {}  # rendered pair -> first individual
+        self.evaluator = Evaluator(
+            store=store, space=space, generator=generator, options=options, seeds=seeds, settings=settings,
+            optimizer=optimizer,
+        )
         self.stop_rules = StopRules.resolve(options, settings.generations, settings.mu)
         self.monitor = StopMonitor(self.stop_rules)
         self.stop_decision: StopDecision | None = None
         self._generation_records: list[IndividualRecord] = []
-        self._prefetched: Prefetch | None = None  # the generation's batches made in the background
         self._session_started = time.perf_counter()
         self._seconds_before = float(run_info.get("seconds", 0.0))  # earlier sessions' run time
 
@@ -315,7 +292,7 @@ class PinningRun:
         )
         for record in store.iter_individuals():
             run._account(record)
-            run._note(record)
+            run.evaluator.note(record)
         return run
 
     # the loop ----------------------------------------------------------------------------------------
@@ -324,6 +301,11 @@ class PinningRun:
     def total_evaluations(self) -> int:
         """Individuals the run evaluates at most: the planned batches plus the repeats so far."""
         return self.planned_batches + self.repeats
+
+    @property
+    def repeats(self) -> int:
+        """Individuals answered from an identical earlier prompt pair (no batch generated)."""
+        return self.evaluator.repeats
 
     @property
     def planned_batches(self) -> int:
@@ -356,7 +338,7 @@ class PinningRun:
         self.store.hold_reserve()
         emit(self._event("start"))
         try:
-            with _first_ctrl_c_cancels() as ctrl_c:
+            with first_ctrl_c_cancels() as ctrl_c:
                 stop = lambda: cancel() or ctrl_c.is_set()  # noqa: E731
                 self._baseline(stop, emit)
                 self._write_checkpoint()
@@ -440,14 +422,10 @@ class PinningRun:
             return
         if stop():
             raise RunStopped
-        zero = np.zeros(self.space.dim)
-        record, batch = self._produce(0, 0, zero, zero, self.space.render(zero))
+        record, batch = self.evaluator.produce_baseline()
         self._prepare_objective(record)
-        self._score(record, batch, zero)
-        record.fitness = list(self._fitness_of(record, zero))
-        self.store.write_individual(record)
-        self._account(record)
-        self._note(record)
+        self.evaluator.score_baseline(record, batch)
+        self._persist(record)
         emit(self._event("individual", record=record))
 
     def _prepare_objective(self, baseline: IndividualRecord) -> None:
@@ -468,7 +446,7 @@ class PinningRun:
             self.run_info["target_masks"] = [] if masks is None else self.store.save_masks(masks)
         targets = self.store.load_targets(self.run_info["targets"])
         masks = self.store.load_masks(self.run_info["target_masks"]) if self.run_info.get("target_masks") else None
-        self.objective = build_objective(
+        self.evaluator.objective = build_objective(
             self.options, targets, masks=masks, generator=self.generator, device=getattr(self.generator, "device", "cpu")
         )
 
@@ -477,7 +455,8 @@ class PinningRun:
     ) -> GenerationRecord:
         started = time.perf_counter()
         population = self.optimizer.ask()
-        self._prefetch(generation, population, stop)
+        left = max(0, self.options.max_batches - self.batches) if self.options.max_batches else None
+        self.evaluator.prefetch(generation, population, stop, batches_left=left)
         records: list[IndividualRecord] = []
         try:
             for index, individual in enumerate(population):
@@ -486,13 +465,13 @@ class PinningRun:
                     if stop():
                         raise RunStopped
                     self._check_budget(generation)
-                    record = self._evaluate_individual(generation, index, individual)
+                    record = self.evaluator.evaluate(generation, index, individual)
+                    self._persist(record)
+                    self._count_failure(record)
                     emit(self._event("individual", generation=generation, record=record))
                 records.append(record)
         finally:
-            if self._prefetched is not None:
-                self._prefetched.close()
-                self._prefetched = None
+            self.evaluator.end_prefetch()
         self.optimizer.tell(population, [tuple(r.fitness) for r in records])
         summary = self._summarize(generation, population, records, time.perf_counter() - started)
         summary.repeats = sum(r.repeat_of is not None for r in records)
@@ -511,147 +490,22 @@ class PinningRun:
         emit(self._event("generation", generation=generation, record=summary))
         return summary
 
-    def _prefetch(self, generation: int, population: Sequence[np.ndarray], stop: Callable[[], bool]) -> None:
-        """A generator with `generate_many(requests, cancel)` (lib_pinning.remote: several servers)
-        gets the batches the generation needs at once, to make them in parallel in the background
-        (lib_pinning.prefetch); `_produce` takes them in proposal order, scoring each while later
-        ones are still being made, so the records are those the one-by-one loop writes."""
-        many = getattr(self.generator, "generate_many", None)
-        if many is None or stop():
-            return
-        requests: list[GenerationRequest] = []
-        for index, individual in enumerate(population):
-            record = self.store.read_individual(generation, index)
-            if record is not None and np.allclose(record.x, individual, rtol=0, atol=1e-12):
-                continue
-            points: list[np.ndarray] = []
+    # bookkeeping ---------------------------------------------------------------------------------------
 
-            def capture(x: np.ndarray) -> tuple[float, ...]:  # the point the size limit evaluates
-                points.append(np.asarray(x, dtype=float))
-                return (0.0,) * self.optimizer.n_objectives
-
-            self.optimizer.penalized(capture)(individual)
-            rendered = self.space.render(points[-1])
-            request = GenerationRequest(*rendered, self.seeds)
-            if rendered not in self._seen and request not in requests:  # repeats generate nothing
-                requests.append(request)
-        if self.options.max_batches:
-            requests = requests[:max(0, self.options.max_batches - self.batches)]
-        self._prefetched = Prefetch(many, requests, stop)
-
-    def _evaluate_individual(self, generation: int, index: int, proposed: np.ndarray) -> IndividualRecord:
-        """Generate, score and persist one individual; a failure is recorded, not raised."""
-        evaluated: list[IndividualRecord] = []
-
-        def evaluate_point(x_evaluated: np.ndarray) -> tuple[float, ...]:
-            # The size limit's penalty wrapper calls this with the point actually rendered.
-            record = self._evaluate_point(generation, index, np.asarray(proposed), np.asarray(x_evaluated, dtype=float))
-            evaluated.append(record)
-            return self._fitness_of(record, np.asarray(x_evaluated, dtype=float))
-
-        fitness = self.optimizer.penalized(evaluate_point)(proposed)
-        record = evaluated[-1]
-        record.fitness = [float(v) for v in fitness]
-        # The size limit's penalty is added to every objective alike; keep it for the run's best.
-        record.penalty = record.fitness[0] - self._fitness_of(record, np.asarray(record.x_evaluated))[0]
+    def _persist(self, record: IndividualRecord) -> None:
+        """Write an evaluated record (batch_stats.json last: it marks the individual complete) and count it."""
         self.store.write_individual(record)
         self._account(record)
-        self._note(record)
-        if record.status != "ok":
-            self._consecutive_failures += 1
-            if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} individuals in a row failed; last error: {record.error}")
-        else:
+        self.evaluator.note(record)
+
+    def _count_failure(self, record: IndividualRecord) -> None:
+        """A backend that fails several individuals in a row is broken, not the prompt: stop the run."""
+        if record.status == "ok":
             self._consecutive_failures = 0
-        return record
-
-    def _evaluate_point(self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray) -> IndividualRecord:
-        rendered = self.space.render(x)
-        repeat = self._repeat(generation, index, proposed, x, rendered)
-        if repeat is not None:
-            return repeat
-        try:
-            record, batch = self._produce(generation, index, proposed, x, rendered)
-            try:
-                self._score(record, batch, x)
-            except torch.cuda.OutOfMemoryError as e:  # the scoring models' GPU memory: a resource, not a bug
-                raise BackendFailure(e) from e
-            return record
-        except BackendFailure as e:
-            # Only the backend's failures are the individual's; a bug of ours or a StoreError ends the run.
-            log.error("individual %d/%d failed: %s", generation, index, e, exc_info=log.isEnabledFor(logging.DEBUG))
-            prompt, negative = rendered
-            return IndividualRecord(
-                generation=generation, index=index, x=proposed.tolist(), x_evaluated=x.tolist(),
-                weights=_weights_json(self.space.weights(x)), prompt=prompt, negative_prompt=negative,
-                seeds=list(self.seeds), fitness=[], loss=FAILED_FITNESS, status="failed", error=str(e),
-            )
-
-    def _produce(
-        self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray, rendered: tuple[str, str]
-    ) -> tuple[IndividualRecord, Batch]:
-        """Generate and save the batch of offsets `x`, rendered as the prompt pair `rendered` (not yet scored)."""
-        prompt, negative = rendered
-        started = time.perf_counter()
-        try:
-            request = GenerationRequest(prompt, negative, self.seeds)
-            try:
-                prefetched = self._prefetched.take(request) if self._prefetched is not None else None
-            except CallCancelled:
-                raise RunStopped from None  # the servers were told to stop: the run is being stopped
-            if isinstance(prefetched, BaseException):
-                raise prefetched
-            batch = prefetched if prefetched is not None else self.generator.generate(request)
-        except RunStopped:  # the WebUI's Interrupt/Skip, seen by the generator
-            raise
-        except Exception as e:
-            raise BackendFailure(e) from e
-        seconds = time.perf_counter() - started
-        # Non-finite pixels become the black the WebUI shows; the guard judges the images as saved.
-        images, nonfinite = guard.sanitize(batch.images, batch.nonfinite)
-        batch = replace(batch, images=quantize(images), nonfinite=nonfinite)
-        verdict = guard.inspect(batch.images, nonfinite, guard.GuardThresholds.from_options(self.options))
-        record = IndividualRecord(
-            generation=generation, index=index, x=proposed.tolist(), x_evaluated=x.tolist(),
-            weights=_weights_json(self.space.weights(x)), prompt=prompt, negative_prompt=negative,
-            seeds=list(batch.seeds), fitness=[], loss=math.nan,
-            images=self.store.save_batch_images(generation, index, batch.images, batch.seeds),
-            timings={**batch.timings, "generate": seconds}, model_rows=batch.model_rows,
-            growth=batch.growth.to_dict() if batch.growth is not None else None,
-            guard=verdict.to_json(penalised=self.options.guard),
-            guard_penalty=guard.penalty(verdict.share_degenerate) if self.options.guard else 0.0,
-        )
-        if verdict.count:
-            level = logging.WARNING if (generation, index) == (0, 0) else logging.DEBUG
-            log.log(level, "individual %d/%d: degenerate images (%s)%s", generation, index,
-                    guard.describe(verdict.reason_counts(), len(batch)),
-                    ": the prompt as written already fails on this model" if level == logging.WARNING else "")
-        return record, batch
-
-    def _score(self, record: IndividualRecord, batch: Batch, x: np.ndarray) -> None:
-        assert self.objective is not None
-        started = time.perf_counter()
-        scored = self.objective.score(batch, x)
-        record.loss = scored.loss
-        record.objective_values = list(scored.values)
-        record.components = scored.components
-        record.objectives = {name: evaluation.to_json() for name, evaluation in scored.evaluations.items()}
-        record.timings["score"] = time.perf_counter() - started
-
-    def _fitness_of(self, record: IndividualRecord, x: np.ndarray) -> tuple[float, ...]:
-        """What the optimizer minimises: the loss, or each term (pareto), then ||x|| with a size limit."""
-        if record.status != "ok":
-            return (FAILED_FITNESS,) * self.optimizer.n_objectives
-        fitness = list(record.objective_values) if self.options.combine == "pareto" else [record.loss]
-        if self.settings.size_limit > 0:
-            fitness.append(float(np.linalg.norm(x)))
-        if len(fitness) != self.optimizer.n_objectives:
-            raise RuntimeError(f"{len(fitness)} objective values for a {self.optimizer.n_objectives}-objective search")
-        # Degenerate images: every objective worsens past any clean batch's (guard.DEGENERATE_OFFSET),
-        # so CMA-ES ranks the batch last and MO-CMA-ES finds it dominated.
-        return tuple(v + record.guard_penalty for v in fitness)
-
-    # bookkeeping ---------------------------------------------------------------------------------------
+            return
+        self._consecutive_failures += 1
+        if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} individuals in a row failed; last error: {record.error}")
 
     def _account(self, record: IndividualRecord) -> None:
         self.evaluations += 1
@@ -709,38 +563,6 @@ class PinningRun:
                 "; they are penalised and never chosen as best" if self.options.guard else " and the guard is off",
             )
         return {"degenerate": sum(r.degenerate for r in records), "degenerate_share": share}
-
-    # repeats ---------------------------------------------------------------------------------------------
-
-    def _note(self, record: IndividualRecord) -> None:
-        """Count a persisted record and remember its prompt pair for the repeat cache (a failed
-        individual is not remembered: its failure may not be the prompt's)."""
-        if record.repeat_of is not None:
-            self.repeats += 1
-        if record.status == "ok":
-            self._seen.setdefault((record.prompt, record.negative_prompt), (record.generation, record.index))
-
-    def _repeat(
-        self, generation: int, index: int, proposed: np.ndarray, x: np.ndarray, rendered: tuple[str, str]
-    ) -> IndividualRecord | None:
-        """The record of an earlier individual with the same rendered prompt pair, re-keyed to this
-        one (same images, scores and guard verdict: same prompts and seeds give the same batch), or None."""
-        key = self._seen.get(rendered)
-        if key is None:
-            return None
-        source = self.store.read_individual(*key)
-        if source is None or source.status != "ok":
-            return None
-        record = IndividualRecord.from_json(source.to_json())
-        record.generation, record.index = generation, index
-        record.x, record.x_evaluated = proposed.tolist(), x.tolist()
-        record.weights = _weights_json(self.space.weights(x))
-        record.fitness, record.penalty = [], 0.0
-        record.timings, record.model_rows = {}, 0
-        record.repeat_of = list(key)
-        record.images = self.store.link_batch_images(source, generation, index)
-        log.debug("individual %d/%d repeats %d/%d: result reused, no batch generated", generation, index, *key)
-        return record
 
     def _write_checkpoint(self) -> None:
         self.store.write_checkpoint({"optimizer": self.optimizer.state_dict()})
@@ -855,37 +677,3 @@ def _missing_records(store: RunStore, checkpoint: dict[str, Any] | None, lambda_
 def _blocks(space: PromptSpace) -> tuple[int, int]:
     """Unit counts of the prompt and the negative prompt (groups never mix them)."""
     return (space.positive.unit_count, space.negative.unit_count)
-
-
-class _CtrlC:
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-
-@contextmanager
-def _first_ctrl_c_cancels() -> Iterator[_CtrlC]:
-    """In the main thread, the first Ctrl-C asks the run to stop after the current individual;
-    a second one interrupts at once. Elsewhere (the WebUI's worker threads) this does nothing."""
-    flag = _CtrlC()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-        log.warning("stopping after the current individual (Ctrl-C again to stop now)")
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)

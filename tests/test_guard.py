@@ -11,7 +11,7 @@ import torch
 from lib_pinning import guard
 from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.options import PinningOptions
-from lib_pinning.run import quantize
+from lib_pinning.evaluation import quantize
 from lib_pinning.webui.generator import WebUIGenerator
 
 SIZE = 256

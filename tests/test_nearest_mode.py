@@ -17,7 +17,8 @@ from lib_pinning.objectives import flip, pinning
 from lib_pinning.objectives.compose import build_objective
 from lib_pinning.objectives.pinning import LevelWeighting, PinningObjective, nearest_mode_loss
 from lib_pinning.options import PinningOptions
-from lib_pinning.run import derive_seeds, quantize
+from lib_pinning.evaluation import quantize
+from lib_pinning.run import derive_seeds
 
 SEEDS = derive_seeds(1, 8)
 PROMPT, NEGATIVE = "red circle, blue square, soft light", "blurry"

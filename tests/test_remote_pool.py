@@ -20,7 +20,7 @@ from lib_pinning.remote import (
 )
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.remote.payload import MalformedResponse, build_payload, parse_response, seed_runs
-from lib_pinning.run import quantize
+from lib_pinning.evaluation import quantize
 
 TOY = ToySettings(steps=6)
 SETTINGS = RemoteSettings(width=64, height=64, steps=6)

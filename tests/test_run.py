@@ -12,7 +12,8 @@ from lib_pinning import guard
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings
 from lib_pinning.objectives.pinning import PinningObjective
 from lib_pinning.options import PinningOptions
-from lib_pinning.run import PinningRun, RunEvent, derive_seeds, quantize
+from lib_pinning.evaluation import quantize
+from lib_pinning.run import PinningRun, RunEvent, derive_seeds
 from lib_pinning.store import RunStore
 
 PROMPT = "a red circle, blue square"
@@ -262,7 +263,7 @@ def test_without_the_guard_the_old_search_pins_a_degenerate_batch(tmp_path):
 
 
 def test_with_the_guard_the_same_search_never_picks_a_degenerate_batch(tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="lib_pinning.run"):
+    with caplog.at_level("WARNING", logger="lib_pinning"):
         result, individuals = _guard_run(tmp_path, guard_on=True)
     degenerate = [r for r in individuals if r.degenerate]
     clean = [r for r in individuals if r.status == "ok" and not r.degenerate]

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from lib_pinning import store as store_module
+from lib_pinning.evaluation import Evaluator
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator
 from lib_pinning.run import PinningRun, RunEndedEarly
 from lib_pinning.store import RunDirectoryError, RunStore
@@ -39,7 +40,7 @@ def test_the_failure_counter_counts_consecutive_failures_only(tmp_path):
 def test_a_scoring_bug_stops_the_run_with_its_traceback(tmp_path, monkeypatch, caplog):
     run = start(tmp_path)
     calls = {"n": 0}
-    original = PinningRun._score
+    original = Evaluator.score
 
     def buggy(self, record, batch, x):
         calls["n"] += 1
@@ -47,8 +48,8 @@ def test_a_scoring_bug_stops_the_run_with_its_traceback(tmp_path, monkeypatch, c
             raise ZeroDivisionError("a bug in our scoring")
         return original(self, record, batch, x)
 
-    monkeypatch.setattr(PinningRun, "_score", buggy)
-    with caplog.at_level("ERROR", logger="lib_pinning.run"):
+    monkeypatch.setattr(Evaluator, "score", buggy)
+    with caplog.at_level("ERROR", logger="lib_pinning"):
         result = run.execute()
     assert result.status == "failed" and "ZeroDivisionError" in result.error
     assert all(r["status"] == "ok" for r in records(result.run_dir)), "a bug is not a failed individual"
@@ -162,7 +163,7 @@ def test_account_prefers_a_worse_loss_within_the_limit(tmp_path):
 
 
 def test_a_stop_seen_by_the_generator_is_a_stop_not_a_failure(tmp_path):
-    from lib_pinning.run import RunStopped
+    from lib_pinning.evaluation import RunStopped
 
     class StopsOnThird(ToyGenerator):
         calls = 0
@@ -183,7 +184,7 @@ def test_running_out_of_gpu_memory_while_scoring_is_a_failed_individual(tmp_path
 
     run = start(tmp_path)
     calls = {"n": 0}
-    original = PinningRun._score
+    original = Evaluator.score
 
     def scarce(self, record, batch, x):
         calls["n"] += 1
@@ -191,7 +192,7 @@ def test_running_out_of_gpu_memory_while_scoring_is_a_failed_individual(tmp_path
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated, in CLIP)")
         return original(self, record, batch, x)
 
-    monkeypatch.setattr(PinningRun, "_score", scarce)
+    monkeypatch.setattr(Evaluator, "score", scarce)
     result = run.execute()
     assert result.status == "finished"
     (failed,) = [r for r in records(result.run_dir) if r["status"] == "failed"]

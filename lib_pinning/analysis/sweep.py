@@ -27,7 +27,7 @@ from lib_pinning.generator import GenerationRequest, Generator
 from lib_pinning.objectives.compose import build_objective
 from lib_pinning.options import PinningOptions
 from lib_pinning.prompt import PromptSpace
-from lib_pinning.run import quantize
+from lib_pinning.evaluation import quantize
 from lib_pinning.store import RunStore, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ import torch
 
 from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.prompt import SCHEDULE_GUARD
-from lib_pinning.run import RunStopped
+from lib_pinning.evaluation import RunStopped
 from lib_pinning.store import pil_to_tensor
 
 log = logging.getLogger(__name__)
