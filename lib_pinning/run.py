@@ -28,7 +28,7 @@ Faults: a backend failure (`BackendFailure`) is the individual's, recorded and t
 bug of ours ends the run with its traceback; a `StoreError` (the run folder cannot be written, e.g.
 a full disk) ends it without recording anything for the individual, and `resume` redoes what is
 missing (records, whole generations, the targets), replaying the search from its seed when the
-checkpoint is past a missing record.
+checkpoint is unreadable or past a missing record or generation summary.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from lib_pinning.stopping import (
     CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
     planned_batches,
 )
-from lib_pinning.store import RUN_KEYS, GenerationRecord, IndividualRecord, RunStore, StoreError
+from lib_pinning.store import RUN_KEYS, GenerationRecord, IndividualRecord, RunDirectoryError, RunStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -270,20 +270,7 @@ class PinningRun:
         info["planned_batches"] = planned_batches(options, settings.generations, settings.lambda_)
         if info.get("stop_criterion") in CONVERGENCE:
             info["stop_checks_from"] = int(info.get("generations_done", 0))
-        checkpoint = store.read_checkpoint()
-        missing = _missing_records(store, checkpoint, settings.lambda_)
-        if missing:
-            # The checkpoint is past individuals that are gone: replay the search from its seed,
-            # reusing every record on disk and generating the missing ones, as the run first did.
-            log.warning(
-                "%d individual record(s) missing or unreadable (first: generation %d, #%d): replaying "
-                "the search from the start to redo them", len(missing), *missing[0],
-            )
-            checkpoint = None
-        if checkpoint is None:
-            optimizer = PinningOptimizer(settings, seed=info["cma_seed"])
-        else:
-            optimizer = PinningOptimizer.from_state(settings, checkpoint["optimizer"])
+        optimizer = _restore_optimizer(store, settings, int(info["cma_seed"]))
         info["status"] = "running"
         info["error"] = None
         run = cls(
@@ -530,7 +517,7 @@ class PinningRun:
         assert self.best is not None
         return GenerationRecord(
             generation=generation,
-            evaluations=self.evaluations,
+            evaluations=1 + generation * self.settings.lambda_,  # the baseline and every individual so far
             fitness_min=float(values.min()),
             fitness_mean=float(values.mean()),
             fitness_max=float(values.max()),
@@ -663,15 +650,37 @@ RESUME_OPTIONS = (
 )
 
 
-def _missing_records(store: RunStore, checkpoint: dict[str, Any] | None, lambda_: int) -> list[tuple[int, int]]:
-    """(generation, index) of the records a checkpointed run has passed but no longer has (a deleted
-    or unreadable folder or record): the baseline and every individual of the told generations."""
-    if checkpoint is None:
-        return []
-    done = int(checkpoint.get("optimizer", {}).get("generation", 0))
+def _restore_optimizer(store: RunStore, settings: CmaSettings, cma_seed: int) -> PinningOptimizer:
+    """The optimizer where checkpoint.json left it; else a fresh one from the run's seed, which
+    replays the search reusing every record on disk and redoing what is gone, as the run first did.
+    Replaying is what an unreadable checkpoint (truncated, of the wrong shape) or one past records
+    or generation summaries that are missing calls for: nothing computed is lost either way."""
+    fresh = PinningOptimizer(settings, seed=cma_seed)
+    try:
+        checkpoint = store.read_checkpoint()
+        if checkpoint is None:
+            return fresh
+        optimizer = PinningOptimizer.from_state(settings, checkpoint["optimizer"])
+    except (RunDirectoryError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        log.warning("the checkpoint of %s cannot be read (%s): replaying the search from its seed, reusing "
+                    "the records on disk", store.root, e)
+        return fresh
+    lost = _lost_since_start(store, optimizer.generation, settings.lambda_)
+    if lost:
+        log.warning("%d record(s) the checkpoint is past are missing or unreadable (first: %s): replaying the "
+                    "search from the start to redo them", len(lost), lost[0])
+        return fresh
+    return optimizer
+
+
+def _lost_since_start(store: RunStore, done: int, lambda_: int) -> list[str]:
+    """What a run checkpointed after generation `done` should have on disk and does not: the
+    baseline, every individual of the told generations and their summaries."""
     present = {record.key for record in store.iter_individuals()}
     wanted = [(0, 0)] + [(g, i) for g in range(1, done + 1) for i in range(lambda_)]
-    return [key for key in wanted if key not in present]
+    lost = [f"generation {g}, #{i}" for g, i in wanted if (g, i) not in present]
+    summaries = {record.generation for record in store.iter_generations()}
+    return lost + [f"the summary of generation {g}" for g in range(1, done + 1) if g not in summaries]
 
 
 def _blocks(space: PromptSpace) -> tuple[int, int]:

@@ -260,14 +260,18 @@ class GenerationRecord(_JsonRecord):
     repeats: int = 0  # individuals that repeated an already generated prompt pair (no batch generated)
 
 
-def _individual_or_none(path: Path) -> IndividualRecord | None:
+def _record_or_none(cls: type[_R], path: Path) -> _R | None:
+    """The record in `path`, or None (with a warning) when it is unreadable or of the wrong shape:
+    it is redone, never a traceback in `resume` or `report`."""
     try:
         data = read_json(path)
         if not isinstance(data, dict):
             raise RunDirectoryError(f"{path} is not a record")
-        return IndividualRecord.from_json(data)
+        return cls.from_json(data)
+    except FileNotFoundError:  # removed since it was listed: missing, not unreadable
+        return None
     except (RunDirectoryError, TypeError) as e:
-        log.warning("ignoring unreadable individual record %s (%s): it will be redone", path, e)
+        log.warning("ignoring unreadable %s (%s): it will be redone", path, e)
         return None
 
 
@@ -409,12 +413,12 @@ class RunStore:
         path = self.individual_dir(generation, index) / INDIVIDUAL_FILE
         if not path.is_file():
             return None
-        return _individual_or_none(path)
+        return _record_or_none(IndividualRecord, path)
 
     def iter_individuals(self) -> Iterator[IndividualRecord]:
         """Every complete, readable individual, in (generation, index) order."""
         for path in sorted(self.root.glob(f"gen-*/ind-*/{INDIVIDUAL_FILE}")):
-            record = _individual_or_none(path)
+            record = _record_or_none(IndividualRecord, path)
             if record is not None:
                 yield record
 
@@ -435,9 +439,17 @@ class RunStore:
         with _writing(path):
             atomic_write_json(path, record.to_json())
 
+    def read_generation(self, generation: int) -> GenerationRecord | None:
+        """The generation's summary; None when it is missing or unreadable (resume then redoes it)."""
+        path = self.generation_dir(generation) / GENERATION_FILE
+        return _record_or_none(GenerationRecord, path) if path.is_file() else None
+
     def iter_generations(self) -> Iterator[GenerationRecord]:
+        """Every readable generation summary, in order."""
         for path in sorted(self.root.glob(f"gen-*/{GENERATION_FILE}")):
-            yield GenerationRecord.from_json(read_json(path))
+            record = _record_or_none(GenerationRecord, path)
+            if record is not None:
+                yield record
 
     # targets -------------------------------------------------------------------------------------
 

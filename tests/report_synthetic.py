@@ -250,7 +250,7 @@ class _RunView:
     _guard_summary = PinningRun._guard_summary
 
     def __init__(self, run: SyntheticRun, optimizer: SimpleNamespace) -> None:
-        self.evaluations = run.evaluations
+        self.settings = SimpleNamespace(lambda_=run.lambda_)
         self.best = run.best
         self.optimizer = optimizer
         self.run_info = run.info

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from lib_pinning.report import Reporter, rebuild
-from lib_pinning.report import layout, page, plots, state
+from lib_pinning import store as store_module
+from lib_pinning.report import layout, page, plots
 from lib_pinning.report.plots import pareto_front
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore
 from tests.report_synthetic import (
@@ -487,19 +488,13 @@ def test_a_refresh_reads_only_new_json_files(tmp_path: Path, monkeypatch: pytest
     reporter.update(run.store)
 
     read: list[str] = []
-    real_read_json = state.read_json
-    real_read_run = RunStore.read_run
+    real_read_json = store_module.read_json
 
     def counting_read_json(path: Path) -> Any:
         read.append(Path(path).relative_to(run.store.root).as_posix())
         return real_read_json(path)
 
-    def counting_read_run(self: RunStore) -> dict[str, Any]:
-        read.append("run.json")
-        return real_read_run(self)
-
-    monkeypatch.setattr(state, "read_json", counting_read_json)
-    monkeypatch.setattr(RunStore, "read_run", counting_read_run)
+    monkeypatch.setattr(store_module, "read_json", counting_read_json)
 
     reporter.update(run.store)
     assert read == ["run.json"]

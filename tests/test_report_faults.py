@@ -120,3 +120,16 @@ def test_a_failing_final_refresh_is_in_the_result_and_the_webui_lines(tmp_path: 
 
     fine = start(tmp_path, generations=1).execute()
     assert fine.report_error is None and report_lines(fine) == []
+
+
+def test_records_of_the_wrong_shape_are_skipped_not_a_traceback(tmp_path: Path, caplog) -> None:
+    run = SyntheticRun(tmp_path / "00009-shapes", lambda_=2, batch=2, size=8)
+    run.baseline()
+    for generation in (1, 2):
+        run.generation(generation)
+    (run.store.root / "gen-001/ind-001/batch_stats.json").write_text("[]")
+    (run.store.root / "gen-002/generation.json").write_text('["not", "a", "summary"]')
+    with caplog.at_level("WARNING"):
+        Reporter(budget=None).update(run.store, final=True)
+    assert (run.store.root / "index.html").is_file()
+    assert "gen-001/ind-001/batch_stats.json" in caplog.text and "gen-002/generation.json" in caplog.text

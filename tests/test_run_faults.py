@@ -121,6 +121,29 @@ def test_resume_regenerates_a_deleted_generation_and_broken_records(tmp_path):
     assert not stale.exists()
 
 
+def _generations(run_dir):
+    return [{k: v for k, v in g.to_json().items() if k != "seconds"} for g in RunStore.open(run_dir).iter_generations()]
+
+
+@pytest.mark.parametrize("damage", [
+    ("checkpoint.json", "[]"), ("checkpoint.json", "{}"), ("checkpoint.json", '{"optimizer": {}}'),
+    ("checkpoint.json", '{"optimizer": {"generation": 2, "rng'), ("gen-001/generation.json", "[]"),
+    ("gen-002/generation.json", None),
+])
+def test_resume_replays_past_a_damaged_checkpoint_or_generation_summary(tmp_path, damage, caplog):
+    straight = start(tmp_path / "a").execute()
+    first = start(tmp_path / "b", generations=2).execute()
+    name, content = damage
+    path = first.run_dir / name
+    path.unlink() if content is None else path.write_text(content)
+    with caplog.at_level("WARNING"):
+        resumed = PinningRun.resume(first.run_dir, ToyGenerator(FAST), {"generations": 3}).execute()
+    assert "replaying the search" in caplog.text
+    assert resumed.status == "finished" and resumed.batches == straight.batches
+    assert [comparable(r) for r in records(straight.run_dir)] == [comparable(r) for r in records(first.run_dir)]
+    assert _generations(straight.run_dir) == _generations(first.run_dir)
+
+
 @pytest.mark.parametrize("content", ["[]", "{}", '{"options": 3}', "not json"])
 def test_resume_of_a_malformed_run_json_is_a_run_directory_error(tmp_path, content):
     result = start(tmp_path).execute()

@@ -21,15 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib_pinning.guard import summarize_reasons
-from lib_pinning.store import (
-    GENERATION_FILE,
-    INDIVIDUAL_FILE,
-    GenerationRecord,
-    IndividualRecord,
-    RunDirectoryError,
-    RunStore,
-    read_json,
-)
+from lib_pinning.store import GenerationRecord, IndividualRecord, RunDirectoryError, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +189,9 @@ class RunCache:
                 if match and int(match.group(1)) not in state.entries:
                     found.append(int(match.group(1)))
         for index in sorted(found):
-            path = self.store.individual_dir(state.number, index) / INDIVIDUAL_FILE
-            if not path.is_file():
-                continue  # still being generated, or dropped by an interrupt
-            try:
-                record = IndividualRecord.from_json(read_json(path))
-            except (FileNotFoundError, RunDirectoryError, TypeError) as e:
-                log.warning("report: skipping unreadable %s: %s", path, e)
-                continue
+            record = self.store.read_individual(state.number, index)
+            if record is None:
+                continue  # still being generated, dropped by an interrupt, or unreadable (logged)
             entry = self._entry(record)
             state.entries[index] = entry
             state.pair_values[index] = _pair_values(record)
@@ -216,14 +203,10 @@ class RunCache:
             changes.individuals.append((entry, record))
 
     def _read_generation(self, state: GenerationState, changes: Changes) -> None:
-        path = self.store.generation_dir(state.number) / GENERATION_FILE
-        if not path.is_file():
-            return
-        try:
-            state.record = GenerationRecord.from_json(read_json(path))
+        record = self.store.read_generation(state.number)
+        if record is not None:
+            state.record = record
             changes.generation_records += 1
-        except (FileNotFoundError, RunDirectoryError, TypeError) as e:
-            log.warning("report: skipping unreadable %s: %s", path, e)
 
     def _entry(self, record: IndividualRecord) -> Entry:
         x = [float(v) for v in record.x]
