@@ -162,3 +162,32 @@ def test_a_bad_positional_argument_is_a_4xx_naming_it(webui_server: Server) -> N
     answer = webui_server.txt2img(**checks.TINY, script_name=checks.SCRIPT, script_args=values)
     assert 400 <= answer.status < 500, f"HTTP {answer.status}: {answer.text[:500]}"
     assert "generations" in answer.json["detail"], answer.json
+
+
+def _target(tmp_path: Path, size: int) -> str:
+    from PIL import Image
+
+    path = tmp_path / f"target-{size}.png"
+    Image.new("RGB", (size, size), (200, 40, 40)).save(path)
+    return str(path)
+
+
+def test_a_target_of_the_wrong_size_is_refused_before_any_batch(webui_server: Server, tmp_path: Path) -> None:
+    """The hires fix makes 96 px images from 64 px: a 64 px target is refused before the baseline
+    (no run folder, nothing generated), a 96 px one pins."""
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 2, "denoising_strength": 0.5,
+             "hr_upscaler": "Latent"}
+    if "forge" in webui_server.target.features:
+        # Forge's API leaves hr_additional_modules None, which its hires pass cannot read
+        # (modules/processing.py: `'Use same choices' not in self.hr_additional_modules`).
+        hires["hr_additional_modules"] = ["Use same choices"]
+    runs_before = webui_server.get("/prompt-pinning/v1/runs").ok().json
+    answer = checks.pin(webui_server, options={"target_images": [_target(tmp_path, 64)]}, **hires)
+    assert 400 <= answer.status < 500, f"HTTP {answer.status}: {answer.text[:500]}"
+    detail = answer.json["detail"]
+    assert "target" in detail.lower() and "96" in detail and "64" in detail, detail
+    assert webui_server.get("/prompt-pinning/v1/runs").ok().json == runs_before, "no run folder is left behind"
+    answer = checks.pin(webui_server, options={"target_images": [_target(tmp_path, 96)], "generations": 1}, **hires)
+    answer.ok()
+    assert checks.pin_run(webui_server, answer)["status"] == "finished"
+    assert {image.shape for image in checks.images(answer)} == {(96, 96, 3)}
