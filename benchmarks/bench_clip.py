@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, publish, usable_cores  # noqa: E402
+from benchmarks.common import command_line, load_average, machine_line, publish, usable_cores  # noqa: E402
 from lib_pinning.generator import DemoPrompt, GenerationRequest, ToyGenerator  # noqa: E402
 from lib_pinning.objectives.aesthetic import AestheticHead  # noqa: E402
 from lib_pinning.objectives.clip import load_clip  # noqa: E402
@@ -164,9 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [bench_model(name, device, images, args.repeats) for device in devices for name in args.models]
     load_after = load_average()
 
-    command = "python benchmarks/bench_clip.py " + " ".join(argv if argv is not None else sys.argv[1:])
     notes = [
-        f"Command: `{command.strip()}`",
+        command_line("bench_clip.py", argv),
         "",
         "Machine: " + machine_line("open_clip_torch"),
         "",

@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
 
     notes = [
-        f"Command: `{command.strip()}`",
+        f"Command: `{command.strip()}` (commit {git_commit()})",
         "",
         "Machine: " + machine_line("flip-evaluator"),
         "",

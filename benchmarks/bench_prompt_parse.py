@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, publish  # noqa: E402
+from benchmarks.common import command_line, load_average, machine_line, publish  # noqa: E402
 from lib_pinning.prompt import PromptSpace  # noqa: E402
 from tests import webui_parser  # noqa: E402
 
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     notes = [
         f"Machine: {machine_line('lark')}.",
-        f"Command: `python benchmarks/bench_prompt_parse.py --words {' '.join(map(str, args.words))} "
-        f"--repeats {args.repeats}`.",
+        command_line("bench_prompt_parse.py", ["--words", *map(str, args.words), "--repeats", str(args.repeats)]),
     ]
     if load_before is not None and load_after is not None:
         notes.append(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DOC, load_average, machine_line, write_section  # noqa: E402
+from benchmarks.common import DOC, git_commit, load_average, machine_line, write_section  # noqa: E402
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.options import PinningOptions  # noqa: E402
 from lib_pinning.remote import RemoteGenerator, RemoteSettings, ServerConfig  # noqa: E402
@@ -130,17 +129,6 @@ def overhead(images: ToyImages, repeats: int) -> dict[str, float]:
     return {"toy": toy_ms, "remote": remote_ms}
 
 
-def commit() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True)
-        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.4, help="seconds per batch on every fake server")
@@ -190,7 +178,7 @@ def main() -> int:
     ideal = sum(len(c) for c in calls) / sum(-(-len(c) // SERVERS[-1]) for c in calls)
     body = f"""
 Machine: {machine_line("httpx")}.
-Command: `{("python benchmarks/bench_remote.py " + " ".join(sys.argv[1:])).strip()}` (commit {commit()}).
+Command: `{("python benchmarks/bench_remote.py " + " ".join(sys.argv[1:])).strip()}` (commit {git_commit()}).
 1-minute load average {load_before:.1f} before and {load_average():.1f} after.
 
 One pinning run (toy model, {TOY.steps} steps, {len(SEEDS)} images of 64x64 per batch, {args.generations}

@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, publish  # noqa: E402
+from benchmarks.common import command_line, load_average, machine_line, publish  # noqa: E402
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.options import PinningOptions  # noqa: E402
 from lib_pinning.report import Reporter, layout  # noqa: E402
@@ -479,10 +479,9 @@ def main(argv: list[str] | None = None) -> int:
             parts += ["### A long run (synthetic)", "", synthetic_section(args, Path(tmp)), ""]
     load_after = load_average()
 
-    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
     header = [
-        f"Command: `.venv/bin/python benchmarks/bench_report.py{(' ' + argv_text) if argv_text else ''}`"
-        f" ({args.repeats} rounds of the demo runs, interleaved; {time.perf_counter() - started:.0f} s in all).",
+        command_line("bench_report.py", argv, f"{args.repeats} rounds of the demo runs, interleaved; "
+                     f"{time.perf_counter() - started:.0f} s in all"),
         "",
         f"Machine: {machine_line('matplotlib', 'pillow')}.",
         "",

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, publish  # noqa: E402
+from benchmarks.common import command_line, load_average, machine_line, publish  # noqa: E402
 from lib_pinning.generator import DemoPrompt, GenerationRequest, ToyGenerator  # noqa: E402
 from lib_pinning.objectives.tagger import TaggerObjective  # noqa: E402
 from lib_pinning.objectives.tagger_runtime import TaggerSession, batch_to_pil, prepare_image  # noqa: E402
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
 
     notes = [
-        "Command: `python benchmarks/bench_tagger.py --update-doc docs/benchmarks.md`",
+        command_line("bench_tagger.py"),
         "",
         f"Machine: {machine_line('onnxruntime', 'onnx', 'pillow')}",
         "",

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -71,12 +71,21 @@ def git_commit() -> str:
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            # docs/ excluded: the benchmarks write their sections there while a series of them runs
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git)"
     return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def command_line(script: str, argv: Sequence[str] | None = None, note: str = "") -> str:
+    """"Command: `python benchmarks/SCRIPT ARGS` (commit C[, note])": how to regenerate a section,
+    and the code its figures were measured on."""
+    args = " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"python benchmarks/{script} {args}".strip()
+    return f"Command: `{command}` (commit {git_commit()}{', ' + note if note else ''})."
 
 
 def load_average() -> float | None:
