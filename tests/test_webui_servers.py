@@ -91,8 +91,10 @@ def test_the_payload_carries_ps_settings(webui: Any) -> None:
     p = make_p(webui, cfg_scale=5.5, width=64, height=64, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=3,
                denoising_strength=0.4, override_settings={"CLIP_stop_at_last_layers": 2})
     remote = servers.remote_settings(p)
-    assert (remote.sampler_name, remote.steps, remote.cfg_scale, remote.width, remote.height) == ("Euler a", 6, 5.5, 64, 64)
-    assert (remote.enable_hr, remote.hr_scale, remote.hr_second_pass_steps, remote.denoising_strength) == (True, 1.5, 3, 0.4)
+    assert (remote.sampler_name, remote.steps, remote.cfg_scale, remote.width, remote.height) == (
+        "Euler a", 6, 5.5, 64, 64)
+    assert (remote.enable_hr, remote.hr_scale, remote.hr_second_pass_steps, remote.denoising_strength) == (
+        True, 1.5, 3, 0.4)
     assert remote.overrides() == {"CLIP_stop_at_last_layers": 2}
 
 

@@ -46,7 +46,8 @@ def add_pin_command(commands: Any) -> None:
     pin.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run directories go")
     add_option_flags(pin, DemoPrompt, "prompt and seeds")
     add_option_flags(pin, RemoteSettings, "generation settings (sent to every server)")
-    add_option_flags(pin, PinningOptions, "pinning", keys=[s.key for s in PinningOptions.specs() if s.key not in WEBUI_ONLY])
+    add_option_flags(pin, PinningOptions, "pinning",
+                     keys=[s.key for s in PinningOptions.specs() if s.key not in WEBUI_ONLY])
 
 
 def add_resume_flags(resume: argparse.ArgumentParser) -> None:

@@ -26,7 +26,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.options import PinningInputError
-from lib_pinning.remote import RemoteGenerator, RemoteSettings, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient
+from lib_pinning.remote import (
+    RemoteGenerator, RemoteSettings, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
+)
 from lib_pinning.remote.client import Checkpoint
 from lib_pinning.webui.generator import SAME_SAMPLER, WebUIGenerator, checkpoint_of
 
