@@ -59,7 +59,8 @@
         "Flat image std": "An image is flat (near-constant) when every channel's standard deviation is below this (0 to 1; 0.01 is a gradient spanning under 9/255). 0 disables the check. Allowed: a number in [0, 0.25].",
         "Fried saturation": "An image is fried when its mean saturation is at least this, half its channel values are clipped, and it has no detail (see Fried detail). Allowed: a number in [0, 1].",
         "Fried detail": "A saturated, clipped image is fried when its detail (99th percentile of its high-pass response at 64 px) is below this. 0 disables the fried check. Allowed: a number in [0, 1].",
-        "Log generations to the console": "Log each generation's fitness statistics (min, mean, max, sigma) to the console."
+        "Log generations to the console": "Log each generation's fitness statistics (min, mean, max, sigma) to the console.",
+        "Also generate on the extra servers": "WebUI only: spread each generation's individuals over this WebUI and the servers listed in Settings -> Prompt pinning -> Extra servers (same checkpoint and sampler, checked at start); the records are those this WebUI alone would make. The command line's pin --server does this."
     };
     var byElemId = {
         "target_images": "Images the batch should land on. Leave empty to use the unpinned prompt's first batch as the target.",
@@ -120,6 +121,7 @@
         "guard_fried_saturation": "An image is fried when its mean saturation is at least this, half its channel values are clipped, and it has no detail (see Fried detail). Allowed: a number in [0, 1].",
         "guard_fried_detail": "A saturated, clipped image is fried when its detail (99th percentile of its high-pass response at 64 px) is below this. 0 disables the fried check. Allowed: a number in [0, 1].",
         "cli_log": "Log each generation's fitness statistics (min, mean, max, sigma) to the console.",
+        "extra_servers": "WebUI only: spread each generation's individuals over this WebUI and the servers listed in Settings -> Prompt pinning -> Extra servers (same checkpoint and sampler, checked at start); the records are those this WebUI alone would make. The command line's pin --server does this.",
         "group_objective": "What the search minimises: the weights of the image loss, the aesthetic score, CLIP tags and the distance penalty, target masks, and the CLIP model and weights folder.",
         "group_stopping": "When the run stops before its last generation: plateau patience, stagnation, the loss and weight tolerances. The budget (Max batches, Max minutes) is at the top.",
         "group_cma": "The CMA-ES search: starting point and step size, population (lambda, mu), learning rates and the size limit. Empty fields use the standard CMA-ES defaults for the number of weights.",

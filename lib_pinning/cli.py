@@ -30,6 +30,8 @@ EXIT_INTERRUPTED = 130
 # Options the toy model cannot serve, so the demo does not offer them: the aesthetic head reads
 # CLIP ViT-L/14 embeddings of real pictures, and the toy's images are scored by its own tiny CLIP.
 TOY_UNSUPPORTED = ("aesthetic_weight", "aesthetic_spread_weight")
+# Options of the WebUI script alone: the command line's pin takes its servers as --server.
+WEBUI_ONLY = ("extra_servers",)
 
 
 def _flag(spec: OptionSpec) -> str:
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(demo, DemoPrompt, "prompt and seeds")
     add_option_flags(demo, ToySettings, "sampling (toy model)")
     add_option_flags(demo, PinningOptions, "pinning", keys=[
-        s.key for s in PinningOptions.specs() if s.key not in TOY_UNSUPPORTED
+        s.key for s in PinningOptions.specs() if s.key not in TOY_UNSUPPORTED + WEBUI_ONLY
     ])
 
     resume = commands.add_parser(

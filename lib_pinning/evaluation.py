@@ -28,7 +28,7 @@ from lib_pinning.generator import Batch, GenerationRequest, Generator
 from lib_pinning.objectives.compose import CompositeObjective
 from lib_pinning.optimizer import FAILED_FITNESS, CmaSettings, PinningOptimizer
 from lib_pinning.options import PinningOptions
-from lib_pinning.prefetch import CallCancelled, Prefetch
+from lib_pinning.prefetch import CallCancelled, Prefetch, prefetch_one
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.store import IndividualRecord, RunStore
 
@@ -85,11 +85,18 @@ class Evaluator:
 
     # one individual ---------------------------------------------------------------------------------
 
-    def produce_baseline(self) -> tuple[IndividualRecord, Batch]:
+    def produce_baseline(self, stop: Callable[[], bool]) -> tuple[IndividualRecord, Batch]:
         """The batch of the prompt as written (x = 0), saved, not yet scored: without user targets
-        it becomes the target set, so the objective is built from it before `score_baseline`."""
+        it becomes the target set, so the objective is built from it before `score_baseline`.
+        Made like a generation's batches (through `generate_many` where the generator has it), so
+        that `stop()` reaches the request in flight."""
         zero = np.zeros(self.space.dim)
-        return self.produce(0, 0, zero, zero, self.space.render(zero))
+        rendered = self.space.render(zero)
+        self._prefetched = prefetch_one(self.generator, GenerationRequest(*rendered, self.seeds), stop)
+        try:
+            return self.produce(0, 0, zero, zero, rendered)
+        finally:
+            self.end_prefetch()
 
     def score_baseline(self, record: IndividualRecord, batch: Batch) -> None:
         zero = np.zeros(self.space.dim)

@@ -839,6 +839,15 @@ class PinningOptions(OptionsModel):
         infotext=None,
         group="advanced",
     )
+    extra_servers: bool = option(
+        False,
+        label="Also generate on the extra servers",
+        help="WebUI only: spread each generation's individuals over this WebUI and the servers listed in "
+        "Settings -> Prompt pinning -> Extra servers (same checkpoint and sampler, checked at start); the "
+        "records are those this WebUI alone would make. The command line's pin --server does this.",
+        infotext=None,
+        group="advanced",
+    )
 
     def _check_combination(self) -> None:
         if self.weight_min >= self.weight_max:

@@ -30,6 +30,17 @@ class CallCancelled(Exception):
     """The batch was asked for but not made: the call was cancelled (the run is being stopped)."""
 
 
+def prefetch_one(generator: object, request: GenerationRequest, stop: Callable[[], bool]) -> Prefetch | None:
+    """The baseline's batch made like a generation's: through `generate_many` in the background, so
+    that `stop()` (the first Ctrl-C, the WebUI's Interrupt) reaches it while it is in flight (the
+    pool forwards /sdapi/v1/interrupt and `take` raises CallCancelled); None for a generator
+    without `generate_many`, which the caller then asks itself (`generate`)."""
+    many = getattr(generator, "generate_many", None)
+    if many is None or stop():
+        return None
+    return Prefetch(many, [request], stop)
+
+
 class Prefetch:
     """The batches of one `generate_many` call, made in the background (see the module doc)."""
 

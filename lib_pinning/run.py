@@ -409,7 +409,7 @@ class PinningRun:
             return
         if stop():
             raise RunStopped
-        record, batch = self.evaluator.produce_baseline()
+        record, batch = self.evaluator.produce_baseline(stop)
         self._prepare_objective(record)
         self.evaluator.score_baseline(record, batch)
         self._persist(record)

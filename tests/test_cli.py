@@ -57,8 +57,9 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 
 
 def test_every_option_has_a_flag():
-    """Every option but the ones the toy cannot serve (the aesthetic score) has a demo flag."""
-    from lib_pinning.cli import TOY_UNSUPPORTED
+    """Every option but the ones the toy cannot serve (the aesthetic score) and the WebUI's alone
+    (its extra servers) has a demo flag."""
+    from lib_pinning.cli import TOY_UNSUPPORTED, WEBUI_ONLY
     from lib_pinning.generator import DemoPrompt, ToySettings
     from lib_pinning.options import PinningOptions
 
@@ -67,7 +68,7 @@ def test_every_option_has_a_flag():
     for model in (PinningOptions, ToySettings, DemoPrompt):
         for spec in model.specs():
             flag = "--" + spec.key.replace("_", "-")
-            assert (flag in flags) == (spec.key not in TOY_UNSUPPORTED), flag
+            assert (flag in flags) == (spec.key not in TOY_UNSUPPORTED + WEBUI_ONLY), flag
 
 
 # ---- bad input: exit 2, one line naming the input and the fix, no run folder (issue 11) ------------

@@ -22,3 +22,14 @@ def test_help_of_every_command_renders(command: list[str]) -> None:
         text = out.getvalue()
         assert "99%" in text and "%%" not in text  # the guard's help, as written
         assert cli._flag(PinningOptions.spec("stop_stagnation")) in text
+
+
+@pytest.mark.parametrize("command", ["demo", "pin"])
+def test_the_webui_only_options_are_no_flags(command: str) -> None:
+    """extra_servers lists servers in the WebUI's settings; on the command line `pin --server` does that."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        cli.build_parser().parse_args([command, "--help"])
+    text = out.getvalue()
+    assert cli._flag(PinningOptions.spec("stop_stagnation")) in text
+    assert cli._flag(PinningOptions.spec("extra_servers")) not in text

@@ -24,7 +24,7 @@ def _ready(tmp_path: Path):
     """A run whose evaluator has its objective (the baseline made the targets), nothing else done."""
     generator = Counting()
     run = start(tmp_path, generator=generator)
-    record, batch = run.evaluator.produce_baseline()
+    record, batch = run.evaluator.produce_baseline(lambda: False)
     run._prepare_objective(record)
     run.evaluator.score_baseline(record, batch)
     run._persist(record)

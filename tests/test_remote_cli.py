@@ -18,7 +18,7 @@ from lib_pinning.options import PinningOptions
 from lib_pinning.remote import RemoteGenerator, RemoteSettings, ServerConfig
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.report import rebuild
-from lib_pinning.run import PinningRun, derive_seeds
+from lib_pinning.run import PinningRun, RunEndedEarly, derive_seeds
 from lib_pinning.store import RunStore
 
 PROMPT = ["--prompt", "red circle, blue square", "--negative-prompt", "", "--seed", "1", "--batch-size", "3"]
@@ -161,6 +161,17 @@ def test_a_cancel_mid_generation_interrupts_every_server_and_the_run_stays_valid
         a.faults.latency = b.faults.latency = 0.0
         resumed = PinningRun.resume(result.run_dir, run.generator).execute()
     assert resumed.status == "finished" and len(records(result.run_dir)) == 7
+
+
+def test_a_cancel_during_the_baseline_reaches_the_request_in_flight(tmp_path, images):
+    with FakeWebUI(images, Faults(latency=5.0)) as a:
+        run = start(tmp_path, a)
+        started = time.monotonic()
+        with pytest.raises(RunEndedEarly) as ended:  # stopped before the baseline existed
+            run.execute(cancel=lambda: a.in_flight > 0)
+        assert time.monotonic() - started < 3.0  # not the 5 s batch
+        assert a.calls.interrupts == 1
+    assert ended.value.status == "interrupted"
 
 
 def test_resume_of_a_toy_run_refuses_server_flags(tmp_path, capsys):

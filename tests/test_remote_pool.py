@@ -20,7 +20,8 @@ from lib_pinning.remote import (
 )
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.remote.payload import MalformedResponse, build_payload, parse_response, seed_runs
-from lib_pinning.evaluation import quantize
+from lib_pinning.evaluation import RunStopped, quantize
+from lib_pinning.prefetch import CallCancelled, prefetch_one
 
 TOY = ToySettings(steps=6)
 SETTINGS = RemoteSettings(width=64, height=64, steps=6)
@@ -279,6 +280,42 @@ def test_cancel_forwards_interrupt_to_every_server(images):
         results = generator.generate_many(reqs, cancel=started.is_set)
         assert results == [None] * 4
         assert a.calls.interrupts == 1 and b.calls.interrupts == 1
+
+
+def test_the_constructors_cancel_reaches_a_single_batch_in_flight(images):
+    """`generate` (the baseline, when no one passes a cancel) is cut short too: the WebUI's Interrupt."""
+    with FakeWebUI(images, Faults(latency=5.0)) as a:
+        generator = pool(a, cancel=lambda: a.in_flight > 0)
+        generator.check()
+        started = time.monotonic()
+        with pytest.raises(RunStopped):
+            generator.generate(requests(1)[0])
+        assert time.monotonic() - started < 3.0
+        assert a.calls.interrupts == 1
+
+
+def test_a_baseline_made_through_prefetch_one_is_cancelled_in_flight(images):
+    """What the run's baseline gets once lib_pinning/run.py makes it with prefetch_one: its stop
+    (the first Ctrl-C) reaches the request in flight instead of waiting for the whole batch."""
+    with FakeWebUI(images, Faults(latency=5.0)) as a:
+        generator = pool(a)
+        generator.check()
+        request = requests(1)[0]
+        prefetched = prefetch_one(generator, request, stop=lambda: a.in_flight > 0)
+        assert prefetched is not None
+        started = time.monotonic()
+        with pytest.raises(CallCancelled):
+            prefetched.take(request)
+        prefetched.close()
+        assert time.monotonic() - started < 3.0
+        assert a.calls.interrupts == 1
+
+
+def test_prefetch_one_leaves_other_generators_and_a_stopped_run_alone(local):
+    request = requests(1)[0]
+    assert prefetch_one(local, request, stop=lambda: False) is None  # no generate_many: it asks generate()
+    unused = RemoteGenerator([ServerConfig("http://127.0.0.1:9")], SETTINGS)
+    assert prefetch_one(unused, request, stop=lambda: True) is None  # stopped already: nothing is asked
 
 
 def test_describe_names_servers_and_checkpoint_not_credentials(images):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from lib_pinning.cli import DEFAULT_RUNS_DIR, add_option_flags, options_from_args
+from lib_pinning.cli import DEFAULT_RUNS_DIR, WEBUI_ONLY, add_option_flags, options_from_args
 from lib_pinning.generator import DemoPrompt
 from lib_pinning.objectives.compose import active_terms
 from lib_pinning.optimizer import CmaSettings
@@ -46,7 +46,8 @@ def add_pin_command(commands: Any) -> None:
     pin.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run directories go")
     add_option_flags(pin, DemoPrompt, "prompt and seeds")
     add_option_flags(pin, RemoteSettings, "generation settings (sent to every server)")
-    add_option_flags(pin, PinningOptions, "pinning")
+    add_option_flags(pin, PinningOptions, "pinning",
+                     keys=[s.key for s in PinningOptions.specs() if s.key not in WEBUI_ONLY])
 
 
 def add_resume_flags(resume: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import torch
 
-from lib_pinning.generator import GenerationRequest
+from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.remote.payload import MalformedResponse, RemoteSettings, build_payload, parse_response, seed_runs
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,12 @@ class WebUIClient:
         )
 
     def close(self) -> None:
-        self._http.close()
+        try:
+            self._http.close()
+        except RuntimeError as e:
+            # httpcore before 1.0 refuses to close a pool with a request still out (a cancelled
+            # batch, whose answer the pool drops anyway); newer versions close it and the request fails.
+            log.debug("%s closed with a request in flight: %s", self.name, e)
 
     # plumbing -----------------------------------------------------------------------------------
 
@@ -182,11 +187,11 @@ class WebUIClient:
                 raise ServerUnavailable(self.name, f"{endpoint}: {e}") from e
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def timed_generate(self, settings: RemoteSettings, request: GenerationRequest,
-                       init_image: str | None) -> tuple[torch.Tensor, float]:
+    def generate_batch(self, settings: RemoteSettings, request: GenerationRequest, init_image: str | None) -> Batch:
+        """The pool's call: the batch of `request`, its `timings["request"]` the seconds it took."""
         started = time.perf_counter()
         images = self.generate(settings, request, init_image)
-        return images, time.perf_counter() - started
+        return Batch(images=images, seeds=tuple(request.seeds), timings={"request": time.perf_counter() - started})
 
 
 def _short_hash(title: str) -> str | None:

@@ -14,7 +14,11 @@
   and is itself retried after a growing pause (after re-checking its checkpoint). A batch fails only
   after `max_attempts` such failures, when the WebUI rejects the request itself (HTTP 4xx), or when
   no server has been reachable for `give_up_after` seconds.
-- Cancel: `cancel()` is polled while waiting; when it turns true, or a Ctrl-C lands in the wait,
+- Members: each server is a `WebUIClient`, or anything with its methods (`name`, `checkpoint`,
+  `find_checkpoint`, `samplers`, `schedulers`, `interrupt`, `generate_batch`, `close`, `config`)
+  that raises only `RemoteError`s: lib_pinning.webui.servers pools the local WebUI with remote
+  ones so. A member's `max_slots` caps its slots (the local WebUI makes one batch at a time).
+- Cancel: `cancel()` (given to the call, else to the constructor) is polled while waiting; when it turns true, or a Ctrl-C lands in the wait,
   every server gets /sdapi/v1/interrupt and the batches not finished come back as None (or the
   KeyboardInterrupt goes on up). A call returns as soon as its batches are settled: a request
   still out (a duplicate's losing copy, a cancelled batch) finishes in the background, its
@@ -40,6 +44,7 @@ from lib_pinning.remote.client import (
     AuthFailed, Checkpoint, RemoteError, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
 )
 from lib_pinning.remote.payload import RemoteSettings, encode_image_file
+from lib_pinning.evaluation import RunStopped
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +115,18 @@ class RemoteGenerator:
         retry_after: float = 2.0,
         give_up_after: float = 120.0,
         clients: Sequence[WebUIClient] | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> None:
+        """cancel: polled by every call that is given none, `generate` included (the WebUI's
+        Interrupt, which must reach a request in flight whoever made the call)."""
         if not servers and not clients:
             raise PinningInputError("at least one server is required (--server URL)")
         self.settings = settings or RemoteSettings()
         made = list(clients) if clients is not None else [WebUIClient(c) for c in servers]
-        self._servers = [_Server(client, max(1, int(slots))) for client in made]
+        self._servers = [
+            _Server(client, max(1, min(int(slots), int(getattr(client, "max_slots", slots))))) for client in made
+        ]
+        self.cancel = cancel
         self.max_attempts = max_attempts or max(3, 2 * len(self._servers))
         self.retry_after = float(retry_after)
         self.give_up_after = float(give_up_after)
@@ -245,7 +256,9 @@ class RemoteGenerator:
         if isinstance(result, BaseException):
             raise result
         if result is None:
-            raise ServerUnavailable("pool", "cancelled")
+            # Cancelled while in flight (the servers were told to stop): the run stops, as it does
+            # when the local WebUI is interrupted mid-batch.
+            raise RunStopped("the batch was cancelled on its way")
         return result
 
     def generate_many(
@@ -259,6 +272,7 @@ class RemoteGenerator:
         each request's result as soon as it is settled (the run loop scores it meanwhile)."""
         if self.checkpoint is None:
             self.check()
+        cancel = _either(cancel, self.cancel)
         call = _Call(requests)
         if not call.jobs:
             return []
@@ -347,8 +361,7 @@ class RemoteGenerator:
                 settings, init_image = self.settings, self._init_image
             outcome: Batch | RemoteError
             try:
-                images, seconds = server.client.timed_generate(settings, job.request, init_image)
-                outcome = Batch(images=images, seeds=tuple(job.request.seeds), timings={"request": seconds})
+                outcome = server.client.generate_batch(settings, job.request, init_image)
             except RemoteError as e:
                 outcome = e
             with self._cond:
@@ -456,3 +469,9 @@ class RemoteGenerator:
             if not job.final:
                 job.result, job.final = error, True
         log.error("%s", error)
+
+
+def _either(first: Callable[[], bool] | None, second: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    if first is None or second is None:
+        return first or second
+    return lambda: first() or second()

@@ -17,7 +17,7 @@ from typing import Any
 
 from lib_pinning.options import OptionError, PinningInputError, PinningOptions
 from lib_pinning.run import PinningRun, RunResult, derive_seeds
-from lib_pinning.webui import TITLE, api, settings, ui
+from lib_pinning.webui import TITLE, api, servers, settings, ui
 from lib_pinning.webui.generator import WebUIGenerator, jobs_per_individual, model_tokenizer, steps_per_individual
 from lib_pinning.webui.progress import WebUIProgress
 from lib_pinning.webui.result import REPORT_PREFIX, build_processed, empty_processed, write_params_txt
@@ -109,7 +109,7 @@ def _api_input_error_class() -> type[Exception]:
 
 
 def _run(p: Any, options: PinningOptions) -> Any:
-    from modules import devices, paths, processing, sd_samplers, shared
+    from modules import devices, paths, processing, sd_models, sd_samplers, shared
 
     if isinstance(p.prompt, list) or isinstance(p.negative_prompt, list):
         raise PinningInputError(f"{TITLE} pins one prompt; this generation has a list of prompts")
@@ -126,6 +126,30 @@ def _run(p: Any, options: PinningOptions) -> Any:
         keep_intermediate=bool(settings.setting(shared.opts, "prompt_pinning_keep_intermediate")),
         device=getattr(devices, "device", None),
     )
+    if options.extra_servers:  # checked here, before the run folder exists
+        generator = servers.pool_with_servers(
+            generator, p, str(settings.setting(shared.opts, "prompt_pinning_servers")), shared=shared,
+            sd_samplers=sd_samplers, sd_models=sd_models, sd_schedulers=_schedulers_module(),
+        )
+    try:
+        return _pin(p, options, generator, seeds, notes)
+    finally:
+        if isinstance(generator, servers.WebUIPool):
+            generator.close()
+
+
+def _schedulers_module() -> Any:
+    """modules.sd_schedulers (1.9+), or None before 1.9 (no schedule types)."""
+    try:
+        from modules import sd_schedulers
+    except ImportError:
+        return None
+    return sd_schedulers
+
+
+def _pin(p: Any, options: PinningOptions, generator: Any, seeds: tuple[int, ...], notes: list[str]) -> Any:
+    from modules import paths, processing, shared
+
     tokenizer = model_tokenizer(shared.sd_model) if options.granularity == "token" else None
     tab = "img2img" if getattr(p, "init_images", None) is not None else "txt2img"
     try:

@@ -39,6 +39,7 @@ class Setting:
     label: str
     info: str = ""
     choices: tuple[str, ...] = ()
+    lines: int = 1  # a text box of this many lines
 
 
 OBJECTIVE_SPEC = PinningOptions.spec("flip_loss")
@@ -70,6 +71,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder for CLIP and aesthetic weights",
         "empty: --prompt-pinning-models-dir, else models/PromptPinning",
     ),
+    Setting(
+        "prompt_pinning_servers",
+        "",
+        "Extra servers",
+        "WebUI or Forge servers started with --api, one URL a line (http://user:password@host:7860 with "
+        "--api-auth), with this WebUI's checkpoint loaded; the script's 'Also generate on the extra servers' "
+        "sends individuals to them next to this WebUI",
+        lines=3,
+    ),
 )
 
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
@@ -85,13 +95,16 @@ def register_settings(shared: Any, gr: Any) -> None:
     """Add the section's settings (the body of the on_ui_settings callback).
 
     `shared` is modules.shared, `gr` the gradio module (the settings page builds components from
-    `component`/`component_args`; only the dropdown needs one, the rest follow their defaults;
+    `component`/`component_args`; the dropdown and the multi-line box need one, the rest follow their defaults;
     without gradio, which only a test lacks, the choices are still recorded).
     """
     category = {"category_id": CATEGORY} if "category_id" in inspect.signature(shared.OptionInfo).parameters else {}
     for s in SETTINGS:
-        component = (gr.Dropdown if gr is not None else None) if s.choices else None
-        component_args = {"choices": list(s.choices)} if s.choices else None
+        component, component_args = None, None
+        if s.choices:
+            component, component_args = (gr.Dropdown if gr is not None else None), {"choices": list(s.choices)}
+        elif s.lines > 1:
+            component, component_args = (gr.Textbox if gr is not None else None), {"lines": s.lines}
         info = shared.OptionInfo(s.default, s.label, component, component_args, section=SECTION, **category)
         if s.info:
             info = info.info(s.info)

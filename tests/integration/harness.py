@@ -639,5 +639,9 @@ def start_server(target: Target, session_dir: Path) -> Server:
     session_dir.mkdir(parents=True, exist_ok=True)
     server.write_data_dir()
     server.install_extensions()
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()  # a start that timed out leaves its process group running otherwise
+        raise
     return server

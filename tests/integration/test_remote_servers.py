@@ -1,0 +1,98 @@
+"""Pinning on two real A1111 instances gives the records of the same run on one (issue 14).
+
+A second instance of the target is started beside the session's (`webui_server`): the same cached
+tree, venv and tiny checkpoint, its own data dir and port (about 10-16 s on this machine). Then:
+
+- `python -m lib_pinning pin` (its parser and `start_pin`, in this process, so the pool's measured
+  throughput tells which servers worked) with `--server` one URL and with two: the same weights,
+  seeds, fitness and image bytes of every individual;
+- the WebUI script's "Also generate on the extra servers" on the session's instance with the second
+  one in its settings, against the same request without: the same records, and batches made both
+  by the local WebUI (its records have the WebUIGenerator's `webui` timing) and by the other.
+
+Only the SD 1.x A1111 target: "two real A1111 instances" is the claim, and one target shows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lib_pinning.cli import build_parser
+from lib_pinning.remote.cli import start_pin
+from lib_pinning.store import RunStore
+from tests.integration import checks, harness
+from tests.integration.harness import Server
+
+pytestmark = pytest.mark.not_on("sdxl", "forge", reason="one A1111 target shows the claim")
+
+PIN_ARGS = ["--prompt", checks.TINY["prompt"], "--seed", "5", "--batch-size", "2", "--width", "64", "--height", "64",
+            "--steps", "4", "--sampler-name", "Euler a", "--generations", "2", "--cma-lambda", "3",
+            "--stop-early", "false", "--granularity", "phrase", "--cli-log", "false"]
+"""The baseline and 2 generations of 3 individuals, 7 batches of 2 images at 64x64 and 4 steps."""
+
+
+@pytest.fixture(scope="module")
+def second_server(webui_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = harness.start_server(webui_server.target, tmp_path_factory.mktemp(f"{webui_server.target.name}-second"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def records(folder: Path) -> list[tuple[Any, ...]]:
+    """What must not depend on which server made a batch: weights, seeds, fitness, the images' bytes."""
+    store = RunStore.open(folder)
+    out = []
+    for r in store.iter_individuals():
+        images = store.individual_dir(r.generation, r.index)
+        hashes = [hashlib.sha256((images / name).read_bytes()).hexdigest() for name in r.images]
+        out.append((r.key, r.weights, r.seeds, r.fitness, r.status, hashes))
+    return out
+
+
+def pin(runs_dir: Path, *servers: Server) -> tuple[Path, dict[str, float | None]]:
+    """A `pin` run on `servers`: its folder and each server's measured seconds per batch (None: none made)."""
+    argv = ["pin", *[arg for s in servers for arg in ("--server", s.url)], "--runs-dir", str(runs_dir), *PIN_ARGS]
+    run = start_pin(build_parser().parse_args(argv))
+    assert run is not None
+    try:
+        result = run.execute()
+    finally:
+        run.generator.close()
+    assert result.status == "finished", result
+    return result.run_dir, run.generator.throughput()
+
+
+def test_pin_on_two_instances_gives_the_records_of_one(webui_server: Server, second_server: Server,
+                                                       tmp_path: Path) -> None:
+    one, _ = pin(tmp_path / "one", webui_server)
+    two, throughput = pin(tmp_path / "two", webui_server, second_server)
+    assert all(seconds is not None for seconds in throughput.values()), f"a server made no batch: {throughput}"
+    alone, pooled = records(one), records(two)
+    assert len(alone) == 7
+    assert pooled == alone
+
+
+def test_the_scripts_extra_servers_give_the_records_of_this_webui_alone(webui_server: Server,
+                                                                       second_server: Server) -> None:
+    request = {"seed": 7, "batch_size": 2}
+    options = {"cma_lambda": 3, "granularity": "phrase"}
+    alone = checks.pin_run(webui_server, checks.pin(webui_server, options=options, **request).ok())
+    webui_server.post("/sdapi/v1/options", {"prompt_pinning_servers": second_server.url}).ok()
+    try:
+        answer = checks.pin(webui_server, options={**options, "extra_servers": True}, **request).ok()
+    finally:
+        webui_server.post("/sdapi/v1/options", {"prompt_pinning_servers": ""}).ok()
+    pooled = checks.pin_run(webui_server, answer)
+    assert pooled["status"] == "finished"
+    assert pooled["generator"]["servers"] == [second_server.url]
+    stored = list(RunStore.open(Path(pooled["run_dir"])).iter_individuals())
+    made_here = [r for r in stored if "webui" in r.timings]
+    assert made_here and len(made_here) < len(stored), "the batches were not spread over both instances"
+    assert records(Path(pooled["run_dir"])) == records(Path(alone["run_dir"]))

@@ -1,0 +1,184 @@
+"""The script's "Also generate on the extra servers" (lib_pinning.webui.servers) in the WebUI
+stand-in, with fake API servers (lib_pinning.remote.fake) on 127.0.0.1: the setting, the payload
+made from p, the refusals before any work, and a run whose individuals are spread over this WebUI
+and two servers giving the records of the same run on this WebUI alone.
+
+The fake servers answer with the stand-in's own images: those of a first, local-only run, looked
+up by (prompt, negative prompt, seeds), as servers with the same checkpoint would make them.
+Runs in both environments (.venv and .venv-gradio).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lib_pinning.options import PinningInputError
+from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
+from lib_pinning.store import IndividualRecord, RunStore
+from lib_pinning.webui import servers, settings
+from lib_pinning.webui import script as glue
+from tests.test_webui_script import SMALL_RUN, RecordingReporter, make_p, run_dir_of, run_script, ui_values
+
+
+@pytest.fixture
+def reporter(monkeypatch: pytest.MonkeyPatch) -> RecordingReporter:
+    recording = RecordingReporter()
+    monkeypatch.setattr(glue, "_reporter", lambda notes: recording)
+    return recording
+
+
+class RunImages:
+    """The `images` of a FakeWebUI that answers with the batches a finished run saved."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.batches: dict[tuple[str, str, tuple[int, ...]], list[str]] = {}
+        for record in store.iter_individuals():
+            folder = store.individual_dir(record.generation, record.index)
+            encoded = [base64.b64encode((folder / name).read_bytes()).decode("ascii") for name in record.images]
+            self.batches[(record.prompt, record.negative_prompt, tuple(record.seeds))] = encoded
+        self.size = (64, 64)
+
+    def png_base64(self, prompt: str, negative: str, seeds: tuple[int, ...]) -> list[str]:
+        return self.batches[(prompt, negative, seeds)]
+
+
+def checkpoint_title(webui: Any) -> str:
+    return str(webui.shared.sd_model.sd_checkpoint_info.title)
+
+
+def summary(store: RunStore) -> list[tuple[Any, ...]]:
+    """What must not depend on who generated a batch: weights, seeds, fitness, the images' bytes."""
+    def image_hashes(record: IndividualRecord) -> list[str]:
+        folder = store.individual_dir(record.generation, record.index)
+        return [hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in record.images]
+
+    return [(r.key, r.weights, r.seeds, r.fitness, r.status, image_hashes(r)) for r in store.iter_individuals()]
+
+
+def start_with_servers(webui: Any, *fakes: FakeWebUI) -> None:
+    webui.load_scripts()
+    webui.start()
+    webui.shared.opts.prompt_pinning_servers = "\n".join(f.url for f in fakes)
+
+
+# the setting and the payload -------------------------------------------------------------------------------
+
+
+def test_the_setting_lists_servers_with_their_credentials() -> None:
+    configs = servers.parse_servers(" http://gpu1:7860 \n\nhttps://me:p%40ss@gpu2:7861/sub, gpu3:7862")
+    assert [c.url for c in configs] == ["http://gpu1:7860", "https://gpu2:7861/sub", "http://gpu3:7862"]
+    assert [c.auth for c in configs] == [None, ("me", "p@ss"), None]
+    with pytest.raises(PinningInputError, match="ftp://gpu4"):
+        servers.parse_servers("ftp://gpu4")
+
+
+def test_the_setting_is_registered_as_a_text_box(webui: Any) -> None:
+    webui.load_scripts()
+    webui.start()
+    label = webui.shared.opts.data_labels["prompt_pinning_servers"]
+    assert label.section == settings.SECTION and label.default == ""
+    assert label.component_args == {"lines": 3}
+
+
+def test_the_payload_carries_ps_settings(webui: Any) -> None:
+    p = make_p(webui, cfg_scale=5.5, width=64, height=64, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=3,
+               denoising_strength=0.4, override_settings={"CLIP_stop_at_last_layers": 2})
+    remote = servers.remote_settings(p)
+    assert (remote.sampler_name, remote.steps, remote.cfg_scale, remote.width, remote.height) == (
+        "Euler a", 6, 5.5, 64, 64)
+    assert (remote.enable_hr, remote.hr_scale, remote.hr_second_pass_steps, remote.denoising_strength) == (
+        True, 1.5, 3, 0.4)
+    assert remote.overrides() == {"CLIP_stop_at_last_layers": 2}
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"styles": ["a style"]}, "styles"),
+    ({"subseed_strength": 0.3}, "variation seeds"),
+    ({"enable_hr": True, "hr_resize_x": 128, "hr_resize_y": 128}, "Resize width/height"),
+])
+def test_settings_the_payload_cannot_carry_are_refused(webui: Any, changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(PinningInputError, match=named):
+        servers.remote_settings(make_p(webui, **changes))
+
+
+# runs ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_run_on_this_webui_and_two_servers_gives_the_records_of_this_webui_alone(
+        webui: Any, reporter: RecordingReporter) -> None:
+    webui.load_scripts()
+    webui.start()
+    alone = RunStore.open(run_dir_of(run_script(webui, ui_values(**SMALL_RUN))))
+    images = RunImages(alone)
+    faults = Faults(checkpoint=checkpoint_title(webui), latency=0.2)
+    with FakeWebUI(images, faults) as a, FakeWebUI(images, Faults(**vars(faults))) as b:  # type: ignore[arg-type]
+        webui.shared.opts.prompt_pinning_servers = f"{a.url}\n{b.url}"
+        processed = run_script(webui, ui_values(**SMALL_RUN, extra_servers=True))
+        pooled = RunStore.open(run_dir_of(processed))
+        served = len(a.calls.generations) + len(b.calls.generations)
+    assert summary(pooled) == summary(alone)
+    assert len(summary(pooled)) == 7
+    records = list(pooled.iter_individuals())
+    made_here = [r for r in records if "webui" in r.timings]  # WebUIGenerator's timing; a server's has none
+    assert made_here and served > 0
+    assert len(made_here) < len(records)
+    assert pooled.read_run()["generator"]["servers"] == [a.url, b.url]
+    payload = a.calls.generations[0] if a.calls.generations else b.calls.generations[0]
+    assert (payload["steps"], payload["sampler_name"], payload["batch_size"], payload["seed"]) == (
+        6, "Euler a", 4, records[0].seeds[0])
+
+
+def test_interrupt_reaches_a_servers_batch_in_flight(webui: Any, reporter: RecordingReporter) -> None:
+    webui.load_scripts()
+    webui.start()
+    state = webui.shared.state
+    with FakeWebUI(ToyImages(), Faults(checkpoint=checkpoint_title(webui), latency=30.0)) as slow:
+        webui.shared.opts.prompt_pinning_servers = slow.url
+
+        def interrupt_once_the_server_works() -> None:
+            deadline = time.monotonic() + 20
+            while not slow.in_flight and time.monotonic() < deadline:
+                time.sleep(0.01)
+            state.interrupt()
+
+        watcher = threading.Thread(target=interrupt_once_the_server_works, daemon=True)
+        watcher.start()
+        started = time.monotonic()
+        processed = run_script(webui, ui_values(**SMALL_RUN, extra_servers=True))
+        watcher.join()
+        assert time.monotonic() - started < 10.0  # not the server's 30 s
+        assert slow.calls.interrupts >= 1
+    assert RunStore.open(run_dir_of(processed)).read_run()["status"] == "interrupted"
+
+
+def test_another_checkpoint_on_a_server_is_refused_before_any_work(webui: Any, reporter: RecordingReporter) -> None:
+    with FakeWebUI(None, Faults()) as other:  # type: ignore[arg-type]  # the fake's own checkpoint
+        start_with_servers(webui, other)
+        p = make_p(webui)
+        with pytest.raises(PinningInputError, match="different checkpoints") as refused:
+            run_script(webui, ui_values(**SMALL_RUN, extra_servers=True), p)
+        assert other.calls.generations == []
+    assert checkpoint_title(webui) in str(refused.value) and "toy-v1.safetensors" in str(refused.value)
+    assert not (Path(p.outpath_samples) / "prompt_pins").exists()  # no run folder was made
+
+
+def test_a_server_without_the_sampler_is_refused(webui: Any, reporter: RecordingReporter) -> None:
+    with FakeWebUI(None, Faults(samplers=("Euler",))) as fake:  # type: ignore[arg-type]
+        start_with_servers(webui, fake)
+        fake.faults.checkpoint = checkpoint_title(webui)
+        with pytest.raises(PinningInputError, match="has no sampler 'Euler a'"):
+            run_script(webui, ui_values(**SMALL_RUN, extra_servers=True))
+
+
+def test_the_option_without_servers_says_where_to_list_them(webui: Any, reporter: RecordingReporter) -> None:
+    webui.load_scripts()
+    webui.start()
+    with pytest.raises(PinningInputError, match="Extra servers"):
+        run_script(webui, ui_values(**SMALL_RUN, extra_servers=True))
