@@ -225,6 +225,13 @@ def test_toy_run_raises_the_wanted_tags_share_across_the_batch(tmp_path, toy_tag
     assert page.count('class="image-note">top tags: ') == 2 * len(SEEDS)
 
 
+# The README quotes this command (tests/test_readme_demo.py holds it to that).
+DEMO_BOORU_COMMAND = (
+    "demo", "--booru-tags", "red, circle", "--flip-weight", "0", "--generations", "3", "--cma-lambda", "6",
+    "--initial-std", "0.4",
+)
+
+
 def test_the_demo_with_booru_tags_red_circle_raises_the_share_carrying_both(tmp_path):
     """`demo --booru-tags "red, circle"` (the issue's flag) on the demo's prompt, seeds and sampler,
     with the toy's own 448 px tagger: the baseline has 2 red circles in 8 (share 0.25), 19 batches
@@ -236,10 +243,7 @@ def test_the_demo_with_booru_tags_red_circle_raises_the_share_carrying_both(tmp_
     from lib_pinning.objectives.tagger_runtime import batch_to_pil
     from lib_pinning.objectives.tagger_toy import TOY_FOLDER
 
-    args = build_parser().parse_args([
-        "demo", "--booru-tags", "red, circle", "--models-dir", str(tmp_path / "models"), "--flip-weight", "0",
-        "--generations", "3", "--cma-lambda", "6", "--initial-std", "0.4", "--cli-log", "false",
-    ])
+    args = build_parser().parse_args([*DEMO_BOORU_COMMAND, "--models-dir", str(tmp_path / "models"), "--cli-log", "false"])
     demo, options = options_from_args(DemoPrompt, args), options_from_args(PinningOptions, args)
     assert options.tagger_tags == "red, circle" and demo == DemoPrompt()
     generator = ToyGenerator(options_from_args(ToySettings, args))
