@@ -148,7 +148,7 @@ def test_real_session_tags_the_toy_colours_in_one_batch(session):
 
 
 @pytest.mark.parametrize("size", [64, 448])
-def test_the_toy_tagger_tags_each_prototype_by_its_colour_and_its_shape(tmp_path, size):
+def test_the_toy_tagger_tags_each_prototype_by_its_colour_and_its_shape_and_nothing_else(tmp_path, size):
     from lib_pinning.objectives.tagger_runtime import batch_to_pil
     from lib_pinning.toy import COLOURS, PROTOTYPES, SHAPES, draw_prototype
 
@@ -163,10 +163,13 @@ def test_the_toy_tagger_tags_each_prototype_by_its_colour_and_its_shape(tmp_path
         colours = {c: row[names[c]] for c in COLOURS}
         assert shapes[proto.shape] > 0.9, (proto.name, shapes)
         assert max(v for s, v in shapes.items() if s != proto.shape) < 0.1, (proto.name, shapes)
-        assert max(colours, key=colours.get) == proto.colour and colours[proto.colour] > 0.6, (proto.name, colours)
-    # A picture without a saturated shape carries no shape tag.
+        assert colours[proto.colour] > 0.9, (proto.name, colours)
+        assert max(v for c, v in colours.items() if c != proto.colour) < 0.1, (proto.name, colours)
+        # The character tag: a purple shape, past the 0.85 character threshold.
+        assert (row[names["toy_mascot"]] >= 0.85) == (proto.colour == "purple"), (proto.name, row[names["toy_mascot"]])
+    # A picture without a saturated shape carries no colour and no shape tag.
     grey = tagger.confidences(batch_to_pil(torch.full((1, 3, 64, 64), 0.5)))[0]
-    assert max(grey[names[s]] for s in SHAPES) < 0.05
+    assert max(grey[names[t]] for t in (*SHAPES, *COLOURS)) < 0.05
 
 
 @pytest.mark.parametrize("fixed_batch", [1, 2])
