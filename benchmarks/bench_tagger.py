@@ -28,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_line, publish  # noqa: E402
+from benchmarks.common import git_commit, load_average, machine_line, publish  # noqa: E402
 from lib_pinning.generator import DemoPrompt, GenerationRequest, ToyGenerator  # noqa: E402
 from lib_pinning.objectives.tagger import TaggerObjective  # noqa: E402
 from lib_pinning.objectives.tagger_runtime import TaggerSession, batch_to_pil, prepare_image  # noqa: E402
-from lib_pinning.objectives.tagger_toy import build_toy_tagger  # noqa: E402
+from lib_pinning.objectives.tagger_toy import TOY_FOLDER, build_toy_tagger  # noqa: E402
 
 logger = logging.getLogger("bench_tagger")
 
@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
 
     notes = [
-        "Command: `python benchmarks/bench_tagger.py --update-doc docs/benchmarks.md`",
+        f"Command: `python benchmarks/bench_tagger.py --update-doc docs/benchmarks.md` (commit {git_commit()})",
         "",
         f"Machine: {machine_line('onnxruntime', 'onnx', 'pillow')}",
         "",
-        "The tiny toy tagger (`lib_pinning/objectives/tagger_toy.py`: WD14 layout, NHWC BGR input, "
-        "almost no compute), so these are the objective's own costs around a real tagger's inference, "
+        f"The tiny toy tagger ({TOY_FOLDER}, `lib_pinning/objectives/tagger_toy.py`: WD14 layout, NHWC BGR "
+        "input; colour tags per pixel, shape tags on the image pooled to 64 x 64: little compute), so these are the objective's own costs around a real tagger's inference, "
         "which comes on top and is not measured here (no weights are downloaded). 64 px toy images "
         f"tagged at the model's input size; median of {args.repeats} runs after a warm-up.",
         "",
