@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine_line('onnxruntime', 'onnx', 'pillow')}",
         "",
         f"The tiny toy tagger ({TOY_FOLDER}, `lib_pinning/objectives/tagger_toy.py`: WD14 layout, NHWC BGR "
-        "input; colour tags per pixel, shape tags on the image pooled to 64 x 64: little compute), so these are the objective's own costs around a real tagger's inference, "
+        "input; every tag read from the image pooled to about 64 x 64 cells: little compute), so these are the objective's own costs around a real tagger's inference, "
         "which comes on top and is not measured here (no weights are downloaded). 64 px toy images "
         f"tagged at the model's input size; median of {args.repeats} runs after a warm-up.",
         "",
