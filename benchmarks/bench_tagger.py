@@ -32,7 +32,7 @@ from benchmarks.common import command_line, load_average, machine_line, publish 
 from lib_pinning.generator import DemoPrompt, GenerationRequest, ToyGenerator  # noqa: E402
 from lib_pinning.objectives.tagger import TaggerObjective  # noqa: E402
 from lib_pinning.objectives.tagger_runtime import TaggerSession, batch_to_pil, prepare_image  # noqa: E402
-from lib_pinning.objectives.tagger_toy import build_toy_tagger  # noqa: E402
+from lib_pinning.objectives.tagger_toy import TOY_FOLDER, build_toy_tagger  # noqa: E402
 
 logger = logging.getLogger("bench_tagger")
 
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {machine_line('onnxruntime', 'onnx', 'pillow')}",
         "",
-        "The tiny toy tagger (`lib_pinning/objectives/tagger_toy.py`: WD14 layout, NHWC BGR input, "
-        "almost no compute), so these are the objective's own costs around a real tagger's inference, "
+        f"The tiny toy tagger ({TOY_FOLDER}, `lib_pinning/objectives/tagger_toy.py`: WD14 layout, NHWC BGR "
+        "input; every tag read from the image pooled to about 64 x 64 cells: little compute), so these are the objective's own costs around a real tagger's inference, "
         "which comes on top and is not measured here (no weights are downloaded). 64 px toy images "
         f"tagged at the model's input size; median of {args.repeats} runs after a warm-up.",
         "",

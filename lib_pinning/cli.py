@@ -38,6 +38,11 @@ def _flag(spec: OptionSpec) -> str:
     return "--" + spec.key.replace("_", "-")
 
 
+def _flags(spec: OptionSpec) -> list[str]:
+    """The option's flag, then its aliases' (argparse lists them all in the help)."""
+    return [_flag(spec)] + ["--" + alias.replace("_", "-") for alias in spec.cli_aliases]
+
+
 def add_option_flags(
     parser: argparse.ArgumentParser, model: type[OptionsModel], title: str, keys: Sequence[str] | None = None
 ) -> None:
@@ -54,7 +59,7 @@ def add_option_flags(
             kwargs.update(nargs="+", metavar="PATH")
         elif spec.kind == "choice":
             kwargs.update(choices=spec.choices)
-        group.add_argument(_flag(spec), **kwargs)
+        group.add_argument(*_flags(spec), **kwargs)
 
 
 def options_from_args(model: type[OptionsModel], args: argparse.Namespace) -> Any:

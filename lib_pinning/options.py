@@ -56,6 +56,9 @@ class OptionSpec:
     maximum: float | None = None
     step: float | None = None
     choices: tuple[str, ...] = ()
+    # Other names the CLI accepts for the option (key style: "booru_tags" is --booru-tags), for the
+    # names users know from elsewhere; the key stays the one name in infotext, JSON and the API.
+    cli_aliases: tuple[str, ...] = ()
 
     def range_text(self) -> str:
         if self.kind == "choice":
@@ -142,6 +145,7 @@ def option(
     minimum: float | None = None,
     maximum: float | None = None,
     step: float | None = None,
+    cli_aliases: tuple[str, ...] = (),
 ) -> Any:
     """Declare a dataclass field with its spec; the kind and choices come from the annotation."""
     return field(
@@ -155,6 +159,7 @@ def option(
                 minimum=minimum,
                 maximum=maximum,
                 step=step,
+                cli_aliases=cli_aliases,
             )
         },
     )
@@ -404,6 +409,7 @@ class PinningOptions(OptionsModel):
         "'hatsune_miku_\\(vocaloid\\)'. Empty disables.",
         infotext="Pin booru tags",
         group="objective",
+        cli_aliases=("booru_tags",),
     )
     tagger_negative_tags: str = option(
         "",
@@ -411,6 +417,7 @@ class PinningOptions(OptionsModel):
         help="Comma-separated booru tags no image should carry, same syntax, e.g. 'lowres, text'.",
         infotext="Pin negative booru tags",
         group="objective",
+        cli_aliases=("booru_negative_tags",),
     )
     tagger_weight: float = option(
         1.0,

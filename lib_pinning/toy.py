@@ -244,16 +244,29 @@ def _shape_sdf(shape: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates (y, x) in [-1, 1] of a size x size image."""
+    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size * 2.0 - 1.0
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    return y, x
+
+
+def shape_coverage(shape: str, size: int = 64) -> torch.Tensor:
+    """How much of each pixel a toy shape covers, float64 [size, size] in [0, 1] (anti-aliased as
+    the prototypes draw it): the toy tagger's shape templates."""
+    y, x = _grid(size)
+    return torch.sigmoid(-_shape_sdf(shape, y, x) / _EDGE)
+
+
 def draw_prototype(index: int, size: int = 64) -> torch.Tensor:
     """Prototype `index` as float64 [3, size, size] in [-1, 1]; a pure function of its arguments."""
     proto = PROTOTYPES[index]
-    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size * 2.0 - 1.0
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    y, _ = _grid(size)
     top, bottom = (torch.tensor(c, dtype=torch.float64).view(3, 1, 1) for c in _BACKGROUNDS[index])
     t = (y + 1.0) / 2.0
     background = top * (1.0 - t) + bottom * t
     fg = torch.tensor(COLOURS[proto.colour], dtype=torch.float64).view(3, 1, 1)
-    coverage = torch.sigmoid(-_shape_sdf(proto.shape, y, x) / _EDGE)
+    coverage = shape_coverage(proto.shape, size)
     image = background * (1.0 - coverage) + fg * coverage
     return image * 2.0 - 1.0
 

@@ -190,3 +190,22 @@ def test_runs_dir_that_is_not_writable(tmp_path, capsys, monkeypatch):
 def test_boolean_values_are_explained(tmp_path, capsys):
     line = refused(tmp_path, capsys, "--guard", "maybe")
     assert "'maybe' is not true or false" in line
+
+
+def test_an_option_alias_is_declared_once_and_accepted_by_every_command_that_offers_the_option():
+    """--booru-tags (the name issue 13 uses) is --tagger-tags: declared once in the option's spec, it
+    reaches demo and pin alike (both build their flags from the specs) and shows in --help."""
+    from lib_pinning.options import PinningOptions
+
+    spec = PinningOptions.spec("tagger_tags")
+    assert spec.cli_aliases == ("booru_tags",)
+    parser = build_parser()
+    for argv in (["demo"], ["pin", "--server", "http://127.0.0.1:1"]):
+        args = parser.parse_args([*argv, "--booru-tags", "red, circle", "--booru-negative-tags", "blue"])
+        assert args.tagger_tags == "red, circle" and args.tagger_negative_tags == "blue"
+        assert not hasattr(args, "booru_tags")
+    demo = parser._subparsers._group_actions[0].choices["demo"]
+    assert "--tagger-tags TAGGER_TAGS, --booru-tags TAGGER_TAGS" in demo.format_help()
+    # The alias is a flag only: infotext and JSON keep the option's one key.
+    options = PinningOptions(tagger_tags="red, circle")
+    assert "tagger_tags" in options.to_json() and "booru_tags" not in options.to_json()

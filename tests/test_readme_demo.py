@@ -28,3 +28,21 @@ def test_the_walkthrough_numbers_are_what_the_demo_prints(tmp_path: Path, capsys
     assert best.group(2) == claimed.group(3)
     assert (generations, batches) == (int(stop.group(1)), int(stop.group(2)))
     assert "stagnation" in out
+
+
+def test_the_booru_tag_commands_are_the_cli_s_own() -> None:
+    """The booru-tag section's commands parse with the CLI's flags (the Pony walkthrough's `pin`
+    included: parsing contacts no server), and its toy command is the one tests/test_tagger.py runs."""
+    import shlex
+
+    section = README.read_text().split("### Pin to booru tags (WD14 tagger)", 1)[1].split("\n## ", 1)[0]
+    commands = [shlex.split(block.replace("\\\n", " ")) for block in re.findall(r"```\n(python -m lib_pinning .*?)\n```", section, re.S)]
+    assert len(commands) == 2, commands
+    parser = cli.build_parser()
+    pony, toy = (parser.parse_args(c[3:]) for c in commands)
+    assert pony.command == "pin" and pony.prompt.startswith("score_9, score_8_up, 1girl")
+    assert (pony.tagger_tags, pony.tagger_negative_tags) == ("smile, (outdoors:1.5)", "lowres")
+    assert toy.command == "demo" and toy.tagger_tags == "red, circle"
+    test_tagger = Path(__file__).with_name("test_tagger.py").read_text()
+    command = re.search(r"DEMO_BOORU_COMMAND = \((.*?)\)\n", test_tagger, re.S).group(1)
+    assert tuple(commands[1][3:]) == tuple(re.findall(r'"([^"]*)"', command))

@@ -147,6 +147,31 @@ def test_real_session_tags_the_toy_colours_in_one_batch(session):
     assert session.size == 64 and session.providers == ["CPUExecutionProvider"]
 
 
+@pytest.mark.parametrize("size", [64, 448])
+def test_the_toy_tagger_tags_each_prototype_by_its_colour_and_its_shape_and_nothing_else(tmp_path, size):
+    from lib_pinning.objectives.tagger_runtime import batch_to_pil
+    from lib_pinning.toy import COLOURS, PROTOTYPES, SHAPES, draw_prototype
+
+    folder = build_toy_tagger(tmp_path / str(size), size=size)
+    tagger = TaggerSession(folder / "model.onnx", folder / "selected_tags.csv")
+    names = tagger.tag_list.index()
+    assert [tagger.tag_list.categories[names[s]] for s in SHAPES] == [GENERAL] * len(SHAPES)
+    pictures = torch.stack([draw_prototype(i) for i in range(len(PROTOTYPES))]) * 0.5 + 0.5
+    conf = tagger.confidences(batch_to_pil(pictures))
+    for proto, row in zip(PROTOTYPES, conf):
+        shapes = {s: row[names[s]] for s in SHAPES}
+        colours = {c: row[names[c]] for c in COLOURS}
+        assert shapes[proto.shape] > 0.9, (proto.name, shapes)
+        assert max(v for s, v in shapes.items() if s != proto.shape) < 0.1, (proto.name, shapes)
+        assert colours[proto.colour] > 0.9, (proto.name, colours)
+        assert max(v for c, v in colours.items() if c != proto.colour) < 0.1, (proto.name, colours)
+        # The character tag: a purple shape, past the 0.85 character threshold.
+        assert (row[names["toy_mascot"]] >= 0.85) == (proto.colour == "purple"), (proto.name, row[names["toy_mascot"]])
+    # A picture without a saturated shape carries no colour and no shape tag.
+    grey = tagger.confidences(batch_to_pil(torch.full((1, 3, 64, 64), 0.5)))[0]
+    assert max(grey[names[t]] for t in (*SHAPES, *COLOURS)) < 0.05
+
+
 @pytest.mark.parametrize("fixed_batch", [1, 2])
 def test_fixed_batch_models_are_run_in_chunks_of_their_batch(tmp_path, fixed_batch):
     from PIL import Image
@@ -201,6 +226,48 @@ def test_toy_run_raises_the_wanted_tags_share_across_the_batch(tmp_path, toy_tag
     page = rebuild(result.run_dir).read_text()
     assert page.count('class="image-note">booru tags: red') == 2 * len(SEEDS)
     assert page.count('class="image-note">top tags: ') == 2 * len(SEEDS)
+
+
+# The README quotes this command (tests/test_readme_demo.py holds it to that).
+DEMO_BOORU_COMMAND = (
+    "demo", "--booru-tags", "red, circle", "--flip-weight", "0", "--generations", "3", "--cma-lambda", "6",
+    "--initial-std", "0.4",
+)
+
+
+def test_the_demo_with_booru_tags_red_circle_raises_the_share_carrying_both(tmp_path):
+    """`demo --booru-tags "red, circle"` (the issue's flag) on the demo's prompt, seeds and sampler,
+    with the toy's own 448 px tagger: the baseline has 2 red circles in 8 (share 0.25), 19 batches
+    reach 8 in 8 (measured at the commit adding this test); the test asks for at least 6 in 8.
+    The image loss is off: it pins to the prompt's own pictures, 2 in 8 of them red circles, so
+    with it on the two objectives pull apart (0.5 at this budget); this measures the tagger term."""
+    from lib_pinning.cli import build_parser, options_from_args
+    from lib_pinning.generator import DemoPrompt
+    from lib_pinning.objectives.tagger_runtime import batch_to_pil
+    from lib_pinning.objectives.tagger_toy import TOY_FOLDER
+
+    args = build_parser().parse_args([*DEMO_BOORU_COMMAND, "--models-dir", str(tmp_path / "models"), "--cli-log", "false"])
+    demo, options = options_from_args(DemoPrompt, args), options_from_args(PinningOptions, args)
+    assert options.tagger_tags == "red, circle" and demo == DemoPrompt()
+    generator = ToyGenerator(options_from_args(ToySettings, args))
+    seeds = derive_seeds(demo.seed, demo.batch_size)
+    result = PinningRun.start(
+        generator=generator, prompt=demo.prompt, negative_prompt=demo.negative_prompt, seeds=seeds,
+        options=options, runs_dir=tmp_path / "runs",
+    ).execute()
+    # Counted here, from the pictures, with the tagger the run used: an image carries both tags.
+    folder = tmp_path / "models" / "taggers" / TOY_FOLDER
+    tagger = TaggerSession(folder / "model.onnx", folder / "selected_tags.csv")
+    names = tagger.tag_list.index()
+
+    def share_of_both(record) -> float:
+        batch = generator.generate(GenerationRequest(record.prompt, record.negative_prompt, seeds))
+        conf = tagger.confidences(batch_to_pil(batch.images))
+        return float(np.mean((conf[:, names["red"]] >= 0.35) & (conf[:, names["circle"]] >= 0.35)))
+
+    before, after = share_of_both(result.baseline), share_of_both(result.best)
+    assert before <= 0.25, before
+    assert after >= before + 0.5, (before, after, result.best.prompt)
 
 
 def test_composes_with_the_image_loss_in_weighted_sum_and_pareto(tmp_path, toy_tagger):

@@ -3,7 +3,9 @@ resumable downloads from a server on 127.0.0.1, the offline and unpinned refusal
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import types
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from lib_pinning.objectives.tagger_models import (
     MODEL_FILE,
+    TAGGERS,
     TAGS_FILE,
     TaggerNotFoundError,
     TaggerSpec,
@@ -23,6 +26,7 @@ from tests.file_server import ServedFiles, closed_port, serve_files
 MODEL = bytes(range(256)) * 64  # 16 KiB stands in for model.onnx
 TAGS = b"tag_id,name,category,count\n1,smile,0,10\n"
 NAME = "wd-vit-tagger-v3"
+UNPINNED = "wd-v1-4-moat-tagger-v2"  # no public listing of the v1.4 files' hashes was found
 
 
 def sha(data: bytes) -> str:
@@ -81,14 +85,45 @@ def test_offline_message_names_the_file_the_url_and_the_folder(tmp_path):
 
 
 def test_unpinned_models_are_not_downloaded_and_the_refusal_says_where_to_put_them(tmp_path):
-    files = served()
+    files = served(UNPINNED)
     with serve_files(files) as url:
         with pytest.raises(TaggerNotFoundError) as caught:
-            locate_tagger(NAME, tmp_path, search_dirs=[], base_url=url)
+            locate_tagger(UNPINNED, tmp_path, search_dirs=[], base_url=url)
         assert files.requests == []
     message = str(caught.value)
-    assert "no SHA-256 is pinned" in message and str(tmp_path / "taggers" / NAME) in message
-    assert f"{url}/SmilingWolf/{NAME}/resolve/main/{MODEL_FILE}" in message
+    assert "no SHA-256 is pinned" in message and str(tmp_path / "taggers" / UNPINNED) in message
+    assert f"{url}/SmilingWolf/{UNPINNED}/resolve/main/{MODEL_FILE}" in message
+
+
+def test_the_v3_models_are_pinned_at_a_revision_with_their_sizes_and_their_source():
+    v3 = [spec for name, spec in TAGGERS.items() if name.endswith("-v3")]
+    assert {s.name for s in v3} >= {"wd-vit-tagger-v3", "wd-swinv2-tagger-v3", "wd-eva02-large-tagger-v3"}
+    for spec in v3:
+        model, tags = spec.files()
+        assert re.fullmatch(r"[0-9a-f]{40}", spec.revision), spec.name
+        assert model.url == f"https://huggingface.co/SmilingWolf/{spec.name}/resolve/{spec.revision}/{MODEL_FILE}"
+        assert re.fullmatch(r"[0-9a-f]{64}", model.sha256 or "") and re.fullmatch(r"[0-9a-f]{64}", tags.sha256 or "")
+        assert model.size and tags.size == 308_468 and spec.revision in spec.source
+    vit = TAGGERS["wd-vit-tagger-v3"]
+    assert (vit.revision[:8], vit.model_size) == ("7f6b584d", 378_536_310)
+    assert all(spec.model_sha256 is None for name, spec in TAGGERS.items() if name.startswith("wd-v1-4-"))
+
+
+def test_a_pinned_tagger_is_downloaded_from_its_revision_and_a_file_off_the_pin_is_refused(tmp_path):
+    spec = dataclasses.replace(
+        TAGGERS[NAME], model_sha256=sha(MODEL), tags_sha256=sha(TAGS), model_size=len(MODEL), tags_size=len(TAGS),
+    )
+    root = f"/SmilingWolf/{NAME}/resolve/{spec.revision}"
+    files = ServedFiles({f"{root}/{MODEL_FILE}": MODEL, f"{root}/{TAGS_FILE}": TAGS})
+    with serve_files(files) as url:
+        found = locate_tagger(NAME, tmp_path / "a", search_dirs=[], base_url=url, catalogue={NAME: spec})
+        assert found.model.read_bytes() == MODEL
+        assert [path for path, _ in files.requests] == [f"{root}/{MODEL_FILE}", f"{root}/{TAGS_FILE}"]
+        # A model.onnx placed by hand under a pinned name must be the pinned file: nothing is fetched.
+        write_tagger(tmp_path / "b" / "taggers" / NAME, model=MODEL[::-1])
+        with pytest.raises(WeightsHashError, match="SHA-256"):
+            locate_tagger(NAME, tmp_path / "b", search_dirs=[], base_url=url, catalogue={NAME: spec})
+        assert len(files.requests) == 2
 
 
 def write_tagger(folder: Path, model: bytes = MODEL) -> Path:
@@ -99,12 +134,12 @@ def write_tagger(folder: Path, model: bytes = MODEL) -> Path:
 
 
 def test_files_placed_by_hand_are_trusted_once_and_a_change_is_refused(tmp_path):
-    folder = write_tagger(tmp_path / "taggers" / NAME)
-    files = locate_tagger(NAME, tmp_path, search_dirs=[])
+    folder = write_tagger(tmp_path / "taggers" / UNPINNED)
+    files = locate_tagger(UNPINNED, tmp_path, search_dirs=[])
     assert files.model == folder / MODEL_FILE
     (folder / MODEL_FILE).write_bytes(MODEL[::-1])
     with pytest.raises(WeightsHashError, match="recorded on first use"):
-        locate_tagger(NAME, tmp_path, search_dirs=[])
+        locate_tagger(UNPINNED, tmp_path, search_dirs=[])
 
 
 def test_the_webui_tagger_extensions_folders_come_first(tmp_path):

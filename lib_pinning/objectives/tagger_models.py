@@ -14,9 +14,12 @@ repositories, one per model). `locate_tagger` looks for them in this order:
 
 Integrity: files found in the WebUI's folders or placed by hand are the user's and are trusted on
 first use (their hash is recorded beside them and later changes are refused). A download needs a
-pinned SHA-256: no public listing of the model files' hashes could be checked for this release, so
-`TAGGERS` has none yet and a download is refused with a message saying where to put the files.
-Pinning a hash in `TAGGERS` turns the download on for that model.
+pinned SHA-256 and is made from the pinned revision (Hugging Face's ``resolve/<commit>``), so the
+bytes cannot change under the pin. The v3 models are pinned (`_V3_SOURCE`: the hashes come from
+public projects' model registries, where several agree, not from a download of our own); the v1.4
+models are not yet, and their download is refused with a message saying where to put the files.
+Pinning a hash in `TAGGERS` turns the download on for that model; a wrong pin is a clear refusal
+(`WeightsHashError`), never a file kept.
 """
 
 from __future__ import annotations
@@ -46,20 +49,24 @@ HF_ORG = "SmilingWolf"
 
 @dataclass(frozen=True)
 class TaggerSpec:
-    """A known tagger: its repository and the two files' pinned hashes (None: not pinned yet)."""
+    """A known tagger: its repository, the revision its pins hold for, and the two files' pinned
+    hashes and sizes (None: not pinned yet)."""
 
     name: str
     repo: str
     model_sha256: str | None = None
     tags_sha256: str | None = None
     source: str = ""
+    revision: str = "main"
+    model_size: int | None = None
+    tags_size: int | None = None
 
     def files(self, base_url: str = "https://huggingface.co") -> tuple[WeightsFile, WeightsFile]:
         """The model and tag list as downloadable files (Hugging Face's `resolve` URLs)."""
-        root = f"{base_url.rstrip('/')}/{self.repo}/resolve/main"
+        root = f"{base_url.rstrip('/')}/{self.repo}/resolve/{self.revision}"
         return (
-            WeightsFile(MODEL_FILE, f"{root}/{MODEL_FILE}", self.model_sha256, source=self.source),
-            WeightsFile(TAGS_FILE, f"{root}/{TAGS_FILE}", self.tags_sha256, source=self.source),
+            WeightsFile(MODEL_FILE, f"{root}/{MODEL_FILE}", self.model_sha256, self.model_size, source=self.source),
+            WeightsFile(TAGS_FILE, f"{root}/{TAGS_FILE}", self.tags_sha256, self.tags_size, source=self.source),
         )
 
 
@@ -67,15 +74,38 @@ def _spec(name: str) -> TaggerSpec:
     return TaggerSpec(name, f"{HF_ORG}/{name}")
 
 
+# Every v3 repository ships the same tag list (10,861 tags): one file, one hash.
+_V3_TAGS_SHA256 = "298633d94d0031d2081c0893f29c82eab7f0df00b08483ba8f29d1e979441217"
+_V3_TAGS_SIZE = 308_468
+_V3_SOURCE = (
+    "the Hugging Face LFS SHA-256 of model.onnx and the SHA-256 of selected_tags.csv in {repo} at "
+    "revision {revision}, as pinned (with the same sizes) by several public projects' tagger "
+    "registries found by searching public code for these models"
+)
+
+
+def _v3(name: str, revision: str, model_sha256: str, model_size: int) -> TaggerSpec:
+    repo = f"{HF_ORG}/{name}"
+    return TaggerSpec(
+        name, repo, model_sha256, _V3_TAGS_SHA256, source=_V3_SOURCE.format(repo=repo, revision=revision),
+        revision=revision, model_size=model_size, tags_size=_V3_TAGS_SIZE,
+    )
+
+
 # The v3 family (448 px, trained on Danbooru up to 2024-02) and the v1.4 models (448 px, v2 weights).
 TAGGERS: Mapping[str, TaggerSpec] = {
     s.name: s
     for s in (
-        _spec("wd-vit-tagger-v3"),
-        _spec("wd-swinv2-tagger-v3"),
-        _spec("wd-convnext-tagger-v3"),
-        _spec("wd-vit-large-tagger-v3"),
-        _spec("wd-eva02-large-tagger-v3"),
+        _v3("wd-vit-tagger-v3", "7f6b584d0bd3f55c4531f14ba3d4761b2bccdc0f",
+            "35f23693620b668f4d53fd3c62bf65e40af739bc52c7eb0fbc49258b58d065b6", 378_536_310),
+        _v3("wd-swinv2-tagger-v3", "627aef95638667ddcaa3ac8ae625e88ea5b02f51",
+            "e6774bff34d43bd49f75a47db4ef217dce701c9847b546523eb85ff6dbba1db1", 467_460_978),
+        _v3("wd-convnext-tagger-v3", "d39e46de298d27340111b64965e20b8185c407e6",
+            "1b8a7abf13d9b8368267df47501d523789c4aeae66b2296ad98483239dfa32eb", 394_990_732),
+        _v3("wd-vit-large-tagger-v3", "ae469aa2e4706a3af08d3673cf73a11d1add314c",
+            "e4c8001b000a6c98f2db10794f7c406daa79873d071d6ca924330fa053fa1845", 1_260_645_673),
+        _v3("wd-eva02-large-tagger-v3", "b25b82a03f7282e41aa2f257a52c7583b710bd1c",
+            "9e768793060c7939b277ccb382783e8670e8a042d29d77aa736be0c8cc898bfc", 1_260_435_999),
         _spec("wd-v1-4-vit-tagger-v2"),
         _spec("wd-v1-4-swinv2-tagger-v2"),
         _spec("wd-v1-4-convnextv2-tagger-v2"),
