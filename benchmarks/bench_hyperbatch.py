@@ -35,6 +35,9 @@ Usage:
     python benchmarks/bench_hyperbatch.py --no-toy --unet --device cuda
     python benchmarks/bench_hyperbatch.py --no-toy --unet-tiny     # UNet code path, tiny, CPU
     python benchmarks/bench_hyperbatch.py --no-toy --fidelity      # schedules ranked against plain
+    python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-samplers dpmpp_sde dpmpp_2m_sde \
+        --fidelity-schedules named --no-fidelity-ranking --fidelity-seed-sets 2 \
+        --fidelity-heading "### Fidelity: SDE samplers (toy)"    # the slow SDE samplers, variety only
     ... --update-doc docs/benchmarks.md                            # write the section of that file
 
 --fidelity measures whether a schedule ranks prompts as plain batches do (`hyperbatch_fidelity`):
@@ -1107,10 +1110,15 @@ def fidelity_report(
         "sets) and the plain batch's with the same seeds; variety ratio = mean hyperbatch variety / mean "
         f"plain variety. Prompts: {prompts}.",
         "",
-        f"Ranking: the nearest-mode loss against the run's baseline images of the {first.individuals} "
-        f"distinct individuals of {len(fidelity.RUN_PROMPTS)} toy pinning runs (default options, "
-        f"{generations} generations, plain Euler a, B={first.batch_size}), each re-sampled with its run's "
-        f"seeds under the schedule and plainly; one Spearman per run ({runs}), and their mean.",
+        (
+            f"Ranking: the nearest-mode loss against the run's baseline images of the {first.individuals} "
+            f"distinct individuals of {len(fidelity.RUN_PROMPTS)} toy pinning runs (default options, "
+            f"{generations} generations, plain Euler a, B={first.batch_size}), each re-sampled with its run's "
+            f"seeds under the schedule and plainly; one Spearman per run ({runs}), and their mean."
+            if first.individuals
+            else "Ranking: not measured in this run (--no-fidelity-ranking): re-sampling a run's individuals "
+            "under every schedule costs about six times the variety sweep."
+        ),
         "",
         "\"front q=Q\": last split at Q of the steps, the others evenly before it; the named \"front\" "
         f"is q={FRONT_LAST_SPLIT}. \"refresh\": every copy gets the variance-preserving noise refresh "
@@ -1172,6 +1180,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity-samplers", nargs="+", default=["euler_ancestral", "dpmpp_2m"])
     parser.add_argument("--fidelity-seed-sets", type=int, default=6)
     parser.add_argument("--fidelity-generations", type=int, default=3, help="generations of the toy runs")
+    parser.add_argument(
+        "--fidelity-schedules", choices=["sweep", "named"], default="sweep",
+        help="sweep: the named schedules and the 'front' sweep; named: front, even and late alone",
+    )
+    parser.add_argument(
+        "--fidelity-ranking", action=argparse.BooleanOptionalAction, default=True,
+        help="also re-rank the individuals of toy pinning runs (the costlier half)",
+    )
+    parser.add_argument(
+        "--fidelity-heading", default=FIDELITY_SUBSECTION,
+        help="the doc subsection to write, so that a run of other samplers keeps the existing table",
+    )
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -1220,16 +1240,17 @@ def main(argv: list[str] | None = None) -> int:
         runs = [
             fidelity.toy_run_individuals(prompt, negative, batch_size, steps, args.fidelity_generations, index)
             for index, (prompt, negative) in enumerate(fidelity.RUN_PROMPTS)
-        ]
-        candidates = fidelity.default_candidates()
+        ] if args.fidelity_ranking else []
+        candidates = fidelity.default_candidates() if args.fidelity_schedules == "sweep" else fidelity.named_candidates()
         results = []
         for sampler in args.fidelity_samplers:
             result = fidelity.variety_fidelity(sampler, batch_size, steps, candidates, args.fidelity_seed_sets)
-            fidelity.ranking_fidelity(result, candidates, runs)
+            if runs:
+                fidelity.ranking_fidelity(result, candidates, runs)
             results.append(result)
             logger.info("fidelity %s done after %.0f s", sampler, time.perf_counter() - started)
         body = fidelity_report(results, command, info, code, time.perf_counter() - started, args.fidelity_generations)
-        subsections[FIDELITY_SUBSECTION] = body
+        subsections[args.fidelity_heading] = body
         print(body)
 
     if args.unet or args.unet_tiny:
