@@ -71,3 +71,71 @@ def test_an_older_evaluation_without_levels_still_reads():
     assert Evaluation.from_json({"value": 0.5}).levels == []
     level = LevelVariety(1, None, 4, 0.5, 0.2, 0.7)
     assert LevelVariety.from_json(level.to_json()) == level
+
+
+def _level_tables(page: str) -> list[list[list[str]]]:
+    """The rows (cell texts) of every split-level table of a report page, in page order."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tables: list[list[list[str]]] = []
+            self.inside = False
+            self.cell: list[str] | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "table" and ("class", "levels") in attrs:
+                self.inside, _ = True, self.tables.append([])
+            elif self.inside and tag == "tr":
+                self.tables[-1].append([])
+            elif self.inside and tag in ("td", "th"):
+                self.cell = []
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "table":
+                self.inside = False
+            elif self.inside and tag in ("td", "th") and self.cell is not None:
+                self.tables[-1][-1].append(" ".join("".join(self.cell).split()))
+                self.cell = None
+
+        def handle_data(self, data: str) -> None:
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def test_the_report_shows_the_split_levels_of_the_best_and_the_baseline(tmp_path):
+    """A toy hyperbatch run: the best's and the baseline's cards each have the table, one row per
+    level in split order, with the step, the pairs and the mean their records hold."""
+    from lib_pinning.generator import ToyGenerator, ToySettings
+    from lib_pinning.options import PinningOptions
+    from lib_pinning.report import rebuild
+    from lib_pinning.run import PinningRun
+    from lib_pinning.store import RunStore
+
+    generator = ToyGenerator(ToySettings(steps=8, growth="front"))
+    options = PinningOptions(cli_log=False, generations=1, cma_lambda=3, stop_early=False, granularity="phrase")
+    result = PinningRun.start(
+        generator=generator, prompt="red circle, blue square", negative_prompt="", seeds=(1, 2, 3, 4),
+        options=options, runs_dir=tmp_path,
+    ).execute()
+    store = RunStore.open(result.run_dir)
+    records = {r.key: r for r in store.iter_individuals()}
+    tables = _level_tables(rebuild(result.run_dir).read_text(encoding="utf-8"))
+    cards = [result.best.key, (0, 0)]  # the page shows the best's card before the baseline's
+    assert len(tables) == len(cards)
+    for table, key in zip(tables, cards):
+        stored = records[key].objectives["flip_nearest_mode"]["levels"]
+        plan = GrowthPlan.from_dict(records[key].growth)
+        assert [level["level"] for level in stored] == [1, 2]
+        header, *rows = table
+        assert header[:3] == ["split", "at step", "image pairs"]
+        for row, level in zip(rows, stored, strict=True):
+            assert row[0] == str(level["level"])
+            assert row[1] == f"{plan.level_start_steps[level['level']]} / {plan.steps}"
+            assert row[2].startswith(f"{level['pairs']} (")
+            assert float(row[3]) == pytest.approx(level["mean"], rel=1e-2, abs=1e-3)
