@@ -424,6 +424,8 @@ class OverheadProbe:
     later_tree_query_ms: float
     batch_size: int
     split_noise_ms: float = math.nan
+    denoiser_row_call_ms: float = math.nan  # one call on a single row: the call's fixed cost
+    seeded_draw_ms: float = math.nan  # Euler a's noise of one step: one draw per seed (`SeededNoise`)
 
 
 def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> OverheadProbe:
@@ -438,11 +440,19 @@ def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> O
     seeds = seed_set(0, batch_size)
     x = SeededNoise(seeds, model.image_shape).first() * sigmas[0]
     args = model.extra_args([PROMPTS[0][1]] * batch_size, cond_scale=CFG_SCALE)
-    call, first, later, split = [], [], [], []
+    one_row = model.extra_args([PROMPTS[0][1]], cond_scale=CFG_SCALE)
+    sequential = SeededNoise(seeds, model.image_shape)
+    call, row_call, draw, first, later, split = [], [], [], [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
         model(x, sigmas[0] * x.new_ones([batch_size]), **args)
         call.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        model(x[:1], sigmas[0] * x.new_ones([1]), **one_row)
+        row_call.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        sequential.next()
+        draw.append(time.perf_counter() - started)
         noise = SeededBrownianNoise.from_sigmas(seeds, x, sigmas)
         started = time.perf_counter()
         noise(sigmas[steps // 2], sigmas[steps // 2 + 1])
@@ -455,7 +465,7 @@ def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> O
         split.append(time.perf_counter() - started)
     return OverheadProbe(
         1e3 * statistics.median(call), 1e3 * statistics.median(first), 1e3 * statistics.median(later), batch_size,
-        1e3 * statistics.median(split),
+        1e3 * statistics.median(split), 1e3 * statistics.median(row_call), 1e3 * statistics.median(draw),
     )
 
 
@@ -1064,14 +1074,20 @@ def toy_report(
         cost_table(comparisons),
         "",
         f"Reading the wall times: one toy denoiser call on {probe.batch_size} rows took "
-        f"{probe.denoiser_call_ms:.1f} ms, the first query of {probe.batch_size} per-seed Brownian trees "
-        f"{probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
+        f"{probe.denoiser_call_ms:.1f} ms and on 1 row {probe.denoiser_row_call_ms:.1f} ms (a call's fixed "
+        "cost, which a hyperbatch pays at every step like a plain batch: it makes as many calls, on fewer "
+        f"rows); Euler a's noise for one step, one draw from each of the {probe.batch_size} seeds' "
+        f"generators, took {probe.seeded_draw_ms:.1f} ms, made for all images at every step by plain and "
+        "hyperbatch alike (an image's generator advances once per step whether its row exists yet or "
+        "not, as the WebUI's per-seed generators do, so its noise does not depend on the plan). The "
+        f"first query of {probe.batch_size} per-seed Brownian trees (which builds them: a tree is built "
+        f"at its row's first query) took {probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
         f"{probe.later_tree_query_ms:.0f} ms (medians, same run). The trees are queried "
         "for the active rows only (each row is a pure function of its own seed), so the SDE samplers "
         "spend most of a toy batch drawing noise, less for a hyperbatch than for a plain batch. A split's "
         f"refresh noise for {probe.batch_size} copies (`split_noise`, one small per-seed generator each, no "
-        f"tree) took {probe.split_noise_ms:.2f} ms, so DPM++ 2M, whose plain solver draws no noise, no "
-        "longer pays for tree queries at its splits. On a real UNet the model's share dominates (see the "
+        f"tree) took {probe.split_noise_ms:.2f} ms, so DPM++ 2M, whose plain solver draws no noise, pays "
+        "for no tree query at its splits and builds no tree at all. On a real UNet the model's share dominates (see the "
         "UNet subsection). The denoiser-time ratio follows "
         "the rows only loosely on the toy: a call's fixed overhead is comparable to its per-row work, "
         "and a hyperbatch makes as many calls as a plain batch, on fewer rows.",
