@@ -60,6 +60,7 @@ import argparse
 import logging
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -1212,7 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/bench_hyperbatch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/bench_hyperbatch.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     command = command.strip()
     info = machine_line()
     code = code_version()
