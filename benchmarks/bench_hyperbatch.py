@@ -38,6 +38,8 @@ Usage:
     python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-samplers dpmpp_sde dpmpp_2m_sde \
         --fidelity-schedules named --no-fidelity-ranking --fidelity-seed-sets 2 \
         --fidelity-heading "### Fidelity: SDE samplers (toy)"    # the slow SDE samplers, variety only
+    python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-schedules rho \
+        --fidelity-heading "### Fidelity: full split refresh (toy)"  # split_rho 1 against the default
     ... --update-doc docs/benchmarks.md                            # write the section of that file
 
 --fidelity measures whether a schedule ranks prompts as plain batches do (`hyperbatch_fidelity`):
@@ -1198,8 +1200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity-seed-sets", type=int, default=6)
     parser.add_argument("--fidelity-generations", type=int, default=3, help="generations of the toy runs")
     parser.add_argument(
-        "--fidelity-schedules", choices=["sweep", "named"], default="sweep",
-        help="sweep: the named schedules and the 'front' sweep; named: front, even and late alone",
+        "--fidelity-schedules", choices=["sweep", "named", "rho"], default="sweep",
+        help="sweep: the named schedules and the 'front' sweep; named: front, even and late alone; "
+        "rho: front and cheaper plans with the full split refresh (split_rho 1)",
     )
     parser.add_argument(
         "--fidelity-ranking", action=argparse.BooleanOptionalAction, default=True,
@@ -1258,7 +1261,9 @@ def main(argv: list[str] | None = None) -> int:
             fidelity.toy_run_individuals(prompt, negative, batch_size, steps, args.fidelity_generations, index)
             for index, (prompt, negative) in enumerate(fidelity.RUN_PROMPTS)
         ] if args.fidelity_ranking else []
-        candidates = fidelity.default_candidates() if args.fidelity_schedules == "sweep" else fidelity.named_candidates()
+        candidates = {
+            "sweep": fidelity.default_candidates, "named": fidelity.named_candidates, "rho": fidelity.full_refresh_candidates,
+        }[args.fidelity_schedules]()
         results = []
         for sampler in args.fidelity_samplers:
             result = fidelity.variety_fidelity(sampler, batch_size, steps, candidates, args.fidelity_seed_sets)

@@ -18,6 +18,8 @@ runs it and writes the table.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 import statistics
@@ -104,10 +106,12 @@ def _ranks(values: Sequence[float]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A schedule under test: a label and the plan it gives for (B, S)."""
+    """A schedule under test: a label, the plan it gives for (B, S), and the strength of the split
+    refresh (the samplers' `split_rho`; None: their default, sqrt(1/2))."""
 
     label: str
     plan: Callable[[int, int], GrowthPlan]
+    split_rho: float | None = None
 
 
 def front_plan(last_split: float, refresh: bool) -> Callable[[int, int], GrowthPlan]:
@@ -147,6 +151,17 @@ def default_candidates() -> list[Candidate]:
     return candidates
 
 
+def full_refresh_candidates() -> list[Candidate]:
+    """The default "front" and cheaper plans with the strongest split refresh (rho = 1: a copy
+    keeps its parent's denoised estimate and none of its noise), against the default rho."""
+    return [
+        Candidate("front", named("front")),
+        Candidate("front, rho=1", named("front"), 1.0),
+        Candidate("front q=0.65, rho=1", front_plan(0.65, True), 1.0),
+        Candidate("even + refresh, rho=1", named("even", True), 1.0),
+    ]
+
+
 def named_candidates() -> list[Candidate]:
     """The three named schedules alone: for samplers too slow on the toy for the whole sweep (the
     SDE samplers query per-seed Brownian trees, 30 to 70 times the time of an Euler a batch)."""
@@ -154,12 +169,18 @@ def named_candidates() -> list[Candidate]:
 
 
 class _PlannedToyGenerator(ToyGenerator):
-    """The toy backend sampling with a given plan factory (any candidate, named or not)."""
+    """The toy backend sampling with a given plan factory (any candidate, named or not) and,
+    when given, a split refresh strength other than the samplers' default."""
 
-    def __init__(self, settings: ToySettings, model: ToyModel, plan: Callable[[int, int], GrowthPlan]) -> None:
+    def __init__(
+        self, settings: ToySettings, model: ToyModel, plan: Callable[[int, int], GrowthPlan],
+        split_rho: float | None = None,
+    ) -> None:
         super().__init__(settings, model.config)
         self.model = model
         self._plan = plan
+        if split_rho is not None:
+            self.sampler = dataclasses.replace(self.sampler, function=functools.partial(self.sampler.function, split_rho=split_rho))
 
     def growth_plan(self, batch_size: int) -> GrowthPlan:
         return self._plan(batch_size, self.settings.steps)
@@ -173,7 +194,7 @@ def _generators(sampler: str, steps: int, model: ToyModel, candidates: Sequence[
     )
     generators: dict[str, ToyGenerator] = {"plain": _PlannedToyGenerator(settings, model, named("none"))}
     for candidate in candidates:
-        generators[candidate.label] = _PlannedToyGenerator(settings, model, candidate.plan)
+        generators[candidate.label] = _PlannedToyGenerator(settings, model, candidate.plan, candidate.split_rho)
     return generators
 
 
