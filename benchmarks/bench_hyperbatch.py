@@ -35,6 +35,11 @@ Usage:
     python benchmarks/bench_hyperbatch.py --no-toy --unet --device cuda
     python benchmarks/bench_hyperbatch.py --no-toy --unet-tiny     # UNet code path, tiny, CPU
     python benchmarks/bench_hyperbatch.py --no-toy --fidelity      # schedules ranked against plain
+    python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-samplers dpmpp_sde dpmpp_2m_sde \
+        --fidelity-schedules named --no-fidelity-ranking --fidelity-seed-sets 2 \
+        --fidelity-heading "### Fidelity: SDE samplers (toy)"    # the slow SDE samplers, variety only
+    python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-schedules rho \
+        --fidelity-heading "### Fidelity: full split refresh (toy)"  # split_rho 1 against the default
     ... --update-doc docs/benchmarks.md                            # write the section of that file
 
 --fidelity measures whether a schedule ranks prompts as plain batches do (`hyperbatch_fidelity`):
@@ -57,6 +62,7 @@ import argparse
 import logging
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -421,6 +427,8 @@ class OverheadProbe:
     later_tree_query_ms: float
     batch_size: int
     split_noise_ms: float = math.nan
+    denoiser_row_call_ms: float = math.nan  # one call on a single row: the call's fixed cost
+    seeded_draw_ms: float = math.nan  # Euler a's noise of one step: one draw per seed (`SeededNoise`)
 
 
 def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> OverheadProbe:
@@ -435,11 +443,19 @@ def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> O
     seeds = seed_set(0, batch_size)
     x = SeededNoise(seeds, model.image_shape).first() * sigmas[0]
     args = model.extra_args([PROMPTS[0][1]] * batch_size, cond_scale=CFG_SCALE)
-    call, first, later, split = [], [], [], []
+    one_row = model.extra_args([PROMPTS[0][1]], cond_scale=CFG_SCALE)
+    sequential = SeededNoise(seeds, model.image_shape)
+    call, row_call, draw, first, later, split = [], [], [], [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
         model(x, sigmas[0] * x.new_ones([batch_size]), **args)
         call.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        model(x[:1], sigmas[0] * x.new_ones([1]), **one_row)
+        row_call.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        sequential.next()
+        draw.append(time.perf_counter() - started)
         noise = SeededBrownianNoise.from_sigmas(seeds, x, sigmas)
         started = time.perf_counter()
         noise(sigmas[steps // 2], sigmas[steps // 2 + 1])
@@ -452,7 +468,7 @@ def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> O
         split.append(time.perf_counter() - started)
     return OverheadProbe(
         1e3 * statistics.median(call), 1e3 * statistics.median(first), 1e3 * statistics.median(later), batch_size,
-        1e3 * statistics.median(split),
+        1e3 * statistics.median(split), 1e3 * statistics.median(row_call), 1e3 * statistics.median(draw),
     )
 
 
@@ -1061,14 +1077,20 @@ def toy_report(
         cost_table(comparisons),
         "",
         f"Reading the wall times: one toy denoiser call on {probe.batch_size} rows took "
-        f"{probe.denoiser_call_ms:.1f} ms, the first query of {probe.batch_size} per-seed Brownian trees "
-        f"{probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
+        f"{probe.denoiser_call_ms:.1f} ms and on 1 row {probe.denoiser_row_call_ms:.1f} ms (a call's fixed "
+        "cost, which a hyperbatch pays at every step like a plain batch: it makes as many calls, on fewer "
+        f"rows); Euler a's noise for one step, one draw from each of the {probe.batch_size} seeds' "
+        f"generators, took {probe.seeded_draw_ms:.1f} ms, made for all images at every step by plain and "
+        "hyperbatch alike (an image's generator advances once per step whether its row exists yet or "
+        "not, as the WebUI's per-seed generators do, so its noise does not depend on the plan). The "
+        f"first query of {probe.batch_size} per-seed Brownian trees (which builds them: a tree is built "
+        f"at its row's first query) took {probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
         f"{probe.later_tree_query_ms:.0f} ms (medians, same run). The trees are queried "
         "for the active rows only (each row is a pure function of its own seed), so the SDE samplers "
         "spend most of a toy batch drawing noise, less for a hyperbatch than for a plain batch. A split's "
         f"refresh noise for {probe.batch_size} copies (`split_noise`, one small per-seed generator each, no "
-        f"tree) took {probe.split_noise_ms:.2f} ms, so DPM++ 2M, whose plain solver draws no noise, no "
-        "longer pays for tree queries at its splits. On a real UNet the model's share dominates (see the "
+        f"tree) took {probe.split_noise_ms:.2f} ms, so DPM++ 2M, whose plain solver draws no noise, pays "
+        "for no tree query at its splits and builds no tree at all. On a real UNet the model's share dominates (see the "
         "UNet subsection). The denoiser-time ratio follows "
         "the rows only loosely on the toy: a call's fixed overhead is comparable to its per-row work, "
         "and a hyperbatch makes as many calls as a plain batch, on fewer rows.",
@@ -1107,10 +1129,15 @@ def fidelity_report(
         "sets) and the plain batch's with the same seeds; variety ratio = mean hyperbatch variety / mean "
         f"plain variety. Prompts: {prompts}.",
         "",
-        f"Ranking: the nearest-mode loss against the run's baseline images of the {first.individuals} "
-        f"distinct individuals of {len(fidelity.RUN_PROMPTS)} toy pinning runs (default options, "
-        f"{generations} generations, plain Euler a, B={first.batch_size}), each re-sampled with its run's "
-        f"seeds under the schedule and plainly; one Spearman per run ({runs}), and their mean.",
+        (
+            f"Ranking: the nearest-mode loss against the run's baseline images of the {first.individuals} "
+            f"distinct individuals of {len(fidelity.RUN_PROMPTS)} toy pinning runs (default options, "
+            f"{generations} generations, plain Euler a, B={first.batch_size}), each re-sampled with its run's "
+            f"seeds under the schedule and plainly; one Spearman per run ({runs}), and their mean."
+            if first.individuals
+            else "Ranking: not measured in this run (--no-fidelity-ranking): re-sampling a run's individuals "
+            "under every schedule costs about six times the variety sweep."
+        ),
         "",
         "\"front q=Q\": last split at Q of the steps, the others evenly before it; the named \"front\" "
         f"is q={FRONT_LAST_SPLIT}. \"refresh\": every copy gets the variance-preserving noise refresh "
@@ -1172,11 +1199,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity-samplers", nargs="+", default=["euler_ancestral", "dpmpp_2m"])
     parser.add_argument("--fidelity-seed-sets", type=int, default=6)
     parser.add_argument("--fidelity-generations", type=int, default=3, help="generations of the toy runs")
+    parser.add_argument(
+        "--fidelity-schedules", choices=["sweep", "named", "rho"], default="sweep",
+        help="sweep: the named schedules and the 'front' sweep; named: front, even and late alone; "
+        "rho: front and cheaper plans with the full split refresh (split_rho 1)",
+    )
+    parser.add_argument(
+        "--fidelity-ranking", action=argparse.BooleanOptionalAction, default=True,
+        help="also re-rank the individuals of toy pinning runs (the costlier half)",
+    )
+    parser.add_argument(
+        "--fidelity-heading", default=FIDELITY_SUBSECTION,
+        help="the doc subsection to write, so that a run of other samplers keeps the existing table",
+    )
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/bench_hyperbatch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/bench_hyperbatch.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     command = command.strip()
     info = machine_line()
     code = code_version()
@@ -1220,16 +1260,19 @@ def main(argv: list[str] | None = None) -> int:
         runs = [
             fidelity.toy_run_individuals(prompt, negative, batch_size, steps, args.fidelity_generations, index)
             for index, (prompt, negative) in enumerate(fidelity.RUN_PROMPTS)
-        ]
-        candidates = fidelity.default_candidates()
+        ] if args.fidelity_ranking else []
+        candidates = {
+            "sweep": fidelity.default_candidates, "named": fidelity.named_candidates, "rho": fidelity.full_refresh_candidates,
+        }[args.fidelity_schedules]()
         results = []
         for sampler in args.fidelity_samplers:
             result = fidelity.variety_fidelity(sampler, batch_size, steps, candidates, args.fidelity_seed_sets)
-            fidelity.ranking_fidelity(result, candidates, runs)
+            if runs:
+                fidelity.ranking_fidelity(result, candidates, runs)
             results.append(result)
             logger.info("fidelity %s done after %.0f s", sampler, time.perf_counter() - started)
         body = fidelity_report(results, command, info, code, time.perf_counter() - started, args.fidelity_generations)
-        subsections[FIDELITY_SUBSECTION] = body
+        subsections[args.fidelity_heading] = body
         print(body)
 
     if args.unet or args.unet_tiny:

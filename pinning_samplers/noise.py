@@ -143,8 +143,13 @@ class SeededBrownianNoise:
             raise ValueError(f"need 0 <= sigma_min < sigma_max, got {float(t0)}, {float(t1)}")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype if dtype is not None else torch.float32
-        w0 = torch.zeros(self.shape, device=device, dtype=self.dtype)
-        self._trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s) for s in self.seeds]
+        self._t0, self._t1 = t0, t1
+        self._w0 = torch.zeros(self.shape, device=device, dtype=self.dtype)
+        # Built at a row's first query: a tree is a pure function of its seed, so the values are
+        # the same, and a sampler that never queries some rows (DPM++ 2M draws no noise; its split
+        # refresh comes from `split_noise`) does not pay for their trees (8 of them cost about as
+        # much as a toy DPM++ 2M batch's 20 denoiser calls on one row).
+        self._trees: list[torchsde.BrownianTree | None] = [None] * len(self.seeds)
 
     @classmethod
     def from_sigmas(
@@ -155,7 +160,7 @@ class SeededBrownianNoise:
         return cls(seeds, x.shape[1:], positive.min(), sigmas.max(), device=x.device, dtype=x.dtype)
 
     def __call__(self, sigma: Any, sigma_next: Any) -> torch.Tensor:
-        return self.draw_rows(sigma, sigma_next, 0, len(self._trees))
+        return self.draw_rows(sigma, sigma_next, 0, len(self.seeds))
 
     def split_noise(self, step: int, start: int, stop: int) -> torch.Tensor:
         """Refresh noise for the copies start..stop-1 of a split in `step` (`split_noise_rows`):
@@ -171,5 +176,16 @@ class SeededBrownianNoise:
             # Sigmas rebuilt as exp(-(-log sigma)) (DPM++ SDE) overshoot the tree's end points by
             # an ulp; torchsde clamps them, as it should, but warns on every such query.
             warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
-            w = torch.stack([tree(low, high) for tree in self._trees[start:stop]]) * sign
+            w = torch.stack([self._tree(r)(low, high) for r in range(start, stop)]) * sign
         return w / (t1 - t0).abs().sqrt()
+
+    @property
+    def trees_built(self) -> int:
+        """How many of the per-seed trees have been built (each at its row's first query)."""
+        return sum(tree is not None for tree in self._trees)
+
+    def _tree(self, row: int) -> torchsde.BrownianTree:
+        tree = self._trees[row]
+        if tree is None:
+            tree = self._trees[row] = torchsde.BrownianTree(self._t0, self._w0, self._t1, entropy=self.seeds[row])
+        return tree

@@ -116,3 +116,34 @@ def test_variety_fidelity_scores_every_candidate_against_plain():
     assert [row.label for row in fidelity.pareto(result.rows)][0] == "front"
     table = fidelity.fidelity_table([result])
     assert table.count("\n") == 1 + len(result.rows)
+
+
+def test_variety_only_fidelity_report_leaves_the_ranking_out():
+    """--fidelity-schedules named --no-fidelity-ranking (the SDE samplers' sweep): the named schedules
+    only, and neither the table nor the verdict invents a ranking figure."""
+    from benchmarks import hyperbatch_fidelity as fidelity
+
+    candidates = fidelity.named_candidates()
+    assert [c.label for c in candidates] == ["front", "even", "late"]
+    result = fidelity.variety_fidelity("euler_ancestral", 4, 8, candidates, 1, prompts=fidelity.FIDELITY_PROMPTS[::7])
+    table = fidelity.fidelity_table([result])
+    assert all(line.endswith("| - | - |") for line in table.splitlines()[2:])
+    verdict = fidelity.verdict_lines([result], "front", "even")
+    assert verdict and not any("ranking" in line or "nan" in line for line in verdict)
+    body = bench.fidelity_report([result], "cmd", "machine", "code", 1.0, 3)
+    assert "Ranking: not measured" in body
+
+
+def test_a_candidates_split_rho_reaches_the_sampler():
+    """The rho candidates really sample with split_rho 1: their batches differ from the default's."""
+    from benchmarks import hyperbatch_fidelity as fidelity
+    from lib_pinning.generator import GenerationRequest
+    from lib_pinning.toy import ToyModel
+
+    default, full = fidelity.full_refresh_candidates()[:2]
+    assert full.split_rho == 1.0 and default.split_rho is None
+    generators = fidelity._generators("dpmpp_2m", 8, ToyModel(), [default, full])
+    request = GenerationRequest("red circle", "", (1, 2, 3, 4))
+    images = {label: generators[label].generate(request).images for label in (default.label, full.label, "plain")}
+    assert not torch.equal(images[default.label], images[full.label])
+    assert torch.equal(images[default.label][0], images[full.label][0])  # image 0 is never refreshed

@@ -626,8 +626,20 @@ def test_a_deterministic_hyperbatch_queries_no_brownian_tree(growth):
     x = SeededNoise(seeds, (2, DIM)).first() * sigmas[0]
     noise = CountingBrownianNoise.from_sigmas(seeds, x, sigmas)
     grown = sample_dpmpp_2m_hyperbatch(MixtureDenoiser(), x, sigmas, disable=True, noise_sampler=noise, growth=growth)
-    assert noise.queries == 0
+    assert noise.queries == 0 and noise.trees_built == 0
     assert len({tuple(row.flatten().tolist()) for row in grown}) == 4
+
+
+def test_brownian_trees_are_built_at_their_rows_first_query_with_the_same_values():
+    """Lazily built trees give an eagerly queried source's values, whatever the query order."""
+    s, s_next, s_last = torch.tensor(5.0), torch.tensor(2.5), torch.tensor(1.0)
+    full = SeededBrownianNoise([3, 4, 5, 6], (2, 4, 4), 0.1, 10.0)
+    reference = (full(s, s_next), full(s_next, s_last))
+    lazy = SeededBrownianNoise([3, 4, 5, 6], (2, 4, 4), 0.1, 10.0)
+    assert lazy.trees_built == 0
+    assert torch.equal(lazy.draw_rows(s_next, s_last, 2, 3), reference[1][2:3]) and lazy.trees_built == 1
+    assert torch.equal(lazy(s, s_next), reference[0]) and lazy.trees_built == 4
+    assert torch.equal(lazy(s_next, s_last), reference[1])
 
 
 def test_split_noise_is_a_pure_function_of_seed_and_step():

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from lib_pinning.objectives.levels import LevelVariety
+
 if TYPE_CHECKING:
     from lib_pinning.generator import Batch
 
@@ -24,6 +26,8 @@ class Evaluation:
     per_image: named per-image values, e.g. {"aesthetic": [5.1, 6.0, ...]}.
     image_notes: named per-image texts the report shows under each image, e.g.
         {"top tags": ["1girl 0.98, smile 0.71", ...]}.
+    levels: for a hyperbatch, the batch's pair values grouped by the split level at which each
+        pair's images parted (`levels.level_variety`); empty for a plain batch.
     """
 
     value: float
@@ -32,6 +36,7 @@ class Evaluation:
     pairs: list[tuple[int, int]] = field(default_factory=list)
     per_image: dict[str, list[float]] = field(default_factory=dict)
     image_notes: dict[str, list[str]] = field(default_factory=dict)
+    levels: list[LevelVariety] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -41,6 +46,7 @@ class Evaluation:
             "pairs": [list(p) for p in self.pairs],
             "per_image": {k: list(v) for k, v in self.per_image.items()},
             "image_notes": {k: list(v) for k, v in self.image_notes.items()},
+            "levels": [level.to_json() for level in self.levels],
         }
 
     @classmethod
@@ -52,6 +58,7 @@ class Evaluation:
             pairs=[(int(a), int(b)) for a, b in data.get("pairs", [])],
             per_image={k: [float(x) for x in v] for k, v in data.get("per_image", {}).items()},
             image_notes={k: [str(x) for x in v] for k, v in data.get("image_notes", {}).items()},
+            levels=[LevelVariety.from_json(level) for level in data.get("levels", [])],
         )
 
 

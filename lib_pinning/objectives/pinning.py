@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from lib_pinning.objectives.base import Evaluation
+from lib_pinning.objectives.levels import LevelVariety, level_variety
 from lib_pinning.objectives.flip import (
     DEFAULT_CHUNK_PIXELS,
     DEFAULT_PPD,
@@ -49,6 +50,7 @@ from lib_pinning.objectives.flip import (
 
 if TYPE_CHECKING:
     from lib_pinning.generator import Batch
+    from pinning_samplers import GrowthPlan
 
 logger = logging.getLogger(__name__)
 
@@ -401,11 +403,27 @@ class PinningObjective:
         return self._n_targets
 
     def score(self, batch: Batch) -> Evaluation:
-        """Score a generated batch; depths default to the batch's hyperbatch growth plan."""
+        """Score a generated batch; depths default to the batch's hyperbatch growth plan.
+
+        A hyperbatch's evaluation also gets its variety per split level (`Evaluation.levels`) from
+        the batch's own tree, never from `depths`: a plain batch weighted by a planned tree
+        (`compose.PlannedTreeWeighting`) has independent images, which no level describes.
+        """
+        plan = batch.growth if batch.growth is not None and hasattr(batch.growth, "divergence_depth") else None
         depths = self.depths
-        if depths is None and batch.growth is not None and hasattr(batch.growth, "divergence_depth"):
-            depths = batch.growth.divergence_depth
-        return self.score_images(batch.images, depths=depths)
+        if depths is None and plan is not None:
+            depths = plan.divergence_depth
+        evaluation = self.score_images(batch.images, depths=depths)
+        if plan is not None:
+            evaluation.levels = self._levels(evaluation, plan)
+        return evaluation
+
+    def _levels(self, evaluation: Evaluation, plan: GrowthPlan) -> list[LevelVariety]:
+        """The candidate pairs' values by split level (targets come first in `Evaluation.pairs`)."""
+        n_t = self.n_targets
+        local = [(i - n_t, j - n_t) for i, j in evaluation.pairs if i >= n_t]
+        values = [v for (i, _), v in zip(evaluation.pairs, evaluation.pair_values) if i >= n_t]
+        return level_variety(values, local, plan.divergence_depth, getattr(plan, "level_start_steps", None))
 
     def score_images(self, images: torch.Tensor, depths: DepthSource | None = None) -> Evaluation:
         """Score candidate images [B, 3, H, W] directly (no `Batch` needed)."""

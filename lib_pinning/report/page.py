@@ -277,6 +277,8 @@ class PageModel:
                 for i, name in enumerate(entry.images)
             ],
             "gif": f"{entry.folder}/{layout.INDIVIDUAL_GIF}" if entry.gif else None,
+            "levels": level_rows(entry),
+            "steps": entry.steps,
         }
 
     def generation_rows(self) -> list[dict[str, Any]]:
@@ -374,6 +376,21 @@ class PageModel:
             **self.context(run_artifacts, assets_version, update),
             **(analysis or {}),
         })
+
+
+def level_rows(entry: Entry) -> list[dict[str, Any]]:
+    """The hyperbatch's split levels as table rows, first split first (none for a plain batch)."""
+    return [
+        {
+            "level": level.level,
+            "step": level.step,
+            "pairs": level.pairs,
+            "pair_share": level.pair_share,
+            "mean": level.mean,
+            "variety_share": level.variety_share,
+        }
+        for level in sorted(entry.levels, key=lambda level: level.level)
+    ]
 
 
 def _generation_row(state: GenerationState) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib_pinning.guard import summarize_reasons
+from lib_pinning.objectives.levels import LevelVariety
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunDirectoryError, RunStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class Entry:
     excluded: bool = False  # degenerate and penalised by the run's guard: never the best
     repeat_of: tuple[int, int] | None = None  # the individual whose batch this one reused (same prompts)
     image_notes: list[list[str]] = field(default_factory=list)  # per image: "name: text" of the objectives
+    levels: list[LevelVariety] = field(default_factory=list)  # a hyperbatch's variety per split level
+    steps: int | None = None  # the sampler steps of a hyperbatch (its growth plan), None for a plain batch
 
     @property
     def key(self) -> tuple[int, int]:
@@ -237,6 +240,8 @@ class RunCache:
             excluded=record.excluded,
             repeat_of=None if record.repeat_of is None else (int(record.repeat_of[0]), int(record.repeat_of[1])),
             image_notes=_image_notes(record),
+            levels=_levels(record),
+            steps=_growth_steps(record),
         )
 
 
@@ -249,6 +254,23 @@ def _image_notes(record: IndividualRecord) -> list[list[str]]:
             for image, text in zip(notes, texts if isinstance(texts, list) else ()):
                 image.append(f"{name}: {text}")
     return notes
+
+
+def _levels(record: IndividualRecord) -> list[LevelVariety]:
+    """The variety per split level an objective recorded (`Evaluation.levels`: the image loss)."""
+    for evaluation in (record.objectives or {}).values():
+        levels = evaluation.get("levels") if isinstance(evaluation, dict) else None
+        if levels and isinstance(levels, list):
+            try:
+                return [LevelVariety.from_json(level) for level in levels]
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("report: ignoring unreadable split levels of individual %s: %s", record.key, e)
+    return []
+
+
+def _growth_steps(record: IndividualRecord) -> int | None:
+    steps = record.growth.get("steps") if isinstance(record.growth, dict) else None
+    return steps if isinstance(steps, int) else None
 
 
 def _pair_values(record: IndividualRecord) -> list[float]:
