@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from lib_pinning import guard
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
-from lib_pinning.options import OptionError, OptionsModel, OptionSpec, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import OptionError, OptionsModel, OptionSpec
 from lib_pinning.run import RESUME_OPTIONS, PinningRun, RunEndedEarly, RunEvent, RunResult, derive_seeds
 from lib_pinning.store import RunDirectoryError
 

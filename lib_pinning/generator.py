@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from lib_pinning.options import OptionsModel, option
+from lib_pinning.options_model import OptionsModel, option
 from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
 from pinning_samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
 from pinning_samplers.schedules import get_sigmas_exponential, get_sigmas_karras

@@ -23,7 +23,8 @@ from lib_pinning.objectives.pinning import pinning_pairs
 from lib_pinning.objectives.tags import check_tags
 from lib_pinning.objectives.targets import load_targets
 from lib_pinning.optimizer import CmaSettings
-from lib_pinning.options import OptionError, PinningInputError, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import OptionError, PinningInputError
 
 # The covariance matrix's smallest axis, relative to its start, below which its float64
 # eigendecomposition loses the axis (negative eigenvalues: NaN, or LinAlgError). Measured with

@@ -9,7 +9,8 @@ from deap import cma
 
 from lib_pinning.generator import ToyGenerator, ToySettings
 from lib_pinning.optimizer import CmaSettings
-from lib_pinning.options import OptionError, PinningInputError, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import OptionError, PinningInputError
 from lib_pinning.preflight import check_aesthetic_backend, check_cma, deap_parameters
 from lib_pinning.run import PinningRun, derive_seeds
 

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lib_pinning.bounds import UNBOUNDED, WeightRange
-from lib_pinning.options import OptionError, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import OptionError
 from lib_pinning.prompt import SCHEDULE_GUARD, PromptSpace, parse_prompt, render_prompt
 from tests import webui_parser
 from tests.test_prompt import FAKE_CLIP, PROPERTY, _parse_or_skip, intended_view, labels, mirror, prompts, webui_view

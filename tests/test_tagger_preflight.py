@@ -16,7 +16,8 @@ from lib_pinning.generator import ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.objectives.tagger import check_tagger_input, tagger_files  # noqa: E402
 from lib_pinning.objectives.tagger_toy import TOY_FOLDER, TOY_TAGGER_SIZE, build_toy_tagger  # noqa: E402
 from lib_pinning.objectives.tagger_runtime import TaggerSession  # noqa: E402
-from lib_pinning.options import OptionError, PinningInputError, PinningOptions  # noqa: E402
+from lib_pinning.options import PinningOptions  # noqa: E402
+from lib_pinning.options_model import OptionError, PinningInputError  # noqa: E402
 from lib_pinning.run import PinningRun, derive_seeds  # noqa: E402
 
 FAST = ToySettings(steps=6, cfg_scale=1.5)

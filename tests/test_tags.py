@@ -10,7 +10,7 @@ import torch
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator
 from lib_pinning.objectives.base import Objective
 from lib_pinning.objectives.tags import Tag, TagError, TagObjective, check_tags, parse_tags
-from lib_pinning.options import PinningInputError
+from lib_pinning.options_model import PinningInputError
 from lib_pinning.toy import PROTOTYPES, ToyClip, ToyConfig, ToyModel, to_images
 from tests.clip_env import ensure_open_clip, tiny_model_name
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from lib_pinning.options import PinningInputError
+from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.store import IndividualRecord, RunStore
 from lib_pinning.webui import servers, settings

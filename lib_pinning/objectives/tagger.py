@@ -257,7 +257,8 @@ def check_tagger_input(options: Any, generator: Any = None) -> None:
     from lib_pinning.objectives.tagger_models import TaggerNotFoundError
     from lib_pinning.objectives.tagger_runtime import import_onnxruntime, read_tag_list
     from lib_pinning.objectives.weights import WeightsError
-    from lib_pinning.options import OptionError, PinningOptions
+    from lib_pinning.options import PinningOptions
+    from lib_pinning.options_model import OptionError
 
     if not (parse_booru_tags(options.tagger_tags) or parse_booru_tags(options.tagger_negative_tags)):
         raise TagError(

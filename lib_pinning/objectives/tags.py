@@ -24,7 +24,7 @@ import torch
 
 from lib_pinning.objectives.base import Evaluation
 from lib_pinning.objectives.scale import NaturalScale
-from lib_pinning.options import PinningInputError
+from lib_pinning.options_model import PinningInputError
 from lib_pinning.prompt import parse_prompt_attention
 
 if TYPE_CHECKING:

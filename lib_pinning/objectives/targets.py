@@ -32,7 +32,7 @@ from lib_pinning.objectives.flip import (
 )
 from lib_pinning.objectives.pinning import mean_and_std
 from lib_pinning.objectives.scale import FLIP_SCALE, NaturalScale
-from lib_pinning.options import PinningInputError
+from lib_pinning.options_model import PinningInputError
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -19,7 +19,8 @@ from lib_pinning.cli import DEFAULT_RUNS_DIR, WEBUI_ONLY, add_option_flags, opti
 from lib_pinning.generator import DemoPrompt
 from lib_pinning.objectives.compose import active_terms
 from lib_pinning.optimizer import CmaSettings
-from lib_pinning.options import PinningInputError, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import PinningInputError
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.remote.client import ServerConfig
 from lib_pinning.remote.payload import RemoteSettings, build_payload

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lib_pinning.options import OptionsModel, PinningInputError, option
+from lib_pinning.options_model import OptionsModel, PinningInputError, option
 
 
 class MalformedResponse(Exception):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from lib_pinning.generator import Batch, GenerationRequest
-from lib_pinning.options import PinningInputError
+from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote.client import (
     AuthFailed, Checkpoint, RemoteError, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
 )

@@ -26,7 +26,8 @@ import re
 import sys
 from pathlib import Path
 
-from lib_pinning.options import OptionSpec, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import OptionSpec
 from lib_pinning.webui import TITLE
 from lib_pinning.webui.ui import groups
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lib_pinning.options import OptionError, PinningInputError, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import OptionError, PinningInputError
 from lib_pinning.run import PinningRun, RunResult, derive_seeds
 from lib_pinning.webui import TITLE, api, servers, settings, ui
 from lib_pinning.webui.generator import WebUIGenerator, jobs_per_individual, model_tokenizer, steps_per_individual

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from lib_pinning.generator import Batch, GenerationRequest
-from lib_pinning.options import PinningInputError
+from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote import (
     RemoteGenerator, RemoteSettings, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
 )

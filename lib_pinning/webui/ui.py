@@ -30,7 +30,8 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lib_pinning.options import OptionSpec, PinningOptions
+from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import OptionSpec
 
 GROUP_TITLES: dict[str, str] = {
     "objective": "Objective",
