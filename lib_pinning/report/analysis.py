@@ -104,8 +104,14 @@ def weight_map_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any
         "points": len(data.get("points") or []),
         "clusters": clusters,
         "clustered": bool(data.get("clustered")),
+        "embedding": _embedding_text((data.get("method") or {}).get("embedding")),
         "noise": sum(1 for p in data.get("points") or [] if p.get("cluster") == -1),
     }
+
+
+def _embedding_text(method: Any) -> str:
+    """How the page names the map's embedding (weight_map.choose_embedding)."""
+    return "with UMAP" if method == weight_map.UMAP else "on their first two principal axes"
 
 
 class RunAnalysis:

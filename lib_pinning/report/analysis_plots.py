@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING
+from lib_pinning.analysis.weight_map import UMAP
 from lib_pinning.report.plots import _figure, figure_png
 
 # The same colours as the page's class legend (report.css .inf-*).
@@ -88,7 +89,8 @@ def weight_map_png(data: dict[str, Any]) -> bytes | None:
                         bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7})
     colourbar = fig.add_axes((0.88, 0.08, 0.03, 0.86))
     fig.colorbar(scatter, cax=colourbar, label="loss")
-    ax.set_title("searched weights (UMAP): colour = loss, marker = cluster (dot: none), ★ best, line = CMA-ES mean",
+    method = "UMAP" if (data.get("method") or {}).get("embedding") == UMAP else "principal axes"
+    ax.set_title(f"searched weights ({method}): colour = loss, marker = cluster (dot: none), ★ best, line = CMA-ES mean",
                  fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
