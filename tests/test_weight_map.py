@@ -209,7 +209,7 @@ def test_a_new_run_from_a_cluster_starts_at_its_centre(tmp_path, monkeypatch):
     old = RunStore.open(root).read_run()
     start = region_start(root, 1)
     assert (start.prompt, start.negative_prompt) == PromptSpace.from_json(old["space"]).render(centre)
-    assert start.seeds == old["seeds"] and MIN_STD <= start.options.initial_std <= old["options"]["initial_std"]
+    assert start.seeds == old["seeds"] and MIN_STD <= start.initial_std <= old["options"]["initial_std"]
     with pytest.raises(ValueError, match="no cluster 5; its clusters: 0, 1"):
         region_start(root, 5)
 
@@ -217,8 +217,44 @@ def test_a_new_run_from_a_cluster_starts_at_its_centre(tmp_path, monkeypatch):
     (new,) = [p for p in (tmp_path / "runs").iterdir() if p != root]
     info = RunStore.open(new).read_run()
     assert info["prompt"] == start.prompt and info["options"]["generations"] == 1
-    assert info["options"]["initial_std"] == start.options.initial_std
+    assert info["options"]["initial_std"] == start.initial_std and info["options"]["centroid_radius"] == 0
+    assert (info["options"]["from_run"], info["options"]["from_cluster"]) == (str(root), 1)  # where it started
     assert RunStore.open(root).read_run()["status"] == "finished"  # the old run is left as it was
+
+    # The same start from the options (the WebUI's, the API's, the demo's flags): its own options,
+    # the old run's prompts and seeds, the old run named by its number in the runs folder.
+    assert main(["demo", "--runs-dir", str(tmp_path / "runs"), "--from-run", str(int(root.name[:5])),
+                 "--from-cluster", "1", "--generations", "1", "--cma-lambda", "3", "--seed", "40"]) == 0
+    (newest,) = [p for p in (tmp_path / "runs").iterdir() if p not in (root, new)]
+    info = RunStore.open(newest).read_run()
+    assert (info["prompt"], info["negative_prompt"], info["seeds"]) == (start.prompt, start.negative_prompt, old["seeds"])
+    assert info["options"]["initial_std"] == start.initial_std and info["options"]["cma_lambda"] == 3
+    assert info["options"]["from_run"] == str(int(root.name[:5]))  # as the user named it
+
+
+def test_a_start_from_a_run_or_cluster_that_does_not_exist_is_bad_input(tmp_path, monkeypatch, capsys):
+    from lib_pinning.analysis.region import find_run, region_of
+    from lib_pinning.cli import main
+    from lib_pinning.options import PinningInputError
+
+    monkeypatch.setattr(weight_map, "cluster", lambda vectors: np.zeros(len(vectors), dtype=int))
+    root = toy_run(tmp_path / "runs")
+    runs = tmp_path / "runs"
+    assert region_of(PinningOptions(), runs) is None  # empty: an ordinary start
+    assert find_run(root.name, runs) == root and find_run(str(root), None) == root and find_run("0", runs) == root
+    with pytest.raises(PinningInputError, match="Start from run: no run '7' .*or a run id in"):
+        region_of(PinningOptions(from_run="7"), runs)
+    with pytest.raises(PinningInputError, match="Start from cluster: the run has no cluster 3; its clusters: 0"):
+        region_of(PinningOptions(from_run=root.name, from_cluster=3), runs)
+    (root / weight_map.WEIGHT_MAP_FILE).unlink()
+    with pytest.raises(PinningInputError, match="Start from cluster: .* has no weight_map.json: rebuild its report"):
+        region_of(PinningOptions(from_run=root.name), runs)
+
+    before = sorted(runs.iterdir())
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--runs-dir", str(runs), "--from-run", "missing"])
+    assert exited.value.code == 2 and "no run 'missing'" in capsys.readouterr().err
+    assert sorted(runs.iterdir()) == before  # nothing was started
 
 
 def test_a_failing_analysis_is_logged_and_the_report_still_written(tmp_path, monkeypatch, caplog):
