@@ -177,18 +177,34 @@ def test_a_live_page_with_pending_artifacts(chromium: str, tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def toy_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real toy run (the demo's prompt, 8 generations: 64 evaluations, enough for a map with
-    clusters) and its final report."""
+    clusters) and its final report. Its units' classes are then dealt in turn (tightening,
+    loosening, inert, cannot tell) before the page is drawn: this short run leaves every unit
+    "cannot tell", and a page that coloured every unit alike would pass then."""
+    from lib_pinning.analysis import influence
     from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
     from lib_pinning.options import PinningOptions
     from lib_pinning.report import Reporter
     from lib_pinning.run import PinningRun, derive_seeds
+    from lib_pinning.store import atomic_write_json
+
+    real = influence.write_influence
+
+    def dealt(store: RunStore) -> dict[str, Any]:
+        data = real(store)
+        classes = (influence.TIGHTENING, influence.LOOSENING, influence.INERT, influence.UNKNOWN)
+        for n, unit in enumerate(data["units"]):
+            unit["class"] = classes[n % len(classes)]
+        atomic_write_json(store.root / influence.INFLUENCE_FILE, data)
+        return data
 
     demo = DemoPrompt()
     options = PinningOptions(generations=8, stop_early=False, cli_log=False)
-    run = PinningRun.start(generator=ToyGenerator(ToySettings(steps=6)), prompt=demo.prompt,
-                           negative_prompt=demo.negative_prompt, seeds=derive_seeds(demo.seed, 4), options=options,
-                           runs_dir=tmp_path_factory.mktemp("analysis"))
-    return run.execute(reporter=Reporter(budget=None)).run_dir
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(influence, "write_influence", dealt)
+        run = PinningRun.start(generator=ToyGenerator(ToySettings(steps=6)), prompt=demo.prompt,
+                               negative_prompt=demo.negative_prompt, seeds=derive_seeds(demo.seed, 4),
+                               options=options, runs_dir=tmp_path_factory.mktemp("analysis"))
+        return run.execute(reporter=Reporter(budget=None)).run_dir
 
 
 @pytest.fixture(scope="module")
