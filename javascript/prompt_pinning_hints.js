@@ -59,6 +59,8 @@
         "Flat image std": "An image is flat (near-constant) when every channel's standard deviation is below this (0 to 1; 0.01 is a gradient spanning under 9/255). 0 disables the check. Allowed: a number in [0, 0.25].",
         "Fried saturation": "An image is fried when its mean saturation is at least this, half its channel values are clipped, and it has no detail (see Fried detail). Allowed: a number in [0, 1].",
         "Fried detail": "A saturated, clipped image is fried when its detail (99th percentile of its high-pass response at 64 px) is below this. 0 disables the fried check. Allowed: a number in [0, 1].",
+        "Start from run": "A previous run (its folder, or its id or number in the runs folder) whose weight map's cluster the search starts from: the prompt is the old run's rendered at the cluster's centre, the seeds are the old run's, the initial std the cluster's spread. Empty (default): start at the prompt as written.",
+        "Start from cluster": "With Start from run: the cluster of its weight map (C0, C1, ... in its report) to start from. Allowed: an integer in [0, 10000].",
         "Log generations to the console": "Log each generation's fitness statistics (min, mean, max, sigma) to the console.",
         "Also generate on the extra servers": "WebUI only: spread each generation's individuals over this WebUI and the servers listed in Settings -> Prompt pinning -> Extra servers (same checkpoint and sampler, checked at start); the records are those this WebUI alone would make. The command line's pin --server does this."
     };
@@ -120,6 +122,8 @@
         "guard_flat_std": "An image is flat (near-constant) when every channel's standard deviation is below this (0 to 1; 0.01 is a gradient spanning under 9/255). 0 disables the check. Allowed: a number in [0, 0.25].",
         "guard_fried_saturation": "An image is fried when its mean saturation is at least this, half its channel values are clipped, and it has no detail (see Fried detail). Allowed: a number in [0, 1].",
         "guard_fried_detail": "A saturated, clipped image is fried when its detail (99th percentile of its high-pass response at 64 px) is below this. 0 disables the fried check. Allowed: a number in [0, 1].",
+        "from_run": "A previous run (its folder, or its id or number in the runs folder) whose weight map's cluster the search starts from: the prompt is the old run's rendered at the cluster's centre, the seeds are the old run's, the initial std the cluster's spread. Empty (default): start at the prompt as written.",
+        "from_cluster": "With Start from run: the cluster of its weight map (C0, C1, ... in its report) to start from. Allowed: an integer in [0, 10000].",
         "cli_log": "Log each generation's fitness statistics (min, mean, max, sigma) to the console.",
         "extra_servers": "WebUI only: spread each generation's individuals over this WebUI and the servers listed in Settings -> Prompt pinning -> Extra servers (same checkpoint and sampler, checked at start); the records are those this WebUI alone would make. The command line's pin --server does this.",
         "group_objective": "What the search minimises: the weights of the image loss, the aesthetic score, CLIP tags and the distance penalty, target masks, and the CLIP model and weights folder.",

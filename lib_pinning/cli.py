@@ -197,14 +197,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo_prompt = options_from_args(DemoPrompt, args)
             options = options_from_args(PinningOptions, args)
             generator = ToyGenerator(options_from_args(ToySettings, args))
-            run = PinningRun.start(
-                generator=generator,
-                prompt=demo_prompt.prompt,
-                negative_prompt=demo_prompt.negative_prompt,
-                seeds=derive_seeds(demo_prompt.seed, demo_prompt.batch_size),
-                options=options,
-                runs_dir=args.runs_dir,
-            )
+            from lib_pinning.analysis import region
+
+            start = region.region_of(options, args.runs_dir)  # --from-run: the prompts and seeds are the old run's
+            if start is not None:
+                run = region.start_run(start, generator=generator, options=options, runs_dir=args.runs_dir)
+            else:
+                run = PinningRun.start(
+                    generator=generator,
+                    prompt=demo_prompt.prompt,
+                    negative_prompt=demo_prompt.negative_prompt,
+                    seeds=derive_seeds(demo_prompt.seed, demo_prompt.batch_size),
+                    options=options,
+                    runs_dir=args.runs_dir,
+                )
         elif args.command == "pin":
             from lib_pinning.remote.cli import start_pin
 
@@ -277,14 +283,8 @@ def _generator_description(run_dir: Path) -> dict[str, Any]:
 def _run_from_cluster(run_dir: Path, cluster: int, changes: dict[str, Any]) -> PinningRun:
     """A new run beside `run_dir`, from the centre of its weight map's cluster (analysis/region.py),
     with the resume flags given (`changes`) applied to the old run's options."""
-    from lib_pinning.analysis.region import region_start
+    from lib_pinning.analysis import region
 
-    start = region_start(run_dir, cluster)
-    log.info("new run from cluster %d of %s (%d points, best loss %.5g): prompt %r, initial std %g",
-             cluster, run_dir, start.cluster["size"], start.cluster["best"]["loss"], start.prompt,
-             start.options.initial_std)
-    return PinningRun.start(
-        generator=ToyGenerator.from_description(start.generator), prompt=start.prompt,
-        negative_prompt=start.negative_prompt, seeds=start.seeds, options=start.options.replace(**changes),
-        runs_dir=Path(run_dir).resolve().parent,
-    )
+    start = region.region_start(run_dir, cluster)
+    return region.start_run(start, generator=ToyGenerator.from_description(start.generator),
+                            options=start.options.replace(**changes), runs_dir=Path(run_dir).resolve().parent)

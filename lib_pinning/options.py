@@ -589,6 +589,26 @@ class PinningOptions(OptionsModel):
         maximum=1.0,
         step=0.005,
     )
+    from_run: str = option(
+        "",
+        label="Start from run",
+        help="A previous run (its folder, or its id or number in the runs folder) whose weight map's "
+        "cluster the search starts from: the prompt is the old run's rendered at the cluster's "
+        "centre, the seeds are the old run's, the initial std the cluster's spread. Empty (default): "
+        "start at the prompt as written.",
+        infotext="Pin from run",
+        group="cma",
+    )
+    from_cluster: int = option(
+        0,
+        label="Start from cluster",
+        help="With Start from run: the cluster of its weight map (C0, C1, ... in its report) to start "
+        "from.",
+        infotext="Pin from cluster",
+        group="cma",
+        minimum=0,
+        maximum=10000,
+    )
     cli_log: bool = option(
         True,
         label="Log generations to the console",

@@ -9,8 +9,9 @@ tensors here are small, so more threads only oversubscribe the cores (measured 5
 
 The weight map's UMAP embedding (lib_pinning/analysis/weight_map.py) JIT-compiles with numba on
 first use in a process, 20-30 s on these cores, and every toy run of 15 or more evaluations would
-pay it in its final report update: tests not marked `umap` get a cheap deterministic stand-in
-(the first two principal axes). The map's own tests check the real UMAP under that mark.
+pay it in its final report update when it ran long enough to get UMAP (or has no recorded time):
+tests not marked `umap` get the map's own cheap embedding, the first two principal axes. The
+map's own tests check the real UMAP under that mark.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -27,19 +27,12 @@ from tests.webui_env import WebUIStub, webui_stub
 torch.set_num_threads(1)
 
 
-def _principal_axes(vectors: np.ndarray) -> np.ndarray:
-    centred = np.asarray(vectors, dtype=float) - np.mean(vectors, axis=0)
-    _, _, axes = np.linalg.svd(centred, full_matrices=False)
-    projected = centred @ axes[:2].T
-    return np.hstack([projected, np.zeros((len(projected), 2 - projected.shape[1]))])
-
-
 @pytest.fixture(autouse=True)
 def _fast_weight_map(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("umap") is None:
         from lib_pinning.analysis import weight_map
 
-        monkeypatch.setattr(weight_map, "embed", _principal_axes)
+        monkeypatch.setattr(weight_map, "embed", weight_map.principal_axes)
 
 
 @pytest.fixture

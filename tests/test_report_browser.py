@@ -2,14 +2,20 @@
 
 Checks that the page's script renders the individuals table from the embedded rows, and that none
 of the hostile strings in the run (prompts, run id, error, options) executed: each payload would
-change the document title, add an <img src=x>, or mark <body> with data-pwned if it ran.
+change the document title, add an <img src=x>, or mark <body> with data-pwned if it ran. Then, in
+Playwright (which drives the same chromium), that a real toy run's analysis sections (ids
+`influence` and `weight-map`) show their plots and cluster images loaded and the prompt with each
+unit in its class's colour.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -163,3 +169,104 @@ def test_a_live_page_with_pending_artifacts(chromium: str, tmp_path: Path) -> No
         if tag == "img":
             src = (attributes.get("src") or "").split("?", 1)[0]
             assert (root / src).is_file(), src
+
+
+# -- the analysis sections of a real run, in Playwright (naturalWidth needs a live page) ------------
+
+
+@pytest.fixture(scope="module")
+def toy_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real toy run (the demo's prompt, 8 generations: 64 evaluations, enough for a map with
+    clusters) and its final report. Its units' classes are then dealt in turn (tightening,
+    loosening, inert, cannot tell) before the page is drawn: this short run leaves every unit
+    "cannot tell", and a page that coloured every unit alike would pass then."""
+    from lib_pinning.analysis import influence
+    from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
+    from lib_pinning.options import PinningOptions
+    from lib_pinning.report import Reporter
+    from lib_pinning.run import PinningRun, derive_seeds
+    from lib_pinning.store import atomic_write_json
+
+    real = influence.write_influence
+
+    def dealt(store: RunStore) -> dict[str, Any]:
+        data = real(store)
+        classes = (influence.TIGHTENING, influence.LOOSENING, influence.INERT, influence.UNKNOWN)
+        for n, unit in enumerate(data["units"]):
+            unit["class"] = classes[n % len(classes)]
+        atomic_write_json(store.root / influence.INFLUENCE_FILE, data)
+        return data
+
+    demo = DemoPrompt()
+    options = PinningOptions(generations=8, stop_early=False, cli_log=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(influence, "write_influence", dealt)
+        run = PinningRun.start(generator=ToyGenerator(ToySettings(steps=6)), prompt=demo.prompt,
+                               negative_prompt=demo.negative_prompt, seeds=derive_seeds(demo.seed, 4),
+                               options=options, runs_dir=tmp_path_factory.mktemp("analysis"))
+        return run.execute(reporter=Reporter(budget=None)).run_dir
+
+
+@pytest.fixture(scope="module")
+def page(chromium: str) -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="these checks need `pip install playwright`")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        try:
+            yield browser.new_page(viewport={"width": WINDOW[0], "height": 1000})
+        finally:
+            browser.close()
+
+
+def _loaded_images(page: Any, section: str) -> list[tuple[str, int]]:
+    """(src, naturalWidth) of every image in `section`, each scrolled into view first: the report
+    loads its images lazily, and an image a user never scrolls to is never fetched."""
+    images = page.locator(f"#{section} img")
+    for n in range(images.count()):
+        image = images.nth(n)
+        image.scroll_into_view_if_needed()
+        image.evaluate("img => img.complete ? null : new Promise(done => { img.onload = img.onerror = done; })")
+    return [(i.get_attribute("src") or "", int(i.evaluate("img => img.naturalWidth"))) for i in images.all()]
+
+
+def test_the_analysis_sections_of_a_real_run(page: Any, toy_report: Path) -> None:
+    import json
+
+    from lib_pinning.report.analysis import CLASS_CSS, INFLUENCE_PLOT, WEIGHT_MAP_PLOT
+
+    page.goto((toy_report / "index.html").as_uri())
+    influence = json.loads((toy_report / "influence.json").read_text())
+    weight_map = json.loads((toy_report / "weight_map.json").read_text())
+    assert weight_map["embedded"] and weight_map["clusters"], weight_map["notes"]  # the run is big enough
+
+    images = _loaded_images(page, "influence")
+    assert [src.split("?")[0] for src, _ in images] == [INFLUENCE_PLOT]
+    assert all(width > 0 for _, width in images), images
+    images = _loaded_images(page, "weight-map")
+    sources = [src.split("?")[0] for src, _ in images]
+    assert sources[0] == WEIGHT_MAP_PLOT and len(sources) == 1 + len(weight_map["clusters"])  # + each cluster's image
+    assert all(width > 0 for _, width in images), images
+
+    # The prompt with each unit coloured by its class: every unit, in order, and the class's colour
+    # really applied (a missing stylesheet rule would leave them all alike).
+    units = page.locator("#influence .units .iunit")
+    shown = [(u.inner_text(), u.get_attribute("class")) for u in units.all()]
+    assert shown == [(u["text"], f"iunit {CLASS_CSS[u['class']]}") for u in influence["units"]]
+    backgrounds = {cls: page.evaluate(
+        "cls => { const e = document.createElement('span'); e.className = 'iunit ' + cls; "
+        "document.body.append(e); const c = getComputedStyle(e).backgroundColor; e.remove(); return c; }", cls)
+        for cls in CLASS_CSS.values()}
+    assert len(set(backgrounds.values())) == len(CLASS_CSS)  # four distinct colours
+    for n in range(units.count()):
+        unit = units.nth(n)
+        cls = unit.get_attribute("class").split()[1]
+        assert unit.evaluate("e => getComputedStyle(e).backgroundColor") == backgrounds[cls]
+
+    keep = os.environ.get("REPORT_SCREENSHOT")
+    for section in ("influence", "weight-map"):
+        shot = page.locator(f"#{section}").screenshot()
+        with Image.open(io.BytesIO(shot)) as image:
+            assert image.width > 600 and len(image.convert("RGB").resize((48, 48)).getcolors(48 * 48) or []) > 20
+        if keep:  # e.g. REPORT_SCREENSHOT=/tmp/report.png also writes /tmp/report-influence.png
+            Path(keep).with_name(f"{Path(keep).stem}-{section}.png").write_bytes(shot)

@@ -266,6 +266,48 @@ def test_the_real_report_is_written_and_linked(webui: Any, tmp_path: Path) -> No
     assert link == result.REPORT_PREFIX + "file=" + Path(os.path.abspath(run_dir / "index.html")).as_posix()
 
 
+def test_a_run_can_start_from_a_previous_runs_cluster(webui: Any, reporter: RecordingReporter,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from lib_pinning.analysis import region, weight_map
+
+    first = run_dir_of(run_script(webui, ui_values(**SMALL_RUN)))
+    # A map of the first run with two clusters (its 7 points are too few for a real one).
+    monkeypatch.setattr(weight_map, "MIN_POINTS", 3)
+    monkeypatch.setattr(weight_map, "cluster", lambda vectors: (np.arange(len(vectors)) % 2).astype(int))
+    weight_map.write_weight_map(RunStore.open(first))
+    start = region.region_start(first, 1)
+
+    # Another prompt and seed in the boxes: the cluster's run decides both, as `resume --from-cluster`.
+    p = make_p(webui, prompt="a blue square", seed=50)
+    processed = run_script(webui, ui_values(**SMALL_RUN, from_run=first.name[:5], from_cluster=1), p=p)
+    second = run_dir_of(processed)
+    info = RunStore.open(second).read_run()
+    assert second != first and second.parent == first.parent
+    assert (info["prompt"], info["negative_prompt"], info["seeds"]) == (start.prompt, start.negative_prompt, start.seeds)
+    assert info["options"]["initial_std"] == start.initial_std and info["options"]["centroid_radius"] == 0
+    assert processed.all_seeds == start.seeds * 2 and processed.all_prompts[4:] == [start.prompt] * 4
+    assert f"Started from cluster 1 of run {first.name}" in processed.comments
+    assert all(f"Pin from run: {first.name[:5]}" in t and "Pin from cluster: 1" in t for t in processed.infotexts)
+
+
+def test_a_start_from_a_missing_run_or_cluster_fails_before_any_work(webui: Any, reporter: RecordingReporter) -> None:
+    first = run_dir_of(run_script(webui, ui_values(**SMALL_RUN)))  # no weight map: the recording reporter
+    runs = sorted(first.parent.iterdir())
+    watcher = BatchWatcher(webui)
+    batches: list[int] = []
+    watcher.on_batch = batches.append  # type: ignore[method-assign]
+    for changes, expected in [
+        ({"from_run": "12345"}, "Start from run: no run '12345'"),
+        ({"from_run": first.name}, f"Start from cluster: {first} has no weight_map.json"),
+    ]:
+        with pytest.raises(glue.PinningInputError) as caught:
+            run_script(webui, ui_values(**SMALL_RUN, **changes))
+        assert expected in str(caught.value), str(caught.value)
+    assert batches == [] and sorted(first.parent.iterdir()) == runs  # nothing generated, no run folder
+
+
 def test_the_report_link_falls_back_to_the_api_route_then_to_the_path(tmp_path: Path) -> None:
     from types import SimpleNamespace
 

@@ -95,13 +95,39 @@ def test_few_points_skip_the_embedding_with_a_note(monkeypatch):
 
 
 @pytest.mark.umap  # the real embed(), whose import fails
-def test_without_umap_the_map_says_so(no_umap):
+def test_without_umap_the_map_says_so_and_uses_the_principal_axes(no_umap):
     records, generations = two_regions()
-    data = weight_map.build(records, generations, 3)
-    assert not data["embedded"]
+    data = weight_map.build(records, generations, 3)  # no run time: UMAP is the choice
+    assert data["embedded"] and data["method"]["embedding"] == weight_map.PRINCIPAL_AXES
     assert any("umap" in note and "pip install" in note for note in data["notes"])
-    assert all(p["xy"] is None for p in data["points"])
+    x = np.vstack([[p["x"] for p in data["points"]], [p["x"] for p in data["path"]]])
+    xy = np.vstack([[p["xy"] for p in data["points"]], [p["xy"] for p in data["path"]]])
+    assert xy == pytest.approx(weight_map.principal_axes(x))
     assert data["clustered"] == HAVE_SKLEARN  # the clusters do not need the embedding
+
+
+@pytest.mark.parametrize("seconds, method", [(5.8, weight_map.PRINCIPAL_AXES), (399.0, weight_map.PRINCIPAL_AXES),
+                                              (400.0, weight_map.UMAP), (None, weight_map.UMAP)])
+def test_umap_only_when_its_first_use_is_at_most_5_percent_of_the_run(monkeypatch, seconds, method):
+    used = []
+    monkeypatch.setattr(weight_map, "embed", lambda vectors: used.append(len(vectors)) or first_two(vectors))
+    records, generations = two_regions()
+    data = weight_map.build(records, generations, 3, run_seconds=seconds)
+    assert data["embedded"] and data["method"]["embedding"] == method
+    assert bool(used) == (method == weight_map.UMAP)
+    if method == weight_map.PRINCIPAL_AXES:
+        assert any("principal axes" in note and "400 s" in note for note in data["notes"])
+
+
+def test_principal_axes_are_the_largest_spread_with_a_fixed_sign():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 4)) * [3.0, 0.1, 1.0, 0.1]
+    xy = weight_map.principal_axes(x)
+    assert xy.shape == (50, 2)
+    assert np.corrcoef(xy[:, 0], x[:, 0])[0, 1] > 0.99 and np.corrcoef(xy[:, 1], x[:, 2])[0, 1] > 0.95
+    assert weight_map.principal_axes(-x) == pytest.approx(-xy)  # sign follows the data, not the SVD
+    line = weight_map.principal_axes(np.arange(6.0)[:, None])
+    assert line[:, 1] == pytest.approx(np.zeros(6)) and line[:, 0] == pytest.approx(np.arange(6.0) - 2.5)
 
 
 def test_without_sklearn_no_clusters_and_a_note(no_sklearn, monkeypatch):
@@ -156,15 +182,15 @@ def toy_run(runs_dir: Path) -> Path:
 
 
 @pytest.mark.umap
-def test_the_report_of_a_run_without_umap_or_sklearn_has_the_note_and_no_map(tmp_path, no_umap, no_sklearn):
+def test_the_report_of_a_run_without_umap_or_sklearn_has_the_note_and_an_unclustered_map(tmp_path, no_umap, no_sklearn):
     root = toy_run(tmp_path)
     section = _Section("weight-map")
     section.feed((root / "index.html").read_text())
     text = " ".join(" ".join(section.text).split())
-    assert "pip install umap-learn scikit-learn" in text
-    assert not (root / WEIGHT_MAP_PLOT).exists() and section.images == []
+    assert "pip install umap-learn scikit-learn" in text and "first two principal axes" in text
+    assert (root / WEIGHT_MAP_PLOT).exists() and any(src.startswith(WEIGHT_MAP_PLOT) for src in section.images)
     data = json.loads((root / weight_map.WEIGHT_MAP_FILE).read_text())
-    assert len(data["points"]) >= weight_map.MIN_POINTS and not data["embedded"]
+    assert len(data["points"]) >= weight_map.MIN_POINTS and data["embedded"] and not data["clustered"]
     assert (root / "influence.json").is_file()  # the influence needs neither
 
 
@@ -183,7 +209,7 @@ def test_a_new_run_from_a_cluster_starts_at_its_centre(tmp_path, monkeypatch):
     old = RunStore.open(root).read_run()
     start = region_start(root, 1)
     assert (start.prompt, start.negative_prompt) == PromptSpace.from_json(old["space"]).render(centre)
-    assert start.seeds == old["seeds"] and MIN_STD <= start.options.initial_std <= old["options"]["initial_std"]
+    assert start.seeds == old["seeds"] and MIN_STD <= start.initial_std <= old["options"]["initial_std"]
     with pytest.raises(ValueError, match="no cluster 5; its clusters: 0, 1"):
         region_start(root, 5)
 
@@ -191,8 +217,44 @@ def test_a_new_run_from_a_cluster_starts_at_its_centre(tmp_path, monkeypatch):
     (new,) = [p for p in (tmp_path / "runs").iterdir() if p != root]
     info = RunStore.open(new).read_run()
     assert info["prompt"] == start.prompt and info["options"]["generations"] == 1
-    assert info["options"]["initial_std"] == start.options.initial_std
+    assert info["options"]["initial_std"] == start.initial_std and info["options"]["centroid_radius"] == 0
+    assert (info["options"]["from_run"], info["options"]["from_cluster"]) == (str(root), 1)  # where it started
     assert RunStore.open(root).read_run()["status"] == "finished"  # the old run is left as it was
+
+    # The same start from the options (the WebUI's, the API's, the demo's flags): its own options,
+    # the old run's prompts and seeds, the old run named by its number in the runs folder.
+    assert main(["demo", "--runs-dir", str(tmp_path / "runs"), "--from-run", str(int(root.name[:5])),
+                 "--from-cluster", "1", "--generations", "1", "--cma-lambda", "3", "--seed", "40"]) == 0
+    (newest,) = [p for p in (tmp_path / "runs").iterdir() if p not in (root, new)]
+    info = RunStore.open(newest).read_run()
+    assert (info["prompt"], info["negative_prompt"], info["seeds"]) == (start.prompt, start.negative_prompt, old["seeds"])
+    assert info["options"]["initial_std"] == start.initial_std and info["options"]["cma_lambda"] == 3
+    assert info["options"]["from_run"] == str(int(root.name[:5]))  # as the user named it
+
+
+def test_a_start_from_a_run_or_cluster_that_does_not_exist_is_bad_input(tmp_path, monkeypatch, capsys):
+    from lib_pinning.analysis.region import find_run, region_of
+    from lib_pinning.cli import main
+    from lib_pinning.options_model import PinningInputError
+
+    monkeypatch.setattr(weight_map, "cluster", lambda vectors: np.zeros(len(vectors), dtype=int))
+    root = toy_run(tmp_path / "runs")
+    runs = tmp_path / "runs"
+    assert region_of(PinningOptions(), runs) is None  # empty: an ordinary start
+    assert find_run(root.name, runs) == root and find_run(str(root), None) == root and find_run("0", runs) == root
+    with pytest.raises(PinningInputError, match="Start from run: no run '7' .*or a run id in"):
+        region_of(PinningOptions(from_run="7"), runs)
+    with pytest.raises(PinningInputError, match="Start from cluster: the run has no cluster 3; its clusters: 0"):
+        region_of(PinningOptions(from_run=root.name, from_cluster=3), runs)
+    (root / weight_map.WEIGHT_MAP_FILE).unlink()
+    with pytest.raises(PinningInputError, match="Start from cluster: .* has no weight_map.json: rebuild its report"):
+        region_of(PinningOptions(from_run=root.name), runs)
+
+    before = sorted(runs.iterdir())
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--runs-dir", str(runs), "--from-run", "missing"])
+    assert exited.value.code == 2 and "no run 'missing'" in capsys.readouterr().err
+    assert sorted(runs.iterdir()) == before  # nothing was started
 
 
 def test_a_failing_analysis_is_logged_and_the_report_still_written(tmp_path, monkeypatch, caplog):

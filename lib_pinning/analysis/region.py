@@ -8,11 +8,17 @@ old run's, so the new run's losses are comparable with the old run's.
 
 A new run rather than a continued one: the old run's CMA-ES state (mean, covariance, evolution
 paths) describes the whole search, and grafting a new mean onto it would make its checkpoint and
-its report lie about what was searched.
+its report lie about what was searched. So no hook in PinningRun is needed: `PinningRun.start`
+with the rendered prompts, the old seeds and the region's step size is the whole of it.
+
+Every front end goes through `start_run`: the CLI's `resume DIR --from-cluster K` (the old run's
+options and generator) and the options `from_run` / `from_cluster` (the WebUI panel, the API, the
+CLI's `demo` flags: the options of the run being started, its own generator).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +26,14 @@ from typing import Any
 import numpy as np
 
 from lib_pinning.analysis.weight_map import WEIGHT_MAP_FILE
+from lib_pinning.generator import Generator
 from lib_pinning.options import PinningOptions
+from lib_pinning.options_model import PinningInputError
 from lib_pinning.prompt import PromptSpace
+from lib_pinning.run import PinningRun
 from lib_pinning.store import RunDirectoryError, RunStore, read_json
+
+log = logging.getLogger(__name__)
 
 # The new run's initial std: the cluster's spread (RMS over units of its members' std), kept within
 # these bounds: a one-point-wide cluster would otherwise give a search that never moves.
@@ -31,12 +42,22 @@ MIN_STD = 0.02
 
 @dataclass(frozen=True)
 class RegionStart:
+    run_dir: Path
+    cluster_id: int
     prompt: str
     negative_prompt: str
     seeds: list[int]
-    options: PinningOptions
+    initial_std: float  # the cluster's spread, within [MIN_STD, the old run's initial std]
+    options: PinningOptions  # the old run's, as it recorded them
     generator: dict[str, Any]  # run.json's generator description
     cluster: dict[str, Any]  # weight_map.json's entry of the cluster
+
+    def applied_to(self, options: PinningOptions) -> PinningOptions:
+        """`options` for a run from this region: its step size, no random start (the centre is the
+        start), and the region named in from_run / from_cluster, so that the new run's run.json
+        and infotext say where it started (a value the user gave, e.g. a run id, is kept)."""
+        return options.replace(initial_std=self.initial_std, centroid_radius=0.0,
+                               from_run=options.from_run or str(self.run_dir), from_cluster=self.cluster_id)
 
 
 def region_start(run_dir: Path, cluster_id: int) -> RegionStart:
@@ -65,10 +86,68 @@ def region_start(run_dir: Path, cluster_id: int) -> RegionStart:
         [p["x"] for p in data.get("points") or [] if p.get("cluster") == cluster_id], dtype=float
     )
     spread = float(np.sqrt(np.mean(members.std(axis=0) ** 2))) if len(members) > 1 else 0.0
-    options = PinningOptions.from_json(run["options"])
+    # from_run cleared: it named the region the old run started from, not this one.
+    options = PinningOptions.from_json(run["options"]).replace(from_run="", from_cluster=0)
     std = min(options.initial_std, max(MIN_STD, spread))
     return RegionStart(
-        prompt=prompt, negative_prompt=negative, seeds=[int(s) for s in run["seeds"]],
-        options=options.replace(initial_std=round(std, 3), centroid_radius=0.0), generator=run["generator"],
-        cluster=cluster,
+        run_dir=store.root, cluster_id=cluster_id, prompt=prompt, negative_prompt=negative,
+        seeds=[int(s) for s in run["seeds"]], initial_std=round(std, 3), options=options,
+        generator=run["generator"], cluster=cluster,
+    )
+
+
+def find_run(value: str, runs_dir: Path | None) -> Path:
+    """The folder of the run `value` names: a run folder's path, or a run id in `runs_dir` (the
+    folder's name, or the number it starts with: "12" or "00012").
+
+    Raises:
+        PinningInputError: no such run, or a number that more than one folder starts with.
+    """
+    label = PinningOptions.spec("from_run").label
+    path = Path(value.strip()).expanduser()
+    if (path / "run.json").is_file():
+        return path
+    if runs_dir is not None and not path.is_absolute():
+        if (runs_dir / path / "run.json").is_file():
+            return runs_dir / path
+        if value.strip().isdigit():
+            matches = sorted(p for p in runs_dir.glob(f"{int(value):05d}-*") if (p / "run.json").is_file())
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                raise PinningInputError(f"{label}: {len(matches)} runs in {runs_dir} are number {int(value)}: "
+                                        f"{', '.join(p.name for p in matches)}; give the folder's name")
+    where = f" or a run id in {runs_dir}" if runs_dir is not None else ""
+    raise PinningInputError(f"{label}: no run {value!r} (give a run folder{where})")
+
+
+def region_of(options: PinningOptions, runs_dir: Path | None) -> RegionStart | None:
+    """The region a run with `options` starts from, None when `from_run` is empty; checked before
+    anything is generated.
+
+    Raises:
+        PinningInputError: the run does not exist, has no weight map, or no such cluster.
+    """
+    if not options.from_run.strip():
+        return None
+    run_dir = find_run(options.from_run, runs_dir)
+    try:
+        return region_start(run_dir, options.from_cluster)
+    except (RunDirectoryError, ValueError) as e:
+        raise PinningInputError(f"{PinningOptions.spec('from_cluster').label}: {e}") from e
+
+
+def start_run(
+    start: RegionStart, *, generator: Generator, options: PinningOptions, runs_dir: Path, tokenizer: Any = None
+) -> PinningRun:
+    """Start a new run at the region `start` with `options` (RegionStart.applied_to), the old
+    run's prompts rendered at the cluster's centre and its seeds, so its losses compare with the
+    old run's."""
+    options = start.applied_to(options)
+    log.info("new run from cluster %d of %s (%d points, best loss %.5g): prompt %r, initial std %g",
+             start.cluster_id, start.run_dir, start.cluster["size"], start.cluster["best"]["loss"], start.prompt,
+             options.initial_std)
+    return PinningRun.start(
+        generator=generator, prompt=start.prompt, negative_prompt=start.negative_prompt, seeds=start.seeds,
+        options=options, runs_dir=runs_dir, tokenizer=tokenizer,
     )

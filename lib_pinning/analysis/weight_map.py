@@ -5,6 +5,15 @@
   generation (generation.json's "centroid", the mean after that generation's update) is embedded
   with the points (one fit over both: `UMAP.transform` would cost a second JIT-compiled pass), so
   the search's path can be drawn over them.
+- Cheap runs get the first two principal axes instead: numba compiles UMAP on its first use in
+  every process (about 20 s, `UMAP_FIRST_USE_SECONDS`), which would triple the toy demo's 10 s
+  (docs/benchmarks.md, bench_analysis). numba's on-disk cache does not help: umap-learn's own
+  kernels are not declared cacheable, so only pynndescent's would load from it. The choice is
+  made from the run's recorded time (run.json "seconds"), not from what this process has
+  compiled, so a rebuild draws the same map: UMAP when its first use is at most `MAX_SHARE` of
+  the run (runs of 400 s and more, i.e. real models), else principal axes, which are exact for
+  the Gaussian clouds CMA-ES samples and cost a millisecond. Without umap-learn every run gets
+  principal axes, with a note.
 - Clustering: HDBSCAN from scikit-learn (`sklearn.cluster.HDBSCAN`), on the offsets themselves,
   not on the embedding (UMAP distorts densities; a cluster must be a region of weight space a run
   can be pinned to). Why HDBSCAN: CMA-ES samples ever more densely as its step size shrinks, so
@@ -13,9 +22,9 @@
   calls it noise. scikit-learn's implementation (>= 1.3) spares the separate `hdbscan` package and
   its compiled build; scikit-learn comes with umap-learn anyway.
 
-Both are optional (the `map` extra) and imported only here, lazily: without them, or with fewer
-than MIN_POINTS evaluations, weight_map.json still exists with a note saying why there is no map,
-and the report shows that note.
+Both are optional (the `map` extra) and imported only here, lazily: without scikit-learn there
+are no clusters, with fewer than MIN_POINTS evaluations there is no map; weight_map.json then
+still exists with a note saying why, and the report shows that note.
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ UMAP_MIN_DIST = 0.1
 SEED = 0
 MIN_SAMPLES = 3
 INSTALL_HINT = "pip install umap-learn scikit-learn (the extension's 'map' extra)"
+# UMAP's first use in a process, import and numba compile, measured on the demo's 2-core CPU
+# (19 s compile + 1.7 s import); later uses in the same process take 0.1 s.
+UMAP_FIRST_USE_SECONDS = 20.0
+# The most of a run's time the map may add (the issue's cost bound).
+MAX_SHARE = 0.05
+UMAP = "umap"
+PRINCIPAL_AXES = "principal axes"
 
 
 class MissingDependency(ImportError):
@@ -65,6 +81,25 @@ def embed(vectors: np.ndarray) -> np.ndarray:
         # A fixed random_state makes UMAP single-threaded and it warns so; that is the point here.
         warnings.simplefilter("ignore", UserWarning)
         return np.asarray(reducer.fit_transform(vectors), dtype=float)
+
+
+def principal_axes(vectors: np.ndarray) -> np.ndarray:
+    """`vectors` projected on their first two principal axes (a zero column when they span one
+    dimension), each axis's sign fixed by its largest loading so the same run gives the same map."""
+    centred = np.asarray(vectors, dtype=float) - np.mean(vectors, axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    axes = axes[:2]
+    axes = axes * np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])[:, None]
+    projected = centred @ axes.T
+    return np.hstack([projected, np.zeros((len(projected), 2 - projected.shape[1]))])
+
+
+def choose_embedding(run_seconds: float | None) -> str:
+    """UMAP when its first use costs at most MAX_SHARE of the run (or the run's time is unknown:
+    a run folder from before run.json kept it), else principal axes (module docstring)."""
+    if run_seconds is None or run_seconds * MAX_SHARE >= UMAP_FIRST_USE_SECONDS:
+        return UMAP
+    return PRINCIPAL_AXES
 
 
 def cluster(vectors: np.ndarray) -> np.ndarray:
@@ -99,16 +134,18 @@ def build(
     generations: Sequence[GenerationRecord],
     dim: int,
     store: RunStore | None = None,
+    run_seconds: float | None = None,
 ) -> dict[str, Any]:
     """weight_map.json's content: points (with 2-D coordinates when embedded), clusters, the mean's
-    path and notes saying what was skipped and why."""
+    path and notes saying what was skipped and why. `run_seconds`: the run's time, which chooses
+    the embedding (choose_embedding)."""
     points = _points(records, dim)
     notes: list[str] = []
     path_vectors = [np.zeros(dim)] + [np.asarray(g.centroid, dtype=float) for g in generations if len(g.centroid) == dim]
     path_labels = [0] + [g.generation for g in generations if len(g.centroid) == dim]
     data: dict[str, Any] = {
         "format": FORMAT,
-        "method": {"embedding": "umap", "neighbours": UMAP_NEIGHBOURS, "min_dist": UMAP_MIN_DIST, "seed": SEED,
+        "method": {"embedding": None, "neighbours": UMAP_NEIGHBOURS, "min_dist": UMAP_MIN_DIST, "seed": SEED,
                    "clustering": "sklearn.cluster.HDBSCAN on the offsets"},
         "embedded": False,
         "clustered": False,
@@ -148,11 +185,21 @@ def build(
             })
         if not best:
             notes.append("HDBSCAN found no clusters: the search sampled one diffuse region")
-    try:
-        coordinates = embed(np.vstack([x, *path_vectors]))
-    except MissingDependency as e:
-        notes.append(str(e))
-        return data
+    method = choose_embedding(run_seconds)
+    coordinates = None
+    if method == UMAP:
+        try:
+            coordinates = embed(np.vstack([x, *path_vectors]))
+        except MissingDependency as e:
+            notes.append(f"{e}; drawn on the principal axes instead")
+    else:
+        notes.append(f"drawn on the principal axes, not with UMAP: UMAP's first use in a process costs about "
+                     f"{UMAP_FIRST_USE_SECONDS:.0f} s, more than {MAX_SHARE:.0%} of this run's {run_seconds:.0f} s "
+                     f"(runs of {UMAP_FIRST_USE_SECONDS / MAX_SHARE:.0f} s or more get UMAP)")
+    if coordinates is None:
+        method = PRINCIPAL_AXES
+        coordinates = principal_axes(np.vstack([x, *path_vectors]))
+    data["method"]["embedding"] = method
     data["embedded"] = True
     for point, xy in zip(data["points"], coordinates[: len(points)]):
         point["xy"] = xy.tolist()
@@ -167,6 +214,8 @@ def write_weight_map(store: RunStore) -> dict[str, Any]:
     records = list(store.iter_individuals())
     cma = run.get("cma") if isinstance(run.get("cma"), dict) else {}
     dim = cma.get("dim") if isinstance(cma.get("dim"), int) else (len(records[0].x_evaluated) if records else 0)
-    data = build(records, list(store.iter_generations()), dim, store)
+    seconds = run.get("seconds")
+    data = build(records, list(store.iter_generations()), dim, store,
+                 run_seconds=float(seconds) if isinstance(seconds, (int, float)) else None)
     atomic_write_json(store.root / WEIGHT_MAP_FILE, data)
     return data

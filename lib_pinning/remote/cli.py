@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from lib_pinning.analysis import region
 from lib_pinning.cli import DEFAULT_RUNS_DIR, WEBUI_ONLY, add_option_flags, options_from_args
 from lib_pinning.generator import DemoPrompt
 from lib_pinning.objectives.compose import active_terms
@@ -98,6 +99,8 @@ def start_pin(args: argparse.Namespace) -> PinningRun | None:
     demo_prompt = options_from_args(DemoPrompt, args)
     options = options_from_args(PinningOptions, args)
     settings = options_from_args(RemoteSettings, args)
+    # --from-run: the prompts and seeds are the old run's; checked before the servers are asked.
+    start = region.region_of(options, args.runs_dir)
     generator = RemoteGenerator(server_configs(args), settings, slots=args.slots, retry_after=args.retry_after)
     servers = generator.check()
     seeds = derive_seeds(demo_prompt.seed, demo_prompt.batch_size)
@@ -105,6 +108,8 @@ def start_pin(args: argparse.Namespace) -> PinningRun | None:
         _print_plan(generator, servers, demo_prompt, options, seeds)
         generator.close()
         return None
+    if start is not None:
+        return region.start_run(start, generator=generator, options=options, runs_dir=args.runs_dir)
     return PinningRun.start(
         generator=generator, prompt=demo_prompt.prompt, negative_prompt=demo_prompt.negative_prompt,
         seeds=seeds, options=options, runs_dir=args.runs_dir,

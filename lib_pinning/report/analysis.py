@@ -55,7 +55,7 @@ def influence_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any]
             "interval": f"[{_number(low)}, {_number(high)}]",
             "up": _number(unit.get("up")),
             "down": _number(unit.get("down")),
-            "parts": ", ".join(f"{name}: {part['class']}" for name, part in (unit.get("components") or {}).items()),
+            "parts": _parts_text(unit.get("components") or {}),
         })
     return {
         "plot": INFLUENCE_PLOT if present else None,
@@ -71,6 +71,17 @@ def influence_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any]
         "summary": influence.summary_lines(data),
         "sweep": _sweep_rows(data.get("sweep")),
     }
+
+
+def _parts_text(components: dict[str, Any]) -> str:
+    """Each objective part's class, a part named after its objective ("flip_nearest_mode.fidelity")
+    shown as its own name ("fidelity") after the objective's: the full names repeated the
+    objective's on every part and filled the column."""
+    texts = []
+    for name, part in components.items():
+        objective, _, own = str(name).rpartition(".")
+        texts.append(f"{own if objective in components else name}: {part.get('class', influence.UNKNOWN)}")
+    return ", ".join(texts)
 
 
 def _sweep_rows(sweep: Any) -> list[dict[str, Any]]:
@@ -104,8 +115,14 @@ def weight_map_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any
         "points": len(data.get("points") or []),
         "clusters": clusters,
         "clustered": bool(data.get("clustered")),
+        "embedding": _embedding_text((data.get("method") or {}).get("embedding")),
         "noise": sum(1 for p in data.get("points") or [] if p.get("cluster") == -1),
     }
+
+
+def _embedding_text(method: Any) -> str:
+    """How the page names the map's embedding (weight_map.choose_embedding)."""
+    return "with UMAP" if method == weight_map.UMAP else "on their first two principal axes"
 
 
 class RunAnalysis:

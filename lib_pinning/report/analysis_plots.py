@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING
+from lib_pinning.analysis.weight_map import UMAP
 from lib_pinning.report.plots import _figure, figure_png
 
 # The same colours as the page's class legend (report.css .inf-*).
@@ -54,8 +55,9 @@ def influence_png(data: dict[str, Any]) -> bytes | None:
 
 
 def weight_map_png(data: dict[str, Any]) -> bytes | None:
-    """The embedded points coloured by loss, cluster labels at their members' middle, noise hollow,
-    the CMA-ES mean's path as a line; None when nothing was embedded."""
+    """The embedded points coloured by loss, each cluster's members with its marker and its label at
+    their middle, noise as small dots, the CMA-ES mean's path as a line; None when nothing was
+    embedded."""
     points = [p for p in data.get("points") or [] if p.get("xy") is not None]
     if not data.get("embedded") or not points:
         return None
@@ -64,15 +66,21 @@ def weight_map_png(data: dict[str, Any]) -> bytes | None:
     xy = np.array([p["xy"] for p in points])
     loss = np.array([p["loss"] for p in points])
     labels = np.array([-1 if p.get("cluster") is None else p["cluster"] for p in points])
-    style = {"cmap": "viridis", "vmin": loss.min(), "vmax": loss.max(), "edgecolors": "#343a40", "linewidths": 0.4}
+    style = {"cmap": "viridis", "vmin": loss.min(), "vmax": loss.max()}
     scatter = None
-    # Colour is the loss, so the clusters differ by marker; points in no cluster (HDBSCAN's noise,
-    # or no clustering) are small dots.
+    # Colour is the loss, so the clusters differ by marker, drawn large with a dark edge; points in
+    # no cluster (HDBSCAN's noise, or no clustering) are small edgeless dots underneath, so that a
+    # cluster's members stand out from the cloud around them (a '.' marker at the members' size
+    # looked like cluster 0's circles). The legend says which marker is which.
     for label in sorted(set(labels.tolist())):
         inside = labels == label
-        marker = "." if label < 0 else CLUSTER_MARKERS[label % len(CLUSTER_MARKERS)]
-        drawn = ax.scatter(xy[inside, 0], xy[inside, 1], c=loss[inside], marker=marker,
-                           s=60 if label < 0 else 36, **style)
+        if label < 0:
+            drawn = ax.scatter(xy[inside, 0], xy[inside, 1], c=loss[inside], marker="o", s=12, linewidths=0,
+                               alpha=0.8, zorder=1, label="no cluster", **style)
+        else:
+            drawn = ax.scatter(xy[inside, 0], xy[inside, 1], c=loss[inside], s=64, edgecolors="#212529",
+                               linewidths=0.9, marker=CLUSTER_MARKERS[label % len(CLUSTER_MARKERS)], zorder=2,
+                               label=f"C{label}", **style)
         scatter = scatter or drawn
     best = int(np.argmin(loss))
     ax.scatter([xy[best, 0]], [xy[best, 1]], marker="*", s=220, color="#f03e3e", edgecolors="white", zorder=4)
@@ -86,9 +94,14 @@ def weight_map_png(data: dict[str, Any]) -> bytes | None:
             middle = members.mean(axis=0)
             ax.annotate(f"C{c['id']}", middle, fontsize=11, weight="bold", ha="center",
                         bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7})
+    if data.get("clusters"):
+        legend = ax.legend(loc="best", fontsize=8, framealpha=0.8, markerscale=0.8)
+        for handle in legend.legend_handles:  # the markers in a neutral colour: colour means loss
+            handle.set_facecolor("#adb5bd")
     colourbar = fig.add_axes((0.88, 0.08, 0.03, 0.86))
     fig.colorbar(scatter, cax=colourbar, label="loss")
-    ax.set_title("searched weights (UMAP): colour = loss, marker = cluster (dot: none), ★ best, line = CMA-ES mean",
+    method = "UMAP" if (data.get("method") or {}).get("embedding") == UMAP else "principal axes"
+    ax.set_title(f"searched weights ({method}): colour = loss, marker = cluster (dot: none), ★ best, line = CMA-ES mean",
                  fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lib_pinning.analysis import region
 from lib_pinning.options import PinningOptions
 from lib_pinning.options_model import OptionError, PinningInputError
 from lib_pinning.run import PinningRun, RunResult, derive_seeds
@@ -118,7 +119,13 @@ def _run(p: Any, options: PinningOptions) -> Any:
         options = options.replace(models_dir=settings.models_dir(shared.opts, shared.cmd_opts, paths.models_path))
     processing.fix_seed(p)
     seeds = derive_seeds(int(p.seed), int(p.batch_size))
+    runs_dir = settings.runs_dir(p, shared.opts)
+    # Before any work: a run or cluster that does not exist is bad input (HTTP 422 under the API).
+    start = region.region_of(options, runs_dir)
     notes = []
+    if start is not None:
+        notes.append(f"Started from cluster {start.cluster_id} of run {start.run_dir.name}: its prompt rendered at the "
+                     f"cluster's centre, its {len(start.seeds)} seeds, initial std {start.initial_std:g}.")
     if int(getattr(p, "n_iter", 1) or 1) > 1:
         notes.append(f"Batch count {p.n_iter} is not used: each individual is one batch of {p.batch_size} images.")
 
@@ -133,7 +140,7 @@ def _run(p: Any, options: PinningOptions) -> Any:
             sd_samplers=sd_samplers, sd_models=sd_models, sd_schedulers=_schedulers_module(),
         )
     try:
-        return _pin(p, options, generator, seeds, notes)
+        return _pin(p, options, generator, seeds, notes, start, runs_dir)
     finally:
         if isinstance(generator, servers.WebUIPool):
             generator.close()
@@ -148,18 +155,24 @@ def _schedulers_module() -> Any:
     return sd_schedulers
 
 
-def _pin(p: Any, options: PinningOptions, generator: Any, seeds: tuple[int, ...], notes: list[str]) -> Any:
+def _pin(p: Any, options: PinningOptions, generator: Any, seeds: tuple[int, ...], notes: list[str],
+         start: region.RegionStart | None, runs_dir: Path) -> Any:
     from modules import paths, processing, shared
 
     tokenizer = model_tokenizer(shared.sd_model) if options.granularity == "token" else None
     tab = "img2img" if getattr(p, "init_images", None) is not None else "txt2img"
     try:
-        pinning = PinningRun.start(
-            generator=generator, prompt=p.prompt, negative_prompt=p.negative_prompt or "", seeds=seeds,
-            options=options, runs_dir=settings.runs_dir(p, shared.opts), tokenizer=tokenizer,
-        )
+        if start is not None:
+            pinning = region.start_run(start, generator=generator, options=options, runs_dir=runs_dir,
+                                       tokenizer=tokenizer)
+        else:
+            pinning = PinningRun.start(
+                generator=generator, prompt=p.prompt, negative_prompt=p.negative_prompt or "", seeds=seeds,
+                options=options, runs_dir=runs_dir, tokenizer=tokenizer,
+            )
     except (OptionError, ValueError, FileNotFoundError) as e:
         raise PinningInputError(f"{TITLE}: {e}") from e
+    options = pinning.options  # a region's start changed the initial std and the start point
     run_params = {"Pin run": pinning.store.run_id, **options.to_infotext()}
     generator.extra_generation_params = run_params
     progress = WebUIProgress(

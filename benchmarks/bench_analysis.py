@@ -1,0 +1,196 @@
+"""What the run analyses (per-unit influence, the weight map) add to the toy demo's wall time.
+
+The default demo (`python -m lib_pinning demo`, its defaults) runs in a fresh process per run, as
+a user runs it: numba's compile of UMAP and the imports of scikit-learn and umap-learn are paid
+once per process, so a warm process would hide exactly the cost in question. Three ways,
+interleaved over --repeats rounds so that load on the machine hits them alike:
+  - without: the report's analysis step (RunAnalysis.refresh) and the CLI's influence summary
+    replaced by no-ops, i.e. the demo as it was before the analyses existed;
+  - with: the demo as shipped (the map's embedding chosen by weight_map.choose_embedding);
+  - with UMAP forced (--umap): choose_embedding always answers UMAP, the cost before the choice.
+Measured per run: the process's wall time and CPU time (user + system, from the child's rusage;
+less sensitive than wall time to other processes on the cores), the run's own time (run.json
+"seconds") and, in the runs with the analyses, the seconds of each analysis step inside the
+final report update. Reported as medians over the rounds and as the ratio with / without.
+
+    .venv/bin/python benchmarks/bench_analysis.py [--repeats 5] [--no-umap] [--update-doc docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import git_commit, load_average, machine_line, publish  # noqa: E402
+
+log = logging.getLogger("bench_analysis")
+SECTION = "## Run analyses: cost in the demo (bench_analysis.py)"
+ROOT = Path(__file__).resolve().parents[1]
+TIMINGS = "bench_timings.json"
+MODES = ("without", "with", "umap")
+
+# The code each demo process runs: the CLI's own main() with the mode's patches, plus timers
+# around the analysis steps (a perf_counter pair each: nothing measurable).
+RUNNER = r"""
+import json, sys, time
+from pathlib import Path
+mode, runs_dir = sys.argv[1], Path(sys.argv[2])
+from lib_pinning import cli
+from lib_pinning.analysis import influence, weight_map
+from lib_pinning.report import analysis
+timings = {}
+
+def timed(name, function):
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+    return wrapper
+
+if mode == "without":
+    analysis.RunAnalysis.refresh = lambda self, store, signature: None
+    cli._influence_lines = lambda run_dir: []
+else:
+    if mode == "umap":
+        weight_map.choose_embedding = lambda run_seconds: weight_map.UMAP
+    analysis.RunAnalysis.refresh = timed("analysis (all)", analysis.RunAnalysis.refresh)
+    influence.write_influence = timed("influence", influence.write_influence)
+    weight_map.write_weight_map = timed("weight map", weight_map.write_weight_map)
+    weight_map.cluster = timed("weight map: HDBSCAN (with the scikit-learn import)", weight_map.cluster)
+    weight_map.embed = timed("weight map: UMAP (with its import and compile)", weight_map.embed)
+    analysis.RunAnalysis._plot = staticmethod(timed("plots", analysis.RunAnalysis._plot))
+code = cli.main(["demo", "--runs-dir", str(runs_dir)])
+(runs_dir / "bench_timings.json").write_text(json.dumps(timings))
+sys.exit(code)
+"""
+
+
+@dataclass
+class DemoRun:
+    wall: float
+    cpu: float
+    run_seconds: float
+    batches: int
+    embedding: str | None
+    timings: dict[str, float]
+
+
+def demo_run(runs_dir: Path, mode: str) -> DemoRun:
+    runs_dir.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", RUNNER, mode, str(runs_dir)], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    (run_dir,) = [p for p in runs_dir.iterdir() if p.is_dir()]
+    info = json.loads((run_dir / "run.json").read_text())
+    map_file = run_dir / "weight_map.json"
+    embedding = json.loads(map_file.read_text())["method"]["embedding"] if map_file.is_file() else None
+    return DemoRun(
+        wall=wall, cpu=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        run_seconds=float(info["seconds"]), batches=int(info["batches"]), embedding=embedding,
+        timings=json.loads((runs_dir / TIMINGS).read_text()),
+    )
+
+
+def _median(runs: list[DemoRun], attribute: str) -> float:
+    return statistics.median(getattr(r, attribute) for r in runs)
+
+
+def section(rounds: list[dict[str, DemoRun]], modes: list[str]) -> str:
+    by_mode = {m: [r[m] for r in rounds] for m in modes}
+    without = by_mode["without"]
+    labels = {"without": "without the analyses", "with": "with the analyses (as shipped)",
+              "umap": "with the analyses, UMAP forced"}
+    lines = [
+        "| demo | wall time | CPU time | wall / without | CPU / without | paired wall ratio | run's own time | embedding |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode in modes:
+        runs = by_mode[mode]
+        paired = statistics.median(r.wall / w.wall for r, w in zip(runs, without))
+        embeddings = ", ".join(sorted({str(r.embedding) for r in runs})) if mode != "without" else "–"
+        lines.append(
+            f"| {labels[mode]} | {_median(runs, 'wall'):.2f} s | {_median(runs, 'cpu'):.2f} s "
+            f"| {_median(runs, 'wall') / _median(without, 'wall'):.3f} | {_median(runs, 'cpu') / _median(without, 'cpu'):.3f} "
+            f"| {paired:.3f} | {_median(runs, 'run_seconds'):.2f} s | {embeddings} |"
+        )
+    lines += ["", "Seconds of each analysis step inside the final report update (medians over the rounds):", "",
+              "| step | " + " | ".join(labels[m] for m in modes if m != "without") + " |",
+              "|---|" + "---:|" * (len(modes) - 1)]
+    steps = sorted({k for m in modes if m != "without" for r in by_mode[m] for k in r.timings})
+    for step in steps:
+        cells = []
+        for mode in modes:
+            if mode == "without":
+                continue
+            values = [r.timings[step] for r in by_mode[mode] if step in r.timings]
+            cells.append(f"{statistics.median(values):.3f} s" if values else "–")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    batches = sorted({r.batches for m in modes for r in by_mode[m]})
+    lines += ["", f"Every run generated {', '.join(map(str, batches))} batches (the analyses add none)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of the demo runs")
+    parser.add_argument("--no-umap", action="store_true", help="skip the runs with UMAP forced (35 s each)")
+    parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The demo processes run with one torch thread (the CLI sets it); so does this one, whose
+    # machine line reports the count.
+    torch.set_num_threads(1)
+    modes = [m for m in MODES if not (args.no_umap and m == "umap")]
+    load_before = load_average()
+    started = time.perf_counter()
+    rounds: list[dict[str, DemoRun]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        demo_run(Path(tmp) / "warm-up", "without")  # the OS's file cache, Python's bytecode caches
+        for n in range(args.repeats):
+            results = {}
+            for mode in modes:
+                results[mode] = demo_run(Path(tmp) / f"round-{n}-{mode}", mode)
+                log.info("round %d, %s: wall %.2f s, cpu %.2f s", n + 1, mode, results[mode].wall, results[mode].cpu)
+            rounds.append(results)
+    load_after = load_average()
+    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
+    body = "\n".join([
+        f"Command: `.venv/bin/python benchmarks/bench_analysis.py{(' ' + argv_text) if argv_text else ''}` at commit "
+        f"{git_commit()} ({args.repeats} interleaved rounds, each demo in a fresh process; "
+        f"{time.perf_counter() - started:.0f} s in all).",
+        "",
+        f"Machine: {machine_line('umap-learn', 'scikit-learn', 'numba')}.",
+        "",
+        f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the run"
+        + (" (other processes shared the cores: CPU time is the steadier measure)."
+           if max(load_before or 0, load_after or 0) > 1.5 else ".")
+        if load_before is not None and load_after is not None else "",
+        "",
+        section(rounds, modes),
+    ])
+    publish(body, SECTION, args.update_doc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
