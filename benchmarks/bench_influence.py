@@ -36,8 +36,9 @@ Scores (a unit is one weighted word of the prompt or the negative prompt of one 
   Target >= 95%.
 
 Usage:
-    python benchmarks/bench_influence.py                  # 10 prompts, about a minute
-    python benchmarks/bench_influence.py --update-doc     # also rewrite its docs/benchmarks.md section
+    python benchmarks/bench_influence.py                    # the demo's settings, about two minutes
+    python benchmarks/bench_influence.py --generations 40   # longer runs (no early stop): more points
+    ... --update-doc                                        # also rewrite its docs/benchmarks.md subsection
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DOC, git_commit, machine_line, publish  # noqa: E402
+from benchmarks.common import DOC, git_commit, machine_line, write_section  # noqa: E402
 from lib_pinning.analysis import influence  # noqa: E402
 from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING, UNKNOWN  # noqa: E402
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings  # noqa: E402
@@ -235,30 +236,41 @@ def table(results: Sequence[PromptResult]) -> str:
     return "\n".join(lines)
 
 
+SECTION_INTRO = f"""Truth, scores and prompts: the docstring of benchmarks/bench_influence.py. In short: the true
+class of a unit is the sign of g = d(1 - q_m)/d(weight) at the run's best weights (q ~ pi^cfg, m
+the prototype the best batch is pinned to), inert within |g| <= {TRUTH_BAND}; the estimate is
+influence.json's class, fitted from the run's own evaluations (no extra batches). A truly
+tightening or loosening unit classed "cannot tell" disagrees; a truly inert one classed "cannot
+tell" agrees (strict: it disagrees too). Targets: agreement >= {AGREEMENT_TARGET:.0%}, inert words
+classed inert or "cannot tell" >= {INERT_TARGET:.0%}. Each table cell: unit: true class / estimated
+class (g)."""
+
+
+def heading(generations: int | None) -> str:
+    if generations is None:
+        return "### Demo settings (default generations, early stopping on)"
+    return f"### {generations} generations, early stopping off"
+
+
 def report(results: Sequence[PromptResult], seconds: float, command: str) -> str:
+    """One configuration's subsection body: the command, commit and machine, the table, the totals."""
     t = totals(results)
     met = lambda value, target: "met" if value >= target else "missed"  # noqa: E731
     classes = {c: sum(1 for r in results for u in r.units if u.estimate == c)
                for c in (TIGHTENING, LOOSENING, INERT, UNKNOWN)}
     truths = {c: sum(1 for r in results for u in r.units if u.truth == c) for c in (TIGHTENING, LOOSENING, INERT)}
+    claimed = [u for r in results for u in r.units if u.estimate in (TIGHTENING, LOOSENING)]
+    wrong = sum(1 for u in claimed if u.estimate != u.truth)
     return "\n".join([
-        SECTION,
-        "",
         f"`{command}` at commit {git_commit()}; {machine_line()}; {seconds:.0f} s.",
-        "",
-        "Truth, scores and prompts: the docstring of benchmarks/bench_influence.py. In short: the true",
-        "class of a unit is the sign of g = d(1 - q_m)/d(weight) at the run's best weights (q ~ pi^cfg, m",
-        f"the prototype the best batch is pinned to), inert within |g| <= {TRUTH_BAND}; the estimate is",
-        "influence.json's class, fitted from the run's own evaluations. A truly tightening or loosening",
-        "unit classed \"cannot tell\" disagrees; a truly inert one classed \"cannot tell\" agrees (strict:",
-        "it disagrees too).",
         "",
         table(results),
         "",
         f"Totals over {t['units']} units: agreement {t['agreement']:.0%} (target {AGREEMENT_TARGET:.0%}: "
         f"{met(t['agreement'], AGREEMENT_TARGET)}), strict {t['strict']:.0%}; inert words classed inert or "
         f"cannot tell: {t['inert_ok']:.0%} of {t['inert_words']} (target {INERT_TARGET:.0%}: "
-        f"{met(t['inert_ok'], INERT_TARGET)}); \"cannot tell\": {t['cannot_tell']:.0%} of the units.",
+        f"{met(t['inert_ok'], INERT_TARGET)}); \"cannot tell\": {t['cannot_tell']:.0%} of the units; "
+        f"tightening or loosening claimed for {len(claimed)} units, {wrong} of them against the truth.",
         f"True classes: {truths}; estimated: {classes}.",
     ])
 
@@ -266,19 +278,32 @@ def report(results: Sequence[PromptResult], seconds: float, command: str) -> str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the prompts to run")
-    parser.add_argument("--update-doc", action="store_true", help=f"rewrite this benchmark's section of {DOC}")
+    parser.add_argument("--generations", type=int, default=None,
+                        help="generations per run, with early stopping off (default: the demo's settings)")
+    parser.add_argument("--update-doc", action="store_true", help=f"rewrite this configuration's subsection of {DOC}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
+    options = PinningOptions(cli_log=False)
+    if args.generations is not None:
+        options = options.replace(generations=args.generations, stop_early=False)
     started = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-influence-") as tmp:
         for k, (prompt, negative) in enumerate(PROMPTS[: args.prompts]):
-            results.append(measure(prompt, negative, Path(tmp), index=k))
+            results.append(measure(prompt, negative, Path(tmp), options=options, index=k))
             log.info("prompt %d: %d/%d units agree", k + 1, sum(u.agrees for u in results[-1].units),
                      len(results[-1].units))
-    command = "python benchmarks/bench_influence.py" + (f" --prompts {args.prompts}" if args.prompts != len(PROMPTS) else "")
-    publish(report(results, time.perf_counter() - started, command), SECTION, DOC if args.update_doc else None)
+    command = "python benchmarks/bench_influence.py"
+    if args.prompts != len(PROMPTS):
+        command += f" --prompts {args.prompts}"
+    if args.generations is not None:
+        command += f" --generations {args.generations}"
+    body = report(results, time.perf_counter() - started, command)
+    sys.stdout.write(f"{heading(args.generations)}\n\n{body}\n")
+    if args.update_doc:
+        write_section(DOC, SECTION, {heading(args.generations): body}, intro=SECTION_INTRO)
+        log.info("updated %s", DOC)
     return 0
 
 

@@ -49,4 +49,4 @@ def test_the_core_on_one_tiny_prompt(tmp_path):
     assert totals["inert_ok"] == (1.0 if velvet.estimate in (INERT, UNKNOWN) else 0.0)
     assert totals["agreement"] == pytest.approx(sum(u.agrees for u in result.units) / 3)
     text = bench.report([result], 1.0, "python benchmarks/bench_influence.py")
-    assert text.startswith(bench.SECTION) and "| 1 | `red circle, velvet` |" in text
+    assert text.startswith("`python benchmarks/bench_influence.py` at commit ") and "| 1 | `red circle, velvet` |" in text
