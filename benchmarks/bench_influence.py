@@ -119,6 +119,8 @@ class PromptResult:
     evaluations: int
     r2: float | None
     mode: str
+    assignments: int  # distinct (seed -> prototype) assignments over the evaluated batches
+    explained: float  # share of the loss's variance between those assignments
     units: list[UnitResult]
 
 
@@ -148,15 +150,35 @@ def true_class(gradient: float) -> str:
     return INERT
 
 
-def observed_mode(store: RunStore, record: IndividualRecord, model: ToyModel, q: np.ndarray) -> int:
-    """The prototype most of the record's saved images show (ties: the larger q)."""
+def assignment(store: RunStore, record: IndividualRecord, model: ToyModel) -> tuple[int, ...]:
+    """The prototype each of the record's saved images is nearest to."""
     folder = store.root / f"gen-{record.generation:03d}" / f"ind-{record.index:03d}"
     images = torch.stack([
         torch.from_numpy(np.asarray(Image.open(folder / name).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
         for name in record.images
     ])
-    counts = np.bincount(model.nearest_prototype(images).numpy(), minlength=model.num_prototypes)
+    return tuple(model.nearest_prototype(images).tolist())
+
+
+def observed_mode(shown: Sequence[int], q: np.ndarray) -> int:
+    """The prototype most of a batch's images show (ties: the larger q)."""
+    counts = np.bincount(np.asarray(shown, dtype=int), minlength=len(q))
     return int(max(range(len(counts)), key=lambda k: (counts[k], q[k])))
+
+
+def explained_by_assignment(losses: Sequence[float], assignments: Sequence[tuple[int, ...]]) -> float:
+    """The share of the loss's variance between groups of identical assignments (eta squared): at
+    fixed seeds an image changes class only when its seed lands on another prototype, so this says
+    how much of the loss is that step function rather than a smooth response to the weights."""
+    y = np.asarray(losses, dtype=float)
+    total = float(((y - y.mean()) ** 2).sum())
+    if total <= 0:
+        return float("nan")
+    groups: dict[tuple[int, ...], list[float]] = {}
+    for value, key in zip(y, assignments):
+        groups.setdefault(key, []).append(value)
+    between = sum(len(v) * (np.mean(v) - y.mean()) ** 2 for v in groups.values())
+    return float(between / total)
 
 
 def measure(
@@ -186,7 +208,8 @@ def measure(
     x = np.asarray(best.x_evaluated, dtype=float)
     model = generator.model
     q = sample_frequencies(model, *space.render(x), settings.cfg_scale)
-    mode = observed_mode(store, best, model, q)
+    shown = [assignment(store, r, model) for r in records]
+    mode = observed_mode(shown[records.index(best)], q)
     gradient = true_gradient(model, space, x, mode, settings.cfg_scale)
     units = []
     for j, unit in enumerate(data["units"]):
@@ -196,7 +219,8 @@ def measure(
             gradient=float(gradient[j]), truth=true_class(float(gradient[j])), estimate=unit["class"],
             standardized=unit["standardized"],
         ))
-    return PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode], units)
+    return PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode],
+                        len(set(shown)), explained_by_assignment([r.loss for r in records], shown), units)
 
 
 def share(flags: Sequence[bool]) -> float:
@@ -224,14 +248,16 @@ def _cell(unit: UnitResult) -> str:
 
 def table(results: Sequence[PromptResult]) -> str:
     lines = [
-        "| # | prompt | negative | evaluations | R² | pinned to | agree | units: truth / estimate (g = d miss / d w) |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | --- |",
+        "| # | prompt | negative | evaluations | assignments | loss variance between them | R² | pinned to | agree "
+        "| units: truth / estimate (g = d miss / d w) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for k, r in enumerate(results, 1):
         agree = sum(u.agrees for u in r.units)
         r2 = "-" if r.r2 is None else f"{r.r2:.2f}"
         cells = "; ".join(_cell(u) for u in r.units)
-        lines.append(f"| {k} | `{r.prompt}` | `{r.negative_prompt}` | {r.evaluations} | {r2} | {r.mode} | "
+        lines.append(f"| {k} | `{r.prompt}` | `{r.negative_prompt}` | {r.evaluations} | {r.assignments} | "
+                     f"{r.explained:.0%} | {r2} | {r.mode} | "
                      f"{agree}/{len(r.units)} | {cells} |")
     return "\n".join(lines)
 

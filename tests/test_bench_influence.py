@@ -41,6 +41,7 @@ def test_the_core_on_one_tiny_prompt(tmp_path):
                            seeds=derive_seeds(1, 4))
     assert [u.text for u in result.units] == ["red", "circle", "velvet"]
     assert result.evaluations == 13 and result.mode in ToyModel().prototype_names
+    assert 1 <= result.assignments <= 13
     velvet = result.units[2]
     assert velvet.inert_word and velvet.gradient == 0.0 and velvet.truth == INERT
     assert not result.units[0].inert_word and result.units[0].gradient != 0.0
@@ -50,3 +51,10 @@ def test_the_core_on_one_tiny_prompt(tmp_path):
     assert totals["agreement"] == pytest.approx(sum(u.agrees for u in result.units) / 3)
     text = bench.report([result], 1.0, "python benchmarks/bench_influence.py")
     assert text.startswith("`python benchmarks/bench_influence.py` at commit ") and "| 1 | `red circle, velvet` |" in text
+
+
+def test_the_loss_variance_between_assignments():
+    a, b = (0, 1), (1, 1)
+    assert bench.explained_by_assignment([1.0, 1.0, 3.0, 3.0], [a, a, b, b]) == pytest.approx(1.0)
+    assert bench.explained_by_assignment([1.0, 2.0, 3.0, 4.0], [a, a, b, b]) == pytest.approx(0.8)
+    assert bench.explained_by_assignment([1.0, 2.0, 3.0, 4.0], [a, a, a, a]) == pytest.approx(0.0)
