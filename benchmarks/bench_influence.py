@@ -70,7 +70,7 @@ from lib_pinning.toy import ToyConfig, ToyModel  # noqa: E402
 
 log = logging.getLogger("bench_influence")
 
-SECTION = "## Per-unit influence against the toy's closed form"
+SECTION = "## Per-unit influence against the toy's closed form (bench_influence.py)"
 INERT_WORDS = ("velvet", "quietly", "serene")
 TRUTH_BAND = 0.05
 TRUTH_STEP = 0.01
