@@ -161,6 +161,9 @@ class ToyConfig:
     fry_onset, fry_full: effective emphasis weights at which frying starts and is complete.
     nan_onset, nan_full: effective weights at which the first image of a batch, and every image,
         comes out of the sampler as NaN.
+    inert_words: lowercase words whose vector is zero: words the mixture ignores, whatever their
+        weight (they still count for the failure modes' effective weight). None by default; the
+        influence benchmark needs words whose true effect on pi is exactly nothing.
     """
 
     component_std: float = 0.1
@@ -175,8 +178,11 @@ class ToyConfig:
     fry_full: float = 2.3
     nan_onset: float = 3.0
     nan_full: float = 3.5
+    inert_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # A JSON round trip (run.json's model description) gives a list; the config stays hashable.
+        object.__setattr__(self, "inert_words", tuple(str(w).lower() for w in self.inert_words))
         if self.sigma_max is None:
             # Prototype distances grow linearly with the side (sqrt of the pixel count), so the
             # noise level at which the component gets decided does too: 160 at 64 px.
@@ -192,7 +198,7 @@ class ToyConfig:
         if not 0 < self.fry_onset < self.fry_full <= self.nan_onset < self.nan_full:
             raise ValueError("need 0 < fry_onset < fry_full <= nan_onset < nan_full")
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, Any]:
         """The fields with sigma_max resolved: `ToyConfig(**config.to_json()) == config`."""
         return asdict(self)
 
@@ -486,6 +492,8 @@ class ToyModel:
 
     def word_vector(self, word: str) -> torch.Tensor:
         """The K-vector of one lowercase word (float64)."""
+        if word in self.config.inert_words:
+            return torch.zeros(NUM_PROTOTYPES, dtype=torch.float64)
         return _word_vector(word, self.config.word_std, self.config.attribute_strength).clone()
 
     def prompt_logits(self, prompt: str, negative_prompt: str = "") -> torch.Tensor:

@@ -84,6 +84,13 @@ def test_known_quadratic_classes_and_intervals_cover_the_true_slopes():
     assert units["A"]["components"]["flat"]["class"] == INERT
 
 
+def test_the_neighbourhood_grows_with_the_run():
+    """A fixed count of points would leave most of a long run's evaluations out of the fit."""
+    assert influence.estimate(synthetic(n=40), UNITS)["points"] == 30  # MIN_NEIGHBOURS
+    long = influence.estimate(synthetic(n=400), UNITS)
+    assert long["points_available"] == 400 and long["points"] == 200  # the nearest half
+
+
 def test_the_sign_convention_follows_the_loss():
     """A loss that is the mirror image swaps tightening and loosening: the sign is not hard-wired."""
     mirrored = influence.estimate(synthetic(flip=-1.0), UNITS)

@@ -6,6 +6,7 @@ the model cannot hide behind a matching bug in a production sampler.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -417,6 +418,17 @@ def test_config_validation_and_round_trip():
     for bad in ({"component_std": 0.0}, {"sigma_min": 200.0}, {"temperature": 0.0}, {"image_size": 4}):
         with pytest.raises(ValueError):
             ToyConfig(**bad)
+
+
+def test_inert_words_leave_the_mixture_as_it_was_and_survive_json():
+    config = ToyConfig(inert_words=("Velvet",))
+    model, plain = ToyModel(config), ToyModel()
+    assert float(model.word_vector("velvet").abs().sum()) == 0.0
+    assert float(plain.word_vector("velvet").abs().sum()) > 0.0  # a filler word elsewhere
+    with_word = model.mixture_weights("red circle, (velvet:1.8)", "velvet")
+    assert torch.equal(with_word, model.mixture_weights("red circle"))
+    assert not torch.equal(plain.mixture_weights("red circle, velvet"), plain.mixture_weights("red circle"))
+    assert ToyConfig(**json.loads(json.dumps(config.to_json()))) == config
 
 
 # failure modes: over-emphasis frying and NaN latents -------------------------------------------------

@@ -1,0 +1,337 @@
+"""Per-unit influence against the toy's closed form: do the classes of influence.json tell the truth?
+
+For each of 10 prompts this runs a pinning with the demo's settings (`python -m lib_pinning demo`:
+the toy model at its default sampling, the default PinningOptions, seeds 1..8) and fits the
+influence from the run's own evaluations, as the report does (lib_pinning.analysis.influence,
+`analyse_store`). No extra batches.
+
+The truth. On the toy every word has a K-vector, logits = sum of weight x vector (the negative
+prompt subtracts) and pi = softmax(logits / T) (lib_pinning.toy). Guidance at cfg c sharpens the
+sample frequencies to about q ~ pi^c (the toy's docstring). The run pins its batch to one
+prototype m: the prototype most of the best individual's images show (nearest prototype of each
+saved image; ties go to the larger q). The pinning loss then goes with the share of the batch
+expected outside m,
+
+    miss(w) = 1 - q_m(w),
+
+and the true influence of unit j is g_j = d miss / d w_j at the best individual's weights, by a
+central difference of step 0.01 on the weights of the rendered prompts (the closed form is smooth
+there, so this is exact to O(1e-4)). True class, with a dead band of TRUTH_BAND = 0.05 per unit
+weight (a step of 0.1 moves less than half a percent of the batch):
+
+    g_j < -0.05: tightening;  g_j > 0.05: loosening;  otherwise inert.
+
+Inert words (INERT_WORDS) are words the toy ignores (`ToyConfig(inert_words=...)`: zero vector),
+so their g_j is exactly 0. They still count for the failure modes' effective weight (frying from
+1.5), like any word: the truth is about the mixture, and the benchmark reports what the estimator
+does with them.
+
+Scores (a unit is one weighted word of the prompt or the negative prompt of one prompt):
+
+* agreement: a unit agrees when its estimated class equals its true class; for a truly inert unit
+  "cannot tell" also agrees (it claims no effect), for a tightening or loosening unit "cannot
+  tell" is a disagreement. Target >= 90% of units. `strict` counts "cannot tell" as a
+  disagreement everywhere.
+* inert words: the share classed inert or "cannot tell" (never tightening or loosening).
+  Target >= 95%.
+
+Usage:
+    python benchmarks/bench_influence.py                    # the demo's settings, about two minutes
+    python benchmarks/bench_influence.py --generations 40   # longer runs (no early stop): more points
+    ... --update-doc                                        # also rewrite its docs/benchmarks.md subsection
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import DOC, git_commit, machine_line, write_section  # noqa: E402
+from lib_pinning.analysis import influence  # noqa: E402
+from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING, UNKNOWN  # noqa: E402
+from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings  # noqa: E402
+from lib_pinning.options import PinningOptions  # noqa: E402
+from lib_pinning.prompt import PromptSpace  # noqa: E402
+from lib_pinning.run import PinningRun, derive_seeds  # noqa: E402
+from lib_pinning.store import IndividualRecord, RunStore  # noqa: E402
+from lib_pinning.toy import ToyConfig, ToyModel  # noqa: E402
+
+log = logging.getLogger("bench_influence")
+
+SECTION = "## Per-unit influence against the toy's closed form (bench_influence.py)"
+INERT_WORDS = ("velvet", "quietly", "serene")
+TRUTH_BAND = 0.05
+TRUTH_STEP = 0.01
+AGREEMENT_TARGET = 0.90
+INERT_TARGET = 0.95
+
+# (prompt, negative prompt): attribute words, filler words (random vectors) and inert words.
+PROMPTS: tuple[tuple[str, str], ...] = (
+    ("red circle, blue square, soft light, velvet", "blurry"),
+    ("a green triangle, quietly, detailed", "serene"),
+    ("yellow ring, velvet backdrop", "blurry, quietly"),
+    ("purple cross, serene, photo", "dark"),
+    ("red square, blue circle, velvet", "noise"),
+    ("green circle, quietly, sharp focus", "velvet"),
+    ("blue triangle, yellow cross, serene glow", "blurry"),
+    ("(red:1.2) ring, velvet, quietly", "dark"),
+    ("purple square, green ring, serene", "quietly"),
+    ("yellow circle, studio, velvet", "serene, blurry"),
+)
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    prompt: int
+    text: str
+    side: str
+    inert_word: bool
+    gradient: float  # d miss / d weight at the best weights
+    truth: str
+    estimate: str
+    standardized: float | None
+
+    @property
+    def agrees(self) -> bool:
+        return self.estimate == self.truth or (self.truth == INERT and self.estimate == UNKNOWN)
+
+    @property
+    def agrees_strictly(self) -> bool:
+        return self.estimate == self.truth
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    prompt: str
+    negative_prompt: str
+    evaluations: int
+    r2: float | None
+    mode: str
+    assignments: int  # distinct (seed -> prototype) assignments over the evaluated batches
+    explained: float  # share of the loss's variance between those assignments
+    units: list[UnitResult]
+
+
+def sample_frequencies(model: ToyModel, prompt: str, negative: str, cfg: float) -> np.ndarray:
+    """q ~ pi^cfg, normalised: the toy's closed-form frequencies of each prototype under guidance."""
+    log_q = cfg * model.mixture_log_weights(prompt, negative)
+    return torch.softmax(log_q, dim=0).numpy()
+
+
+def true_gradient(model: ToyModel, space: PromptSpace, x: np.ndarray, mode: int, cfg: float) -> np.ndarray:
+    """d miss / d x_j (miss = 1 - q_mode) at x, by central differences on the rendered prompts."""
+    gradient = np.empty(space.dim)
+    for j in range(space.dim):
+        step = np.zeros(space.dim)
+        step[j] = TRUTH_STEP
+        up = sample_frequencies(model, *space.render(x + step), cfg)[mode]
+        down = sample_frequencies(model, *space.render(x - step), cfg)[mode]
+        gradient[j] = -(up - down) / (2 * TRUTH_STEP)
+    return gradient
+
+
+def true_class(gradient: float) -> str:
+    if gradient < -TRUTH_BAND:
+        return TIGHTENING
+    if gradient > TRUTH_BAND:
+        return LOOSENING
+    return INERT
+
+
+def assignment(store: RunStore, record: IndividualRecord, model: ToyModel) -> tuple[int, ...]:
+    """The prototype each of the record's saved images is nearest to."""
+    folder = store.root / f"gen-{record.generation:03d}" / f"ind-{record.index:03d}"
+    images = torch.stack([
+        torch.from_numpy(np.asarray(Image.open(folder / name).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+        for name in record.images
+    ])
+    return tuple(model.nearest_prototype(images).tolist())
+
+
+def observed_mode(shown: Sequence[int], q: np.ndarray) -> int:
+    """The prototype most of a batch's images show (ties: the larger q)."""
+    counts = np.bincount(np.asarray(shown, dtype=int), minlength=len(q))
+    return int(max(range(len(counts)), key=lambda k: (counts[k], q[k])))
+
+
+def explained_by_assignment(losses: Sequence[float], assignments: Sequence[tuple[int, ...]]) -> float:
+    """The share of the loss's variance between groups of identical assignments (eta squared): at
+    fixed seeds an image changes class only when its seed lands on another prototype, so this says
+    how much of the loss is that step function rather than a smooth response to the weights."""
+    y = np.asarray(losses, dtype=float)
+    total = float(((y - y.mean()) ** 2).sum())
+    if total <= 0:
+        return float("nan")
+    groups: dict[tuple[int, ...], list[float]] = {}
+    for value, key in zip(y, assignments):
+        groups.setdefault(key, []).append(value)
+    between = sum(len(v) * (np.mean(v) - y.mean()) ** 2 for v in groups.values())
+    return float(between / total)
+
+
+def measure(
+    prompt: str,
+    negative: str,
+    runs_dir: Path,
+    *,
+    settings: ToySettings | None = None,
+    options: PinningOptions | None = None,
+    seeds: Sequence[int] | None = None,
+    index: int = 0,
+) -> PromptResult:
+    """One pinning run of `prompt` and its influence classes against the closed-form truth."""
+    settings = settings or ToySettings()
+    generator = ToyGenerator(settings, ToyConfig(inert_words=INERT_WORDS))
+    demo = DemoPrompt()
+    run = PinningRun.start(
+        generator=generator, prompt=prompt, negative_prompt=negative,
+        seeds=list(seeds) if seeds is not None else derive_seeds(demo.seed, demo.batch_size),
+        options=options or PinningOptions(cli_log=False), runs_dir=runs_dir,
+    )
+    store = RunStore.open(run.execute(reporter=None).run_dir)
+    data = influence.analyse_store(store)
+    space = PromptSpace.from_json(store.read_run()["space"])
+    records = [r for r in store.iter_individuals() if influence.usable(r, space.dim)]
+    best = min(records, key=lambda r: r.loss)
+    x = np.asarray(best.x_evaluated, dtype=float)
+    model = generator.model
+    q = sample_frequencies(model, *space.render(x), settings.cfg_scale)
+    shown = [assignment(store, r, model) for r in records]
+    mode = observed_mode(shown[records.index(best)], q)
+    gradient = true_gradient(model, space, x, mode, settings.cfg_scale)
+    units = []
+    for j, unit in enumerate(data["units"]):
+        words = unit["text"].lower().split()
+        units.append(UnitResult(
+            prompt=index, text=unit["text"], side=unit["side"], inert_word=all(w in INERT_WORDS for w in words),
+            gradient=float(gradient[j]), truth=true_class(float(gradient[j])), estimate=unit["class"],
+            standardized=unit["standardized"],
+        ))
+    return PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode],
+                        len(set(shown)), explained_by_assignment([r.loss for r in records], shown), units)
+
+
+def share(flags: Sequence[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
+
+
+def totals(results: Sequence[PromptResult]) -> dict[str, float]:
+    units = [u for r in results for u in r.units]
+    inert = [u for u in units if u.inert_word]
+    return {
+        "units": len(units),
+        "agreement": share([u.agrees for u in units]),
+        "strict": share([u.agrees_strictly for u in units]),
+        "inert_words": len(inert),
+        "inert_ok": share([u.estimate in (INERT, UNKNOWN) for u in inert]),
+        "cannot_tell": share([u.estimate == UNKNOWN for u in units]),
+    }
+
+
+def _cell(unit: UnitResult) -> str:
+    where = " (neg)" if unit.side == "negative" else ""
+    mark = "" if unit.agrees else " ✗"
+    return f"{unit.text}{where}: {unit.truth} / {unit.estimate} ({unit.gradient:+.2f}){mark}"
+
+
+def table(results: Sequence[PromptResult]) -> str:
+    lines = [
+        "| # | prompt | negative | evaluations | assignments | loss variance between them | R² | pinned to | agree "
+        "| units: truth / estimate (g = d miss / d w) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for k, r in enumerate(results, 1):
+        agree = sum(u.agrees for u in r.units)
+        r2 = "-" if r.r2 is None else f"{r.r2:.2f}"
+        cells = "; ".join(_cell(u) for u in r.units)
+        lines.append(f"| {k} | `{r.prompt}` | `{r.negative_prompt}` | {r.evaluations} | {r.assignments} | "
+                     f"{r.explained:.0%} | {r2} | {r.mode} | "
+                     f"{agree}/{len(r.units)} | {cells} |")
+    return "\n".join(lines)
+
+
+SECTION_INTRO = f"""Truth, scores and prompts: the docstring of benchmarks/bench_influence.py. In short: the true
+class of a unit is the sign of g = d(1 - q_m)/d(weight) at the run's best weights (q ~ pi^cfg, m
+the prototype the best batch is pinned to), inert within |g| <= {TRUTH_BAND}; the estimate is
+influence.json's class, fitted from the run's own evaluations (no extra batches). A truly
+tightening or loosening unit classed "cannot tell" disagrees; a truly inert one classed "cannot
+tell" agrees (strict: it disagrees too). Targets: agreement >= {AGREEMENT_TARGET:.0%}, inert words
+classed inert or "cannot tell" >= {INERT_TARGET:.0%}. Each table cell: unit: true class / estimated
+class (g)."""
+
+
+def heading(generations: int | None) -> str:
+    if generations is None:
+        return "### Demo settings (default generations, early stopping on)"
+    return f"### {generations} generations, early stopping off"
+
+
+def report(results: Sequence[PromptResult], seconds: float, command: str) -> str:
+    """One configuration's subsection body: the command, commit and machine, the table, the totals."""
+    t = totals(results)
+    met = lambda value, target: "met" if value >= target else "missed"  # noqa: E731
+    classes = {c: sum(1 for r in results for u in r.units if u.estimate == c)
+               for c in (TIGHTENING, LOOSENING, INERT, UNKNOWN)}
+    truths = {c: sum(1 for r in results for u in r.units if u.truth == c) for c in (TIGHTENING, LOOSENING, INERT)}
+    claimed = [u for r in results for u in r.units if u.estimate in (TIGHTENING, LOOSENING)]
+    wrong = sum(1 for u in claimed if u.estimate != u.truth)
+    return "\n".join([
+        f"`{command}` at commit {git_commit()}; {machine_line()}; {seconds:.0f} s.",
+        "",
+        table(results),
+        "",
+        f"Totals over {t['units']} units: agreement {t['agreement']:.0%} (target {AGREEMENT_TARGET:.0%}: "
+        f"{met(t['agreement'], AGREEMENT_TARGET)}), strict {t['strict']:.0%}; inert words classed inert or "
+        f"cannot tell: {t['inert_ok']:.0%} of {t['inert_words']} (target {INERT_TARGET:.0%}: "
+        f"{met(t['inert_ok'], INERT_TARGET)}); \"cannot tell\": {t['cannot_tell']:.0%} of the units; "
+        f"tightening or loosening claimed for {len(claimed)} units, {wrong} of them against the truth.",
+        f"True classes: {truths}; estimated: {classes}.",
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the prompts to run")
+    parser.add_argument("--generations", type=int, default=None,
+                        help="generations per run, with early stopping off (default: the demo's settings)")
+    parser.add_argument("--update-doc", action="store_true", help=f"rewrite this configuration's subsection of {DOC}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(1)
+    options = PinningOptions(cli_log=False)
+    if args.generations is not None:
+        options = options.replace(generations=args.generations, stop_early=False)
+    started = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-influence-") as tmp:
+        for k, (prompt, negative) in enumerate(PROMPTS[: args.prompts]):
+            results.append(measure(prompt, negative, Path(tmp), options=options, index=k))
+            log.info("prompt %d: %d/%d units agree", k + 1, sum(u.agrees for u in results[-1].units),
+                     len(results[-1].units))
+    command = "python benchmarks/bench_influence.py"
+    if args.prompts != len(PROMPTS):
+        command += f" --prompts {args.prompts}"
+    if args.generations is not None:
+        command += f" --generations {args.generations}"
+    body = report(results, time.perf_counter() - started, command)
+    sys.stdout.write(f"{heading(args.generations)}\n\n{body}\n")
+    if args.update_doc:
+        write_section(DOC, SECTION, {heading(args.generations): body}, intro=SECTION_INTRO)
+        log.info("updated %s", DOC)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""benchmarks/bench_influence.py: its closed-form truth, its scoring rules, and its core on one tiny prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_influence as bench
+from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING, UNKNOWN
+from lib_pinning.generator import ToySettings
+from lib_pinning.options import PinningOptions
+from lib_pinning.prompt import PromptSpace
+from lib_pinning.run import derive_seeds
+from lib_pinning.toy import ToyConfig, ToyModel
+
+
+def test_the_truth_follows_the_closed_form_and_inert_words_have_none():
+    model = ToyModel(ToyConfig(inert_words=bench.INERT_WORDS))
+    space = PromptSpace("red circle, velvet", "red")
+    mode = model.prototype_names.index("red circle")
+    gradient = bench.true_gradient(model, space, np.zeros(space.dim), mode, cfg=1.5)
+    # Raising "red" or "circle" puts more of the batch on the red circle; "red" in the negative
+    # prompt takes it away; "velvet" is a zero vector.
+    assert gradient[0] < -bench.TRUTH_BAND and gradient[1] < -bench.TRUTH_BAND
+    assert gradient[2] == 0.0 and gradient[3] > bench.TRUTH_BAND
+    assert [bench.true_class(g) for g in gradient] == [TIGHTENING, TIGHTENING, INERT, LOOSENING]
+
+
+def test_cannot_tell_disagrees_only_where_the_truth_has_an_effect():
+    def unit(truth: str, estimate: str) -> bench.UnitResult:
+        return bench.UnitResult(0, "w", "positive", False, 0.0, truth, estimate, None)
+
+    assert not unit(TIGHTENING, UNKNOWN).agrees and not unit(LOOSENING, TIGHTENING).agrees
+    assert unit(INERT, UNKNOWN).agrees and not unit(INERT, UNKNOWN).agrees_strictly
+    assert unit(LOOSENING, LOOSENING).agrees_strictly
+
+
+def test_the_core_on_one_tiny_prompt(tmp_path):
+    options = PinningOptions(generations=3, cma_lambda=4, cli_log=False, stop_early=False)
+    result = bench.measure("red circle, velvet", "", tmp_path, settings=ToySettings(steps=6), options=options,
+                           seeds=derive_seeds(1, 4))
+    assert [u.text for u in result.units] == ["red", "circle", "velvet"]
+    assert result.evaluations == 13 and result.mode in ToyModel().prototype_names
+    assert 1 <= result.assignments <= 13
+    velvet = result.units[2]
+    assert velvet.inert_word and velvet.gradient == 0.0 and velvet.truth == INERT
+    assert not result.units[0].inert_word and result.units[0].gradient != 0.0
+    totals = bench.totals([result])
+    assert totals["units"] == 3 and totals["inert_words"] == 1
+    assert totals["inert_ok"] == (1.0 if velvet.estimate in (INERT, UNKNOWN) else 0.0)
+    assert totals["agreement"] == pytest.approx(sum(u.agrees for u in result.units) / 3)
+    text = bench.report([result], 1.0, "python benchmarks/bench_influence.py")
+    assert text.startswith("`python benchmarks/bench_influence.py` at commit ") and "| 1 | `red circle, velvet` |" in text
+
+
+def test_the_loss_variance_between_assignments():
+    a, b = (0, 1), (1, 1)
+    assert bench.explained_by_assignment([1.0, 1.0, 3.0, 3.0], [a, a, b, b]) == pytest.approx(1.0)
+    assert bench.explained_by_assignment([1.0, 2.0, 3.0, 4.0], [a, a, b, b]) == pytest.approx(0.8)
+    assert bench.explained_by_assignment([1.0, 2.0, 3.0, 4.0], [a, a, a, a]) == pytest.approx(0.0)
