@@ -21,7 +21,7 @@ from PIL import Image
 from lib_pinning.report import Reporter, rebuild
 from lib_pinning import store as store_module
 from lib_pinning.report import layout, page, plots
-from lib_pinning.report.plots import pareto_front
+from lib_pinning.report.search_plots import pareto_front
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore
 from tests.report_synthetic import (
     ELEMENT_PAYLOAD,

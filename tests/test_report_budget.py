@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_pinning.report import Reporter, layout, plots
+from lib_pinning.report import Reporter, layout, plots, search_plots
 from lib_pinning.report.media import png_rgb
 from lib_pinning.store import GenerationRecord
 from tests.report_synthetic import SyntheticRun
@@ -297,7 +297,7 @@ def test_backgrounds_are_redrawn_only_when_limits_change() -> None:
 
     # CMA: a stationary run (values that stay within their first generations' snapped limits)
     # redraws its background only while the limits settle
-    cma = plots.CmaPlot()
+    cma = search_plots.CmaPlot()
     steady = _records(30, seed=4)
     for record in steady:
         record.fitness_min, record.fitness_mean, record.fitness_max = 0.3, 0.4, 0.6
@@ -356,7 +356,7 @@ def test_png_encoder_round_trips() -> None:
 
 
 def test_cma_x_axis_spans_the_whole_run() -> None:
-    cma = plots.CmaPlot()
+    cma = search_plots.CmaPlot()
     cma.render(_records(3), "CMA-ES · run", evaluations_total=101)
     assert cma.f_ax.get_xlim()[0] == 0.0 and cma.f_ax.get_xlim()[1] >= 101
     assert re.match(r"CMA-ES", cma.title.get_text())

@@ -12,7 +12,7 @@ import numpy as np
 
 from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING
 from lib_pinning.analysis.weight_map import UMAP
-from lib_pinning.report.plots import _figure, figure_png
+from lib_pinning.report.canvas import figure_png, new_figure
 
 # The same colours as the page's class legend (report.css .inf-*).
 CLASS_COLOURS = {TIGHTENING: "#2b8a3e", LOOSENING: "#c92a2a", INERT: "#868e96"}
@@ -34,7 +34,7 @@ def influence_png(data: dict[str, Any]) -> bytes | None:
     units = [u for u in data.get("units") or [] if u.get("standardized") is not None]
     if not units:
         return None
-    fig = _figure(7.5, 0.9 + 0.32 * len(units))
+    fig = new_figure(7.5, 0.9 + 0.32 * len(units))
     ax = fig.add_axes((0.32, 0.9 / (0.9 + 0.32 * len(units)) * 0.7, 0.64, 1 - 0.9 / (0.9 + 0.32 * len(units))))
     rows = np.arange(len(units))[::-1]
     values = np.array([u["standardized"] for u in units])
@@ -61,7 +61,7 @@ def weight_map_png(data: dict[str, Any]) -> bytes | None:
     points = [p for p in data.get("points") or [] if p.get("xy") is not None]
     if not data.get("embedded") or not points:
         return None
-    fig = _figure(7.5, 6.0)
+    fig = new_figure(7.5, 6.0)
     ax = fig.add_axes((0.08, 0.08, 0.78, 0.86))
     xy = np.array([p["xy"] for p in points])
     loss = np.array([p["loss"] for p in points])
