@@ -22,7 +22,7 @@ derived from SHA-256 of its text, stable across processes, platforms and library
 
 Prototype design: 5 shapes x 5 colours, arranged so that each shape and each colour names exactly
 two prototypes and every (shape, colour) pair at most one. A shape or colour word alone therefore
-narrows the batch to two prototypes; both together to one.
+narrows the batch to two prototypes; both together to one. The prototypes are drawn in lib_pinning.toy_prototypes.
 
 Calibration (ToyConfig defaults; the sampling numbers come from 20-step Karras, Euler ancestral,
 200 trajectories, the loop in tests/test_toy.py):
@@ -99,43 +99,7 @@ from typing import Any, Sequence
 import torch
 
 from lib_pinning.prompt import parse_prompt_attention
-
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross")
-
-# Saturated foreground colours, RGB in [0, 1]; chosen to stay apart from each other and from the
-# muted backgrounds below.
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.88, 0.12, 0.12),
-    "blue": (0.12, 0.32, 0.92),
-    "green": (0.10, 0.72, 0.22),
-    "yellow": (0.96, 0.86, 0.12),
-    "purple": (0.62, 0.18, 0.80),
-}
-
-# (shape index, colour index) of each prototype: the first five pair shape i with colour i, the last
-# five with colour i + 2, so each attribute names exactly two prototypes.
-_DESIGN: tuple[tuple[int, int], ...] = tuple((i, i) for i in range(5)) + tuple(
-    (i, (i + 2) % 5) for i in range(5)
-)
-
-# Vertical gradient backgrounds (top colour, bottom colour), one per prototype: muted, distinct in
-# brightness and tint so that prototypes sharing a shape or colour still differ everywhere.
-_BACKGROUNDS: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
-    ((0.10, 0.10, 0.14), (0.30, 0.30, 0.36)),
-    ((0.86, 0.84, 0.78), (0.62, 0.60, 0.56)),
-    ((0.40, 0.26, 0.20), (0.20, 0.12, 0.10)),
-    ((0.18, 0.30, 0.32), (0.36, 0.50, 0.50)),
-    ((0.70, 0.70, 0.70), (0.92, 0.92, 0.92)),
-    ((0.94, 0.90, 0.80), (0.80, 0.74, 0.60)),
-    ((0.06, 0.06, 0.06), (0.16, 0.14, 0.12)),
-    ((0.52, 0.56, 0.46), (0.32, 0.36, 0.28)),
-    ((0.46, 0.40, 0.50), (0.66, 0.60, 0.70)),
-    ((0.22, 0.20, 0.10), (0.46, 0.42, 0.26)),
-)
-
-# Width of the anti-aliased edge, in units of the half image size: a light smoothing that keeps
-# shapes crisp at 64 px while giving FLIP and the denoiser no aliasing to latch onto.
-_EDGE = 0.035
+from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, NUM_PROTOTYPES, PROTOTYPES, prototype_stack
 
 # sigma_max per pixel of image side (see ToyConfig.sigma_max).
 SIGMA_MAX_PER_PIXEL = 2.5
@@ -201,85 +165,6 @@ class ToyConfig:
     def to_json(self) -> dict[str, Any]:
         """The fields with sigma_max resolved: `ToyConfig(**config.to_json()) == config`."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Prototype:
-    """One mixture component's identity: its shape and colour words and its name."""
-
-    shape: str
-    colour: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.colour} {self.shape}"
-
-    @property
-    def attributes(self) -> tuple[str, str]:
-        return (self.colour, self.shape)
-
-
-PROTOTYPES: tuple[Prototype, ...] = tuple(
-    Prototype(SHAPES[s], tuple(COLOURS)[c]) for s, c in _DESIGN
-)
-NUM_PROTOTYPES = len(PROTOTYPES)
-ATTRIBUTE_WORDS: tuple[str, ...] = tuple(COLOURS) + SHAPES
-
-
-def _shape_sdf(shape: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Signed distance (negative inside) to a centred shape; exact inside, a bound outside."""
-    r = torch.sqrt(x * x + y * y)
-    if shape == "circle":
-        return r - 0.55
-    if shape == "square":
-        return torch.maximum(x.abs(), y.abs()) - 0.47
-    if shape == "ring":
-        return (r - 0.48).abs() - 0.14
-    if shape == "cross":
-        bar_h = torch.maximum(x.abs() - 0.62, y.abs() - 0.17)
-        bar_v = torch.maximum(x.abs() - 0.17, y.abs() - 0.62)
-        return torch.minimum(bar_h, bar_v)
-    if shape == "triangle":
-        # Apex up (rows grow downwards): apex (0, -0.62), base y = 0.48 from x = -0.64 to 0.64.
-        ax, ay, bx, by = 0.0, -0.62, 0.64, 0.48
-        nx, ny = by - ay, -(bx - ax)
-        norm = math.hypot(nx, ny)
-        right = (nx * (x - ax) + ny * (y - ay)) / norm
-        left = (-nx * (x - ax) + ny * (y - ay)) / norm
-        return torch.maximum(torch.maximum(right, left), y - by)
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates (y, x) in [-1, 1] of a size x size image."""
-    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size * 2.0 - 1.0
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-    return y, x
-
-
-def shape_coverage(shape: str, size: int = 64) -> torch.Tensor:
-    """How much of each pixel a toy shape covers, float64 [size, size] in [0, 1] (anti-aliased as
-    the prototypes draw it): the toy tagger's shape templates."""
-    y, x = _grid(size)
-    return torch.sigmoid(-_shape_sdf(shape, y, x) / _EDGE)
-
-
-def draw_prototype(index: int, size: int = 64) -> torch.Tensor:
-    """Prototype `index` as float64 [3, size, size] in [-1, 1]; a pure function of its arguments."""
-    proto = PROTOTYPES[index]
-    y, _ = _grid(size)
-    top, bottom = (torch.tensor(c, dtype=torch.float64).view(3, 1, 1) for c in _BACKGROUNDS[index])
-    t = (y + 1.0) / 2.0
-    background = top * (1.0 - t) + bottom * t
-    fg = torch.tensor(COLOURS[proto.colour], dtype=torch.float64).view(3, 1, 1)
-    coverage = shape_coverage(proto.shape, size)
-    image = background * (1.0 - coverage) + fg * coverage
-    return image * 2.0 - 1.0
-
-
-@lru_cache(maxsize=8)
-def _prototype_stack(size: int) -> torch.Tensor:
-    return torch.stack([draw_prototype(i, size) for i in range(NUM_PROTOTYPES)])
 
 
 def hashed_normal(text: str, count: int) -> torch.Tensor:
@@ -440,7 +325,7 @@ class ToyModel:
         self.sigma_min = self.config.sigma_min
         self.sigma_max = self.config.sigma_max
         self.component_std = self.config.component_std
-        self._prototypes = _prototype_stack(self.config.image_size)
+        self._prototypes = prototype_stack(self.config.image_size)
         self._proto_cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._mu64_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         attr = torch.zeros(NUM_PROTOTYPES, len(ATTRIBUTE_WORDS), dtype=torch.float64)

@@ -150,7 +150,7 @@ def test_real_session_tags_the_toy_colours_in_one_batch(session):
 @pytest.mark.parametrize("size", [64, 448])
 def test_the_toy_tagger_tags_each_prototype_by_its_colour_and_its_shape_and_nothing_else(tmp_path, size):
     from lib_pinning.objectives.tagger_runtime import batch_to_pil
-    from lib_pinning.toy import COLOURS, PROTOTYPES, SHAPES, draw_prototype
+    from lib_pinning.toy_prototypes import COLOURS, PROTOTYPES, SHAPES, draw_prototype
 
     folder = build_toy_tagger(tmp_path / str(size), size=size)
     tagger = TaggerSession(folder / "model.onnx", folder / "selected_tags.csv")

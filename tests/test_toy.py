@@ -14,19 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib_pinning.toy import (
-    ATTRIBUTE_WORDS,
-    COLOURS,
-    NUM_PROTOTYPES,
-    PROTOTYPES,
-    ToyClip,
-    ToyConfig,
-    ToyModel,
-    draw_prototype,
-    hashed_normal,
-    to_images,
-    words_of,
-)
+from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, hashed_normal, to_images, words_of
+from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, COLOURS, NUM_PROTOTYPES, PROTOTYPES, draw_prototype
 from pinning_samplers.schedules import get_sigmas_karras
 
 # chi-square critical value for 9 degrees of freedom (K - 1) at p = 0.001 (scipy.stats.chi2.ppf).

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lib_pinning.objectives.tagger_runtime import CHARACTER, GENERAL, RATING
-from lib_pinning.toy import COLOURS, SHAPES, shape_coverage
+from lib_pinning.toy_prototypes import COLOURS, SHAPES, shape_coverage
 
 if TYPE_CHECKING:
     from lib_pinning.objectives.tagger_models import TaggerFiles
