@@ -55,6 +55,12 @@ _TEMPORARY = re.compile(r"^\..+\.[^.]+\.(tmp|png)$")
 log = logging.getLogger(__name__)
 
 
+RUN_DAMAGED = (
+    "run.json holds the run's prompt, options and seeds, which its records alone cannot give back: "
+    "restore it from a copy of the run folder, or start a new run (the images in gen-*/ are intact)"
+)
+
+
 class RunDirectoryError(RuntimeError):
     """A directory that is not a (readable) pinning run."""
 
@@ -345,12 +351,17 @@ class RunStore:
         """run.json, which must be a JSON object with the `required` keys (RUN_KEYS: what resuming
         needs); anything else is a RunDirectoryError, not a TypeError deep inside a caller."""
         path = self.root / RUN_FILE
-        data = read_json(path)
+        try:
+            data = read_json(path)
+        except RunDirectoryError as e:
+            raise RunDirectoryError(f"{e}; {RUN_DAMAGED}") from e
         if not isinstance(data, dict):
-            raise RunDirectoryError(f"{path} is not a pinning run record (a JSON object), it holds {type(data).__name__}")
+            raise RunDirectoryError(
+                f"{path} is not a pinning run record (a JSON object), it holds {type(data).__name__}; {RUN_DAMAGED}"
+            )
         missing = [key for key in required if not isinstance(data.get(key), RUN_KEYS.get(key, object))]
         if missing:
-            raise RunDirectoryError(f"{path} lacks what a run record needs: {', '.join(missing)}")
+            raise RunDirectoryError(f"{path} lacks what a run record needs: {', '.join(missing)}; {RUN_DAMAGED}")
         return data
 
     def write_checkpoint(self, data: dict[str, Any]) -> None:

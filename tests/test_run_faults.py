@@ -148,7 +148,7 @@ def test_resume_replays_past_a_damaged_checkpoint_or_generation_summary(tmp_path
 def test_resume_of_a_malformed_run_json_is_a_run_directory_error(tmp_path, content):
     result = start(tmp_path).execute()
     (result.run_dir / "run.json").write_text(content)
-    with pytest.raises(RunDirectoryError):
+    with pytest.raises(RunDirectoryError, match="restore it from a copy of the run folder, or start a new run"):
         PinningRun.resume(result.run_dir, ToyGenerator(FAST))
 
 
