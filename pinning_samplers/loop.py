@@ -63,8 +63,10 @@ class Hyperbatch:
     drawn at (sigma, sigma_next) like a step's noise.
 
     noise_sampler: (sigma, sigma_next) -> B rows; `noise` serves row r of each draw to active
-    row r, and every draw is made for all B images (as the WebUI's generators expect), so an
-    image's noise does not depend on how many rows happen to be active.
+    row r, and every draw advances all B images' noise (as the WebUI's generators expect), so an
+    image's noise does not depend on how many rows happen to be active. A sampler with
+    `draw_rows` computes the active rows only: a Brownian tree per seed, or `SeededNoise`, whose
+    inactive rows' generators catch up in one call when their rows appear.
     """
 
     def __init__(
@@ -121,10 +123,12 @@ class Hyperbatch:
     def _draw(self, sigma: torch.Tensor, sigma_next: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Rows start..stop-1 of the noise draw at (sigma, sigma_next).
 
-        A noise sampler whose rows are independent pure functions of their own seed (it offers
-        `draw_rows`, e.g. SeededBrownianNoise) is asked for those rows only: the values are the
-        same, and a per-seed Brownian tree query costs more than a toy model call. Any other
-        sampler (the WebUI's sequential generators) is drawn for all B images and sliced.
+        A noise sampler that can draw some rows with the values of a full draw (it offers
+        `draw_rows`: SeededBrownianNoise, whose rows are pure functions of their own seed, or
+        SeededNoise, which lets the other rows' generators owe the draw) is asked for those rows
+        only: a per-seed Brownian tree query costs more than a toy model call, and one step's
+        per-seed draw of the toy's image about a tenth of one. Any other sampler (the WebUI's
+        sequential generators) is drawn for all B images and sliced.
         """
         if self._noise_sampler is None:
             raise RuntimeError("this sampler was set up without a noise sampler")

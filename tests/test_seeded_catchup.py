@@ -1,0 +1,87 @@
+"""SeededNoise's catch-up: rows a hyperbatch has not split off yet are not drawn, and their
+generators catch up in one call, with exactly the values of drawing every row at every step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib_pinning.toy import ToyModel
+from pinning_samplers import advance as advance_module
+from pinning_samplers.advance import advance, advance_is_exact, draws_are_word_aligned
+from pinning_samplers.noise import SeededNoise
+from pinning_samplers.plan import plan_growth
+from pinning_samplers.schedules import get_sigmas_karras
+from pinning_samplers.sampling import sample_euler_ancestral_hyperbatch
+
+TOY_SHAPE = (3, 64, 64)
+
+
+@pytest.mark.parametrize("shape", [TOY_SHAPE, (4, 64, 64), (2, 8)])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_advance_leaves_the_generator_where_randn_draws_leave_it(shape, steps):
+    drawn = torch.Generator().manual_seed(77)
+    for _ in range(steps):
+        torch.randn(shape, generator=drawn)
+    advanced = torch.Generator().manual_seed(77)
+    scratch = advance(advanced, steps * torch.Size(shape).numel(), torch.empty(0, dtype=torch.uint8))
+    assert scratch.numel() >= steps * torch.Size(shape).numel()
+    assert torch.equal(torch.randn(shape, generator=drawn), torch.randn(shape, generator=advanced))
+    assert advance_is_exact()
+
+
+def test_draws_of_other_sizes_are_not_word_aligned():
+    assert draws_are_word_aligned(TOY_SHAPE) and draws_are_word_aligned((4, 128, 128))
+    assert not draws_are_word_aligned((4, 7, 9)) and not draws_are_word_aligned((15,))
+    assert not SeededNoise([1, 2], (4, 7, 9)).catch_up and SeededNoise([1, 2], TOY_SHAPE).catch_up
+
+
+def _pattern(noise: SeededNoise, pattern: list[int]) -> list[torch.Tensor]:
+    return [noise.draw_rows(None, None, 0, stop) for stop in pattern]
+
+
+@pytest.mark.parametrize("shape", [TOY_SHAPE, (2, 8), (4, 7, 9)])
+@pytest.mark.parametrize("seed_delta", [0, 31337])
+def test_draw_rows_equals_the_rows_of_full_draws(shape, seed_delta):
+    pattern = [1, 1, 2, 2, 2, 4, 3, 4, 4]  # a first draw, then rows growing (and one shrinking)
+    seeds = [5, 6, 7, 8]
+    lazy = _pattern(SeededNoise(seeds, shape, seed_delta=seed_delta), pattern)
+    eager = SeededNoise(seeds, shape, seed_delta=seed_delta, catch_up=False)
+    for stop, rows in zip(pattern, lazy):
+        assert torch.equal(rows, eager.next()[:stop])
+
+
+def test_skipped_rows_are_not_drawn(monkeypatch):
+    noise = SeededNoise([5, 6, 7, 8], TOY_SHAPE)
+    noise.first()
+    calls = []
+    real_randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: calls.append(1) or real_randn(*a, **k))
+    for _ in range(3):
+        noise.draw_rows(None, None, 0, 1)
+    assert len(calls) == 3
+
+
+def test_without_an_exact_advance_the_catch_up_is_off(monkeypatch):
+    monkeypatch.setattr("pinning_samplers.noise.advance_is_exact", lambda: False)
+    assert not SeededNoise([1, 2], TOY_SHAPE).catch_up
+    assert advance_module.advance_is_exact()
+
+
+@pytest.mark.parametrize("growth", ["front", "even", "late"])
+def test_euler_a_hyperbatch_is_bit_identical_with_and_without_catch_up(growth):
+    model = ToyModel()
+    sigmas = get_sigmas_karras(10, model.sigma_min, model.sigma_max)
+    seeds = list(range(40, 48))
+    args = model.extra_args(["a red circle"] * len(seeds), cond_scale=1.5)
+    outputs = []
+    for catch_up in (True, False):
+        noise = SeededNoise(seeds, model.image_shape, catch_up=catch_up)
+        x = noise.first() * sigmas[0]
+        outputs.append(
+            sample_euler_ancestral_hyperbatch(
+                model, x, sigmas, extra_args=args, disable=True, noise_sampler=noise,
+                growth=plan_growth(len(seeds), 10, growth),
+            )
+        )
+    assert torch.equal(outputs[0], outputs[1])
