@@ -1295,6 +1295,8 @@ def main(argv: list[str] | None = None) -> int:
             body = "\n".join([
                 f"Command: `{command}`",
                 "",
+                f"Code: {code}.",
+                "",
                 f"Machine: {info}; UNet on {device.type} ({gpu}), "
                 f"{'float16' if device.type == 'cuda' else 'float32'}. Run time: {elapsed / 60:.1f} min.",
                 "",
