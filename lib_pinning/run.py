@@ -655,21 +655,23 @@ def _restore_optimizer(store: RunStore, settings: CmaSettings, cma_seed: int) ->
     replays the search reusing every record on disk and redoing what is gone, as the run first did.
     Replaying is what an unreadable checkpoint (truncated, of the wrong shape) or one past records
     or generation summaries that are missing calls for: nothing computed is lost either way."""
-    fresh = PinningOptimizer(settings, seed=cma_seed)
+    def fresh() -> PinningOptimizer:
+        return PinningOptimizer(settings, seed=cma_seed)
+
     try:
         checkpoint = store.read_checkpoint()
         if checkpoint is None:
-            return fresh
+            return fresh()
         optimizer = PinningOptimizer.from_state(settings, checkpoint["optimizer"])
     except (RunDirectoryError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         log.warning("the checkpoint of %s cannot be read (%s): replaying the search from its seed, reusing "
                     "the records on disk", store.root, e)
-        return fresh
+        return fresh()
     lost = _lost_since_start(store, optimizer.generation, settings.lambda_)
     if lost:
         log.warning("%d record(s) the checkpoint is past are missing or unreadable (first: %s): replaying the "
                     "search from the start to redo them", len(lost), lost[0])
-        return fresh
+        return fresh()
     return optimizer
 
 
