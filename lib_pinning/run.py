@@ -567,16 +567,8 @@ class PinningRun:
         decision = self.stop_decision if status != "running" else None
         info["stop_criterion"] = None if decision is None else decision.criterion
         info["stop_reason"] = None if decision is None else decision.message
-        for key, record in (("best", self.best), ("baseline", self.baseline)):
-            info[key] = None if record is None else {
-                "generation": record.generation,
-                "index": record.index,
-                "fitness": record.fitness,
-                "loss": record.loss,
-                "prompt": record.prompt,
-                "negative_prompt": record.negative_prompt,
-                "path": self.store.relative(self.store.individual_dir(record.generation, record.index)),
-            }
+        info["best"] = self.store.summary_of(self.best)
+        info["baseline"] = self.store.summary_of(self.baseline)
         self.store.write_run(info)
 
     def _finalize(

@@ -383,6 +383,20 @@ class RunStore:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
+    def summary_of(self, record: IndividualRecord | None) -> dict[str, Any] | None:
+        """How run.json names an individual (its best and baseline): where it is and what it scored."""
+        if record is None:
+            return None
+        return {
+            "generation": record.generation,
+            "index": record.index,
+            "fitness": record.fitness,
+            "loss": record.loss,
+            "prompt": record.prompt,
+            "negative_prompt": record.negative_prompt,
+            "path": self.relative(self.individual_dir(record.generation, record.index)),
+        }
+
     def save_batch_images(self, generation: int, index: int, images: torch.Tensor, seeds: Sequence[int]) -> list[str]:
         folder = self.individual_dir(generation, index)
         names = []

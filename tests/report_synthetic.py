@@ -229,16 +229,8 @@ class SyntheticRun:
         self.info["error"] = error
         self.info["updated"] = "2026-11-02 10:05:00"
         self.info["evaluations"] = self.evaluations
-        for key, record in (("best", self.best), ("baseline", self.records[0] if self.records else None)):
-            self.info[key] = None if record is None else {
-                "generation": record.generation,
-                "index": record.index,
-                "fitness": record.fitness,
-                "loss": record.loss,
-                "prompt": record.prompt,
-                "negative_prompt": record.negative_prompt,
-                "path": self.store.relative(self.store.individual_dir(record.generation, record.index)),
-            }
+        self.info["best"] = self.store.summary_of(self.best)
+        self.info["baseline"] = self.store.summary_of(self.records[0] if self.records else None)
         self.store.write_run(self.info)
 
 
