@@ -1,6 +1,6 @@
 """img2img over lib_pinning.remote: the init images and mask as the API takes them (PNG from memory,
-pixels and mode kept), the img2img payload's fields, several init images split with the seeds, and
-the fake server's /img2img checks, which answer as the real handler does."""
+pixels and mode kept), the img2img payload's fields, several init images split with the seeds, the
+fake server's /img2img checks, which answer as the real handler does, and `pin` inpainting from files."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
+from lib_pinning.cli import main
 from lib_pinning.evaluation import quantize
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings
 from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote import Img2ImgImages, RemoteGenerator, RemoteSettings, ServerConfig
-from lib_pinning.remote.client import RequestRejected, WebUIClient
+from lib_pinning.remote.client import RemoteError, RequestRejected, WebUIClient
 from lib_pinning.remote.fake import FakeWebUI, ToyImages, img2img_refusal
 from lib_pinning.remote.payload import build_payload, encode_image
+from lib_pinning.store import RunStore
 
 TOY = ToySettings(steps=6)
 IMG2IMG = RemoteSettings(mode="img2img", width=64, height=64, steps=6, denoising_strength=0.6)
@@ -179,7 +181,13 @@ def test_an_inpainting_pool_sends_the_images_once_encoded(images: ToyImages, tmp
             results = pool.generate_many(requests)
         finally:
             pool.close()
-        sent = a.calls.generations + b.calls.generations
+        sent = [p for p in a.calls.generations + b.calls.generations if "init_images" in p]
+        for fake in (a, b):  # one priming txt2img before a server's first img2img batch, none after
+            made = sum("init_images" in p for p in fake.calls.generations)
+            primings = [p for p in fake.calls.generations if "init_images" not in p]
+            assert len(primings) == (1 if made else 0)
+            assert all((p["seed"], p["batch_size"], p["steps"], p["send_images"]) == (5, 1, 1, False) for p in primings)
+        assert a.calls.encode_seeds + b.calls.encode_seeds == [5, 5, 5]  # every encode from the last seed's state
     for result, request in zip(results, requests):
         assert not isinstance(result, BaseException) and result is not None
         assert torch.equal(result.images, quantize(local.generate(request).images))
@@ -201,7 +209,61 @@ def test_split_seeds_carry_their_own_init_images(images: ToyImages) -> None:
                                       Img2ImgImages(given.init_images[:3]))
         finally:
             client.close()
-        sent = fake.calls.generations
+        sent = [p for p in fake.calls.generations if "init_images" in p]
+        # The second request's encode starts from the first's last seed, not the batch's: split
+        # seeds are not bit-exact in img2img (the WebUI's own seeds are consecutive).
+        assert fake.calls.encode_seeds == [21, 8]
     assert batch.images.shape[0] == 4
     assert [p["init_images"] for p in sent] == [list(given.init_images[:2]), list(given.init_images[2:])]
     assert [(p["seed"], p["batch_size"]) for p in sent] == [(7, 2), (20, 2)]
+
+
+def test_pin_inpaints_from_files_and_resumes_with_them(tmp_path: Path, images: ToyImages,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's `pin --mode img2img --init-image --mask-image` line: every request of the run
+    is an inpainting request with the files' pixels, and `resume` reads the files again."""
+    init, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    gradient().save(init)
+    square_mask().save(mask)
+    argv = ["pin", "--runs-dir", str(tmp_path / "runs"), "--prompt", "red circle, blue square", "--negative-prompt", "",
+            "--seed", "1", "--batch-size", "2", "--generations", "1", "--cma-lambda", "2", "--granularity", "phrase",
+            "--width", "64", "--height", "64", "--steps", "6", "--mode", "img2img", "--init-image", str(init),
+            "--denoising-strength", "0.6", "--mask-image", str(mask), "--inpaint-full-res", "true",
+            "--cli-log", "false"]
+    with FakeWebUI(images) as fake:
+        assert main(["pin", "--server", fake.url, *argv[1:]]) == 0
+        sent = [p for p in fake.calls.generations if "init_images" in p]
+        assert len(sent) == 3  # the baseline and 2 individuals
+        assert all(p["mask"] == sent[0]["mask"] and p["inpaint_full_res"] is True for p in sent)
+        assert np.array_equal(np.asarray(decoded(sent[0]["mask"])), np.asarray(square_mask()))
+        assert np.array_equal(np.asarray(decoded(sent[0]["init_images"][0])), np.asarray(gradient()))
+    run_dir = next(line.split(":", 1)[1].strip() for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("run directory:"))
+    settings = RunStore.open(Path(run_dir)).read_run()["generator"]["settings"]
+    assert (settings["mode"], settings["mask_image"], settings["inpaint_full_res"]) == ("img2img", str(mask), True)
+    described = RunStore.open(Path(run_dir)).read_run()["generator"]
+    RemoteGenerator.from_description(described).close()
+    mask.unlink()
+    with pytest.raises(PinningInputError, match="cannot read the init image or mask"):
+        RemoteGenerator.from_description(described)
+
+
+def test_a_server_is_primed_again_after_a_failed_request(images: ToyImages) -> None:
+    """After a failure the client no longer knows what the server's generator holds (another
+    client may have used it meanwhile): the next img2img batch is primed again."""
+    given = Img2ImgImages.from_images([gradient()])
+    request = GenerationRequest("a circle", "", (3, 4))
+    with FakeWebUI(images) as fake, httpx.Client() as other:
+        client = WebUIClient(ServerConfig(fake.url))
+        try:
+            client.generate_batch(IMG2IMG, request, given)
+            client.generate_batch(IMG2IMG, request, given)  # no priming: the server is where it was left
+            fake.faults.malformed = 1
+            with pytest.raises(RemoteError):
+                client.generate_batch(IMG2IMG, request, given)
+            other.post(f"{fake.url}/sdapi/v1/txt2img", json={"prompt": "x", "seed": 99}).raise_for_status()
+            client.generate_batch(IMG2IMG, request, given)
+        finally:
+            client.close()
+    assert fake.calls.encode_seeds == [4, 4, 4]
+    assert [p["seed"] for p in fake.calls.generations if "init_images" not in p] == [4, 99, 4]

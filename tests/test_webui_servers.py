@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lib_pinning.options_model import PinningInputError
@@ -213,29 +214,66 @@ def test_a_run_on_this_webui_and_two_servers_gives_the_records_of_this_webui_alo
         6, "Euler a", 4, records[0].seeds[0])
 
 
-def test_an_inpainting_run_on_this_webui_and_two_servers_gives_the_records_of_this_webui_alone(
-        webui: Any, reporter: RecordingReporter) -> None:
+@pytest.mark.parametrize("per_image", [False, True], ids=["inpaint", "batch-img2img"])
+def test_an_img2img_run_on_this_webui_and_two_servers_gives_the_records_of_this_webui_alone(
+        webui: Any, reporter: RecordingReporter, per_image: bool) -> None:
+    """Inpainting from the tab; and p as batch img2img makes it for each image of the folder (one
+    init image per image of the batch, modules/img2img.py process_batch), without a mask."""
+    changes: dict[str, Any] = {"init_images": [gradient()] * 4, "mask": None} if per_image else {}
     webui.load_scripts()
     webui.start()
-    alone = RunStore.open(run_dir_of(run_script(webui, ui_values(**SMALL_RUN), inpaint_p(webui), tab="img2img")))
+    alone = RunStore.open(run_dir_of(run_script(webui, ui_values(**SMALL_RUN), inpaint_p(webui, **changes),
+                                                tab="img2img")))
     images = RunImages(alone)
     faults = Faults(checkpoint=checkpoint_title(webui), latency=0.2)
     with FakeWebUI(images, faults) as a, FakeWebUI(images, Faults(**vars(faults))) as b:  # type: ignore[arg-type]
         webui.shared.opts.prompt_pinning_servers = f"{a.url}\n{b.url}"
-        processed = run_script(webui, ui_values(**SMALL_RUN, extra_servers=True), inpaint_p(webui), tab="img2img")
+        processed = run_script(webui, ui_values(**SMALL_RUN, extra_servers=True), inpaint_p(webui, **changes),
+                               tab="img2img")
         pooled = RunStore.open(run_dir_of(processed))
-        sent = a.calls.generations + b.calls.generations
+        sent = [p for p in a.calls.generations + b.calls.generations if "init_images" in p]
+        encode_seeds = a.calls.encode_seeds + b.calls.encode_seeds
     assert summary(pooled) == summary(alone)
+    assert encode_seeds and set(encode_seeds) == {records_seeds(pooled)[-1]}  # primed: see the next test
     records = list(pooled.iter_individuals())
     made_here = [r for r in records if "webui" in r.timings]
     assert sent and made_here and len(made_here) < len(records)
     assert pooled.read_run()["generator"]["mode"] == "img2img"
     payload = sent[0]
-    assert (payload["denoising_strength"], payload["mask_blur_x"], payload["inpainting_fill"],
-            payload["inpaint_full_res"], payload["batch_size"]) == (0.6, 4, 1, False, 4)
+    assert (payload["denoising_strength"], payload["batch_size"], len(payload["init_images"])) == (
+        0.6, 4, 4 if per_image else 1)
     assert np.array_equal(pixels(payload["init_images"][0]), np.asarray(gradient()))
-    assert np.array_equal(pixels(payload["mask"]), np.asarray(square_mask()))
-    assert len({p["mask"] for p in sent}) == 1  # encoded once, the same for every request
+    if per_image:
+        assert "mask" not in payload
+    else:
+        assert (payload["mask_blur_x"], payload["inpainting_fill"], payload["inpaint_full_res"]) == (4, 1, False)
+        assert np.array_equal(pixels(payload["mask"]), np.asarray(square_mask()))
+        assert len({p["mask"] for p in sent}) == 1  # encoded once, the same for every request
+
+
+def records_seeds(store: RunStore) -> list[int]:
+    return list(next(iter(store.iter_individuals())).seeds)
+
+
+def test_an_img2img_batch_does_not_depend_on_what_the_webui_made_before(webui: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """img2img's VAE encode draws from torch's global generator before the batch's noise seeds it:
+    WebUIGenerator seeds it as a batch of the run's seeds leaves it, so the run's first batch is
+    like the others whatever came before (the servers are primed to the same state). The stand-in's
+    posterior std is raised so that its draw shows in 8-bit pixels."""
+    webui.load_scripts()
+    monkeypatch.setattr(webui.module("sd_models"), "POSTERIOR_STD", 0.2)
+    from lib_pinning.generator import GenerationRequest
+    from lib_pinning.webui.generator import WebUIGenerator
+
+    generator = WebUIGenerator(inpaint_p(webui, mask=None, batch_size=2), processing=webui.processing,
+                               shared=webui.shared, sd_samplers=webui.module("sd_samplers"))
+    request = GenerationRequest(PROMPT, "", (5, 6))
+    batches = []
+    for before in (11, 12):
+        torch.manual_seed(before)  # what another generation left
+        batches.append(generator.generate(request).images)
+    assert torch.equal(batches[0], batches[1])
 
 
 def test_interrupt_reaches_a_servers_batch_in_flight(webui: Any, reporter: RecordingReporter) -> None:

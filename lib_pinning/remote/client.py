@@ -21,7 +21,7 @@ import torch
 
 from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.remote.payload import (
-    Img2ImgImages, MalformedResponse, RemoteSettings, build_payload, parse_response, seed_runs,
+    Img2ImgImages, MalformedResponse, RemoteSettings, build_payload, parse_response, priming_payload, seed_runs,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,9 @@ class WebUIClient:
     def __init__(self, config: ServerConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
         self.name = config.name
+        # The seed our last request left the server's global torch generator at (its last seed;
+        # None: unknown), which img2img's VAE encode draws from (see payload.priming_payload).
+        self._seeded: int | None = None
         self._http = httpx.Client(
             base_url=config.name,
             auth=httpx.BasicAuth(*config.auth) if config.auth else None,
@@ -186,14 +189,23 @@ class WebUIClient:
                                   f"{len(request.seeds)} seeds (give one, or one per image)")
         parts = []
         offset = 0
-        for first, count in seed_runs(request.seeds):
-            payload = build_payload(settings, request.prompt, request.negative_prompt, first, count, images, offset)
-            offset += count
-            body = self._call("POST", endpoint, json=payload)
-            try:
-                parts.append(parse_response(body, first, count, settings.output_size()))
-            except MalformedResponse as e:
-                raise ServerUnavailable(self.name, f"{endpoint}: {e}") from e
+        last = int(request.seeds[-1])
+        try:
+            if settings.mode == "img2img" and self._seeded != last:
+                self._call("POST", "/sdapi/v1/txt2img", json=priming_payload(settings, last))
+                self._seeded = last
+            for first, count in seed_runs(request.seeds):
+                payload = build_payload(settings, request.prompt, request.negative_prompt, first, count, images, offset)
+                offset += count
+                body = self._call("POST", endpoint, json=payload)
+                self._seeded = first + count - 1
+                try:
+                    parts.append(parse_response(body, first, count, settings.output_size()))
+                except MalformedResponse as e:
+                    raise ServerUnavailable(self.name, f"{endpoint}: {e}") from e
+        except BaseException:
+            self._seeded = None  # a request that failed or was cut short may have left anything
+            raise
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def generate_batch(self, settings: RemoteSettings, request: GenerationRequest,

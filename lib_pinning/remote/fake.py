@@ -11,7 +11,10 @@ it answers over https when given a TLS context.
 pydantic model check: no `init_images` is HTTP 404 "Init image not found", a field of the wrong type
 422, an init image or mask that is not base64 image data 500 "Invalid encoded image"; several init
 images make a batch of that many (more than batch_size: 500), as StableDiffusionProcessingImg2Img
-.init does. The images answered still come from (prompt, negative prompt, seeds) only.
+.init does. The images answered still come from (prompt, negative prompt, seeds) only. It keeps the
+seed the WebUI's global torch generator would hold (each batch's noise leaves it at the batch's
+last seed) and records, for each img2img batch, the seed its VAE encode started from
+(`Calls.encode_seeds`: None when no request had set it since the server started).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class Faults:
 class Calls:
     generations: list[dict[str, Any]] = field(default_factory=list)  # payloads answered with a batch
     interrupts: int = 0
+    encode_seeds: list[int | None] = field(default_factory=list)  # per img2img batch, see the module doc
 
 
 class FakeWebUI:
@@ -99,6 +103,7 @@ class FakeWebUI:
         self.calls = Calls()
         self._queue_lock = threading.Lock()
         self._interrupted = threading.Event()
+        self.global_seed: int | None = None  # the seed the global torch generator was last given
         self.in_flight = 0  # generation requests received and not yet answered (waiting included)
         self.max_in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -169,7 +174,11 @@ class FakeWebUI:
             deadline = time.monotonic() + self.latency()
             while time.monotonic() < deadline and not self._interrupted.is_set():
                 time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-            images = self.images.png_base64(payload["prompt"], payload.get("negative_prompt", ""), seeds)
+            sent = payload.get("send_images", True)
+            images = self.images.png_base64(payload["prompt"], payload.get("negative_prompt", ""), seeds) if sent else []
+            if "init_images" in payload:  # img2img's VAE encode draws first, then the noise seeds
+                self.calls.encode_seeds.append(self.global_seed)
+            self.global_seed = seeds[-1]
             self.calls.generations.append(payload)
         height, width = self.images.size
         info = {

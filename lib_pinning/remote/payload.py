@@ -13,6 +13,11 @@ inpaint_full_res, inpaint_full_res_padding, inpainting_mask_invert, initial_nois
 init image goes with every image of a batch; several (one per image, as batch img2img makes them)
 are split with the seeds, so a request for the seeds at positions k..k+m of a batch carries init
 images k..k+m, as the WebUI pairs them (modules/processing.py, StableDiffusionProcessingImg2Img.init).
+
+img2img's VAE encode samples the posterior from torch's global generator, in whatever state the
+server's previous request left it; `priming_payload` is the small txt2img request that leaves it as
+a batch of the run's seeds does (see lib_pinning.webui.generator.seed_vae_encode), which the client
+sends before its first img2img batch on a server.
 """
 
 from __future__ import annotations
@@ -249,6 +254,18 @@ def build_payload(
                 # mask_blur (the WebUI's property for both) is an API field of its own: unset, it
                 # leaves x and y as sent; sent too, it reaches a WebUI that reads only this one.
                 payload["mask_blur"] = settings.mask_blur_x
+    return payload
+
+
+def priming_payload(settings: RemoteSettings, seed: int) -> dict[str, Any]:
+    """A txt2img request of one 64x64 image in one step with `seed`: its noise seeds the server's
+    global torch generator with `seed` (modules/rng.py randn -> manual_seed), and nothing draws from
+    it after that, so the next img2img request's VAE encode starts where a batch whose last seed is
+    `seed` leaves it. The run's sampler, schedule type and override settings, so that no other
+    sampler or checkpoint is set up in between."""
+    plain = settings.replace(mode="txt2img", init_image="", mask_image="", enable_hr=False, steps=1, width=64, height=64)
+    payload = build_payload(plain, "", "", seed, 1)
+    payload["send_images"] = False
     return payload
 
 

@@ -15,6 +15,10 @@ denoising strength, resize mode, mask blur, masked content, inpaint area and its
 and the noise multiplier; and this WebUI's img2img settings that change pixels (`IMG2IMG_SETTINGS`:
 steps fix, colour correction, background colour, extra noise, inpainting conditioning mask
 strength) join the override settings, so a server's own values cannot make its batches differ.
+img2img's VAE encode draws from torch's global generator as the previous request left it: the local
+WebUIGenerator seeds it as a batch of the run's seeds leaves it (`seed_vae_encode`), and each
+server's client primes it with a one-step txt2img request before its first img2img batch
+(lib_pinning.remote.payload.priming_payload), so the servers' batches are the local ones' bytes.
 Batch img2img works too: the WebUI runs the script once per image of the folder, each a run of its
 own with that image (and its mask). What the payload cannot carry is refused rather than silently
 dropped: init images not one for the batch nor one per image, a latent mask of its own, styles,
