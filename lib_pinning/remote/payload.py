@@ -150,26 +150,26 @@ def seed_runs(seeds: Sequence[int]) -> list[tuple[int, int]]:
 _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
 
 
-def encode_image(image: Image.Image, other_modes: str = "RGB") -> str:
+def encode_image(image: Image.Image, fallback_mode: str = "RGB") -> str:
     """An image as the API takes it: base64 PNG of its pixels, in its own mode when PNG has it
     (an RGBA init image stays RGBA for the server's flatten, an alpha mask keeps its alpha), else
-    converted to `other_modes` (what the WebUI converts it to anyway: RGB for an init image,
+    converted to `fallback_mode` (what the WebUI converts it to anyway: RGB for an init image,
     modules/images.py flatten; L for a mask, processing.create_binary_mask). Without its `info`: a
     PNG's transparency key or EXIF orientation would make the server's fix_image (modules/images.py)
     change pixels the local WebUI has already taken as they are."""
-    clean = image.copy() if image.mode in _PNG_MODES else image.convert(other_modes)
+    clean = image.copy() if image.mode in _PNG_MODES else image.convert(fallback_mode)
     clean.info = {}
     buffer = io.BytesIO()
     clean.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def encode_image_file(path: str, other_modes: str | None = None) -> str:
+def encode_image_file(path: str, fallback_mode: str | None = None) -> str:
     """An image file as the API takes it: base64 PNG, converted to RGB (an init image; the
-    default), or to `other_modes` when PNG cannot store its mode (a mask: "L")."""
+    default), or to `fallback_mode` when PNG cannot store its mode (a mask: "L")."""
     with Image.open(Path(path)) as image:
         image.load()
-        return encode_image(image.convert("RGB") if other_modes is None else image, other_modes or "RGB")
+        return encode_image(image.convert("RGB") if fallback_mode is None else image, fallback_mode or "RGB")
 
 
 @dataclass(frozen=True)
