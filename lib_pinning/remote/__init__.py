@@ -12,6 +12,6 @@ from lib_pinning.remote.payload import Img2ImgImages, RemoteSettings
 from lib_pinning.remote.pool import RemoteGenerator, ServerCheckFailed
 
 __all__ = [
-    "AuthFailed", "Img2ImgImages", "RemoteError", "RemoteGenerator", "RemoteSettings", "RequestRejected", "ServerCheckFailed",
-    "ServerConfig", "ServerUnavailable", "WebUIClient",
+    "AuthFailed", "Img2ImgImages", "RemoteError", "RemoteGenerator", "RemoteSettings", "RequestRejected",
+    "ServerCheckFailed", "ServerConfig", "ServerUnavailable", "WebUIClient",
 ]

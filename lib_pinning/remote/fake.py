@@ -174,8 +174,9 @@ class FakeWebUI:
             deadline = time.monotonic() + self.latency()
             while time.monotonic() < deadline and not self._interrupted.is_set():
                 time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-            sent = payload.get("send_images", True)
-            images = self.images.png_base64(payload["prompt"], payload.get("negative_prompt", ""), seeds) if sent else []
+            images = []
+            if payload.get("send_images", True):
+                images = self.images.png_base64(payload["prompt"], payload.get("negative_prompt", ""), seeds)
             if "init_images" in payload:  # img2img's VAE encode draws first, then the noise seeds
                 self.calls.encode_seeds.append(self.global_seed)
             self.global_seed = seeds[-1]

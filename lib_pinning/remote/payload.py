@@ -67,7 +67,8 @@ class RemoteSettings(OptionsModel):
         "3 just resize (latent upscale).", infotext=None, minimum=0, maximum=3,
     )
     image_cfg_scale: float | None = option(
-        None, label="Image CFG scale", help="img2img only, instruct-pix2pix models: image guidance (empty: the server's).",
+        None, label="Image CFG scale",
+        help="img2img only, instruct-pix2pix models: image guidance (empty: the server's).",
         infotext=None, minimum=0.0, maximum=3.0,
     )
     initial_noise_multiplier: float | None = option(
@@ -82,8 +83,8 @@ class RemoteSettings(OptionsModel):
                               infotext=None, minimum=0, maximum=64)
     mask_blur_y: int = option(4, label="Mask blur y", help="Inpainting: vertical mask blur in pixels.",
                               infotext=None, minimum=0, maximum=64)
-    mask_round: bool = option(True, label="Round the mask", help="Inpainting: an alpha mask is rounded to black and white.",
-                              infotext=None)
+    mask_round: bool = option(True, label="Round the mask",
+                              help="Inpainting: an alpha mask is rounded to black and white.", infotext=None)
     inpainting_fill: int = option(
         1, label="Masked content", help="Inpainting: 0 fill, 1 original, 2 latent noise, 3 latent nothing.",
         infotext=None, minimum=0, maximum=3,
@@ -186,7 +187,8 @@ class Img2ImgImages:
 
     @classmethod
     def from_images(cls, init_images: Sequence[Image.Image], mask: Image.Image | None = None) -> Img2ImgImages:
-        return cls(tuple(encode_image(i, "RGB") for i in init_images), None if mask is None else encode_image(mask, "L"))
+        encoded_mask = None if mask is None else encode_image(mask, "L")
+        return cls(tuple(encode_image(i, "RGB") for i in init_images), encoded_mask)
 
     def fits(self, count: int) -> bool:
         """Whether a batch of `count` images can be made: one init image, or one per image."""
@@ -263,7 +265,8 @@ def priming_payload(settings: RemoteSettings, seed: int) -> dict[str, Any]:
     it after that, so the next img2img request's VAE encode starts where a batch whose last seed is
     `seed` leaves it. The run's sampler, schedule type and override settings, so that no other
     sampler or checkpoint is set up in between."""
-    plain = settings.replace(mode="txt2img", init_image="", mask_image="", enable_hr=False, steps=1, width=64, height=64)
+    plain = settings.replace(mode="txt2img", init_image="", mask_image="", enable_hr=False, steps=1, width=64,
+                             height=64)
     payload = build_payload(plain, "", "", seed, 1)
     payload["send_images"] = False
     return payload
