@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.store import IndividualRecord, RunStore
 from lib_pinning.webui import servers, settings
 from lib_pinning.webui import script as glue
-from tests.test_webui_script import SMALL_RUN, RecordingReporter, make_p, run_dir_of, run_script, ui_values
+from tests.test_webui_script import (
+    PROMPT, SMALL_RUN, RecordingReporter, make_p, run_dir_of, run_script, ui_values,
+)
 
 
 @pytest.fixture
@@ -108,6 +114,79 @@ def test_settings_the_payload_cannot_carry_are_refused(webui: Any, changes: dict
         servers.remote_settings(make_p(webui, **changes))
 
 
+def gradient() -> Image.Image:
+    y, x = np.mgrid[0:64, 0:64]
+    return Image.fromarray(np.stack([x * 4, y * 4, np.full_like(x, 128)], axis=-1).astype(np.uint8))
+
+
+def square_mask() -> Image.Image:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (40, 40, 56, 56))
+    return mask
+
+
+def inpaint_p(webui: Any, **kwargs: Any) -> Any:
+    """An inpainting p as the img2img tab's "Inpaint upload" makes it (modules/img2img.py)."""
+    fields = dict(prompt=PROMPT, negative_prompt="", seed=5, batch_size=4, steps=6, sampler_name="Euler a",
+                  init_images=[gradient()], mask=square_mask(), mask_blur=4, inpainting_fill=1,
+                  inpaint_full_res=False, inpaint_full_res_padding=32, inpainting_mask_invert=0,
+                  denoising_strength=0.6, resize_mode=0)
+    if webui.version >= (1, 9, 0):
+        fields["scheduler"] = "Automatic"
+    fields.update(kwargs)
+    return webui.img2img(**fields)
+
+
+def pixels(data: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+        return np.asarray(image)
+
+
+def test_an_inpainting_payload_carries_ps_images_and_fields(webui: Any) -> None:
+    webui.load_scripts()
+    webui.shared.opts.img2img_background_color = "#102030"
+    p = inpaint_p(webui, mask_blur=None, mask_blur_x=3, mask_blur_y=5, inpainting_fill=2, inpaint_full_res=True,
+                  inpaint_full_res_padding=8, inpainting_mask_invert=1, resize_mode=1, initial_noise_multiplier=0.9,
+                  override_settings={"img2img_fix_steps": True})
+    remote = servers.remote_settings(p, webui.shared.opts)
+    assert (remote.mode, remote.denoising_strength, remote.resize_mode, remote.initial_noise_multiplier) == (
+        "img2img", 0.6, 1, 0.9)
+    assert (remote.mask_blur_x, remote.mask_blur_y, remote.inpainting_fill, remote.inpaint_full_res,
+            remote.inpaint_full_res_padding, remote.inpainting_mask_invert) == (3, 5, 2, True, 8, 1)
+    overrides = remote.overrides()
+    assert overrides["img2img_background_color"] == "#102030"  # this WebUI's, not the server's
+    assert overrides["img2img_fix_steps"] is True  # the generation's own override wins
+    assert set(servers.IMG2IMG_SETTINGS) <= set(overrides)
+    images = servers.remote_images(p)
+    assert images is not None and len(images.init_images) == 1 and images.mask is not None
+    assert np.array_equal(pixels(images.init_images[0]), np.asarray(gradient()))
+    assert np.array_equal(pixels(images.mask), np.asarray(square_mask()))  # p.image_mask: the WebUI moved it there
+
+
+def test_img2img_noise_multiplier_is_this_webuis_setting(webui: Any) -> None:
+    webui.load_scripts()
+    webui.shared.opts.initial_noise_multiplier = 0.8
+    assert servers.remote_settings(inpaint_p(webui), webui.shared.opts).initial_noise_multiplier == 0.8
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"init_images": [gradient(), gradient()]}, "2 init images for a batch of 4"),
+    ({"init_images": [None]}, "img2img without an init image"),
+    ({"latent_mask": square_mask()}, "latent mask"),
+])
+def test_img2img_the_payload_cannot_carry_is_refused(webui: Any, changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(PinningInputError, match=named):
+        servers.remote_settings(inpaint_p(webui, **changes))
+
+
+def test_one_init_image_per_image_travels(webui: Any) -> None:
+    """As batch img2img makes p (modules/img2img.py process_batch: [img] * batch_size)."""
+    p = inpaint_p(webui, init_images=[gradient()] * 4, mask=None)
+    assert servers.remote_settings(p).mode == "img2img"
+    images = servers.remote_images(p)
+    assert images is not None and len(images.init_images) == 4 and images.mask is None
+
+
 # runs ---------------------------------------------------------------------------------------------------------
 
 
@@ -133,6 +212,68 @@ def test_a_run_on_this_webui_and_two_servers_gives_the_records_of_this_webui_alo
     payload = a.calls.generations[0] if a.calls.generations else b.calls.generations[0]
     assert (payload["steps"], payload["sampler_name"], payload["batch_size"], payload["seed"]) == (
         6, "Euler a", 4, records[0].seeds[0])
+
+
+@pytest.mark.parametrize("per_image", [False, True], ids=["inpaint", "batch-img2img"])
+def test_an_img2img_run_on_this_webui_and_two_servers_gives_the_records_of_this_webui_alone(
+        webui: Any, reporter: RecordingReporter, per_image: bool) -> None:
+    """Inpainting from the tab; and p as batch img2img makes it for each image of the folder (one
+    init image per image of the batch, modules/img2img.py process_batch), without a mask."""
+    changes: dict[str, Any] = {"init_images": [gradient()] * 4, "mask": None} if per_image else {}
+    webui.load_scripts()
+    webui.start()
+    alone = RunStore.open(run_dir_of(run_script(webui, ui_values(**SMALL_RUN), inpaint_p(webui, **changes),
+                                                tab="img2img")))
+    images = RunImages(alone)
+    faults = Faults(checkpoint=checkpoint_title(webui), latency=0.2)
+    with FakeWebUI(images, faults) as a, FakeWebUI(images, Faults(**vars(faults))) as b:  # type: ignore[arg-type]
+        webui.shared.opts.prompt_pinning_servers = f"{a.url}\n{b.url}"
+        processed = run_script(webui, ui_values(**SMALL_RUN, extra_servers=True), inpaint_p(webui, **changes),
+                               tab="img2img")
+        pooled = RunStore.open(run_dir_of(processed))
+        sent = [p for p in a.calls.generations + b.calls.generations if "init_images" in p]
+        encode_seeds = a.calls.encode_seeds + b.calls.encode_seeds
+    assert summary(pooled) == summary(alone)
+    assert encode_seeds and set(encode_seeds) == {records_seeds(pooled)[-1]}  # primed: see the next test
+    records = list(pooled.iter_individuals())
+    made_here = [r for r in records if "webui" in r.timings]
+    assert sent and made_here and len(made_here) < len(records)
+    assert pooled.read_run()["generator"]["mode"] == "img2img"
+    payload = sent[0]
+    assert (payload["denoising_strength"], payload["batch_size"], len(payload["init_images"])) == (
+        0.6, 4, 4 if per_image else 1)
+    assert np.array_equal(pixels(payload["init_images"][0]), np.asarray(gradient()))
+    if per_image:
+        assert "mask" not in payload
+    else:
+        assert (payload["mask_blur_x"], payload["inpainting_fill"], payload["inpaint_full_res"]) == (4, 1, False)
+        assert np.array_equal(pixels(payload["mask"]), np.asarray(square_mask()))
+        assert len({p["mask"] for p in sent}) == 1  # encoded once, the same for every request
+
+
+def records_seeds(store: RunStore) -> list[int]:
+    return list(next(iter(store.iter_individuals())).seeds)
+
+
+def test_an_img2img_batch_does_not_depend_on_what_the_webui_made_before(webui: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """img2img's VAE encode draws from torch's global generator before the batch's noise seeds it:
+    WebUIGenerator seeds it as a batch of the run's seeds leaves it, so the run's first batch is
+    like the others whatever came before (the servers are primed to the same state). The stand-in's
+    posterior std is raised so that its draw shows in 8-bit pixels."""
+    webui.load_scripts()
+    monkeypatch.setattr(webui.module("sd_models"), "POSTERIOR_STD", 0.2)
+    from lib_pinning.generator import GenerationRequest
+    from lib_pinning.webui.generator import WebUIGenerator
+
+    generator = WebUIGenerator(inpaint_p(webui, mask=None, batch_size=2), processing=webui.processing,
+                               shared=webui.shared, sd_samplers=webui.module("sd_samplers"))
+    request = GenerationRequest(PROMPT, "", (5, 6))
+    batches = []
+    for before in (11, 12):
+        torch.manual_seed(before)  # what another generation left
+        batches.append(generator.generate(request).images)
+    assert torch.equal(batches[0], batches[1])
 
 
 def test_interrupt_reaches_a_servers_batch_in_flight(webui: Any, reporter: RecordingReporter) -> None:

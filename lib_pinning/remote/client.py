@@ -20,7 +20,9 @@ import httpx
 import torch
 
 from lib_pinning.generator import Batch, GenerationRequest
-from lib_pinning.remote.payload import MalformedResponse, RemoteSettings, build_payload, parse_response, seed_runs
+from lib_pinning.remote.payload import (
+    Img2ImgImages, MalformedResponse, RemoteSettings, build_payload, parse_response, priming_payload, seed_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ class WebUIClient:
     def __init__(self, config: ServerConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
         self.name = config.name
+        # The seed our last request left the server's global torch generator at (its last seed;
+        # None: unknown), which img2img's VAE encode draws from (see payload.priming_payload).
+        self._seeded: int | None = None
         self._http = httpx.Client(
             base_url=config.name,
             auth=httpx.BasicAuth(*config.auth) if config.auth else None,
@@ -174,24 +179,41 @@ class WebUIClient:
 
     # generation ------------------------------------------------------------------------------------
 
-    def generate(self, settings: RemoteSettings, request: GenerationRequest, init_image: str | None) -> torch.Tensor:
-        """The images of `request`, row i from seed i: one API call per run of consecutive seeds."""
+    def generate(self, settings: RemoteSettings, request: GenerationRequest,
+                 images: Img2ImgImages | None = None) -> torch.Tensor:
+        """The images of `request`, row i from seed i: one API call per run of consecutive seeds
+        (img2img: each with the init images of its positions in the batch)."""
         endpoint = f"/sdapi/v1/{settings.mode}"
+        if images is not None and not images.fits(len(request.seeds)):
+            raise RequestRejected(self.name, f"{len(images.init_images)} init images for a batch of "
+                                  f"{len(request.seeds)} seeds (give one, or one per image)")
         parts = []
-        for first, count in seed_runs(request.seeds):
-            payload = build_payload(settings, request.prompt, request.negative_prompt, first, count, init_image)
-            body = self._call("POST", endpoint, json=payload)
-            try:
-                parts.append(parse_response(body, first, count, settings.output_size()))
-            except MalformedResponse as e:
-                raise ServerUnavailable(self.name, f"{endpoint}: {e}") from e
+        offset = 0
+        last = int(request.seeds[-1])
+        try:
+            if settings.mode == "img2img" and self._seeded != last:
+                self._call("POST", "/sdapi/v1/txt2img", json=priming_payload(settings, last))
+                self._seeded = last
+            for first, count in seed_runs(request.seeds):
+                payload = build_payload(settings, request.prompt, request.negative_prompt, first, count, images, offset)
+                offset += count
+                body = self._call("POST", endpoint, json=payload)
+                self._seeded = first + count - 1
+                try:
+                    parts.append(parse_response(body, first, count, settings.output_size()))
+                except MalformedResponse as e:
+                    raise ServerUnavailable(self.name, f"{endpoint}: {e}") from e
+        except BaseException:
+            self._seeded = None  # a request that failed or was cut short may have left anything
+            raise
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def generate_batch(self, settings: RemoteSettings, request: GenerationRequest, init_image: str | None) -> Batch:
+    def generate_batch(self, settings: RemoteSettings, request: GenerationRequest,
+                       images: Img2ImgImages | None = None) -> Batch:
         """The pool's call: the batch of `request`, its `timings["request"]` the seconds it took."""
         started = time.perf_counter()
-        images = self.generate(settings, request, init_image)
-        return Batch(images=images, seeds=tuple(request.seeds), timings={"request": time.perf_counter() - started})
+        pixels = self.generate(settings, request, images)
+        return Batch(images=pixels, seeds=tuple(request.seeds), timings={"request": time.perf_counter() - started})
 
 
 def _short_hash(title: str) -> str | None:

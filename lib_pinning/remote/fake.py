@@ -6,6 +6,15 @@ batch with the toy model from (prompt, negative prompt, seeds), so its batches e
 backend's. Like the WebUI it generates one batch at a time (its queue lock). Faults are switched on
 per server: latency, HTTP 500, malformed JSON, dropped connections, basic auth, another checkpoint;
 it answers over https when given a TLS context.
+
+/img2img checks what the real handler (modules/api/api.py img2imgapi, v1.10.1 and Forge) and its
+pydantic model check: no `init_images` is HTTP 404 "Init image not found", a field of the wrong type
+422, an init image or mask that is not base64 image data 500 "Invalid encoded image"; several init
+images make a batch of that many (more than batch_size: 500), as StableDiffusionProcessingImg2Img
+.init does. The images answered still come from (prompt, negative prompt, seeds) only. It keeps the
+seed the WebUI's global torch generator would hold (each batch's noise leaves it at the batch's
+last seed) and records, for each img2img batch, the seed its VAE encode started from
+(`Calls.encode_seeds`: None when no request had set it since the server started).
 """
 
 from __future__ import annotations
@@ -81,6 +90,7 @@ class Faults:
 class Calls:
     generations: list[dict[str, Any]] = field(default_factory=list)  # payloads answered with a batch
     interrupts: int = 0
+    encode_seeds: list[int | None] = field(default_factory=list)  # per img2img batch, see the module doc
 
 
 class FakeWebUI:
@@ -93,6 +103,7 @@ class FakeWebUI:
         self.calls = Calls()
         self._queue_lock = threading.Lock()
         self._interrupted = threading.Event()
+        self.global_seed: int | None = None  # the seed the global torch generator was last given
         self.in_flight = 0  # generation requests received and not yet answered (waiting included)
         self.max_in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -145,6 +156,8 @@ class FakeWebUI:
 
     def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
         first, count = int(payload["seed"]), int(payload.get("batch_size", 1))
+        if len(payload.get("init_images") or ()) > 1:  # img2img pairs image i with init image i
+            count = len(payload["init_images"])
         seeds = tuple(first + i for i in range(count))
         with self._in_flight_lock:
             self.in_flight += 1
@@ -161,7 +174,12 @@ class FakeWebUI:
             deadline = time.monotonic() + self.latency()
             while time.monotonic() < deadline and not self._interrupted.is_set():
                 time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-            images = self.images.png_base64(payload["prompt"], payload.get("negative_prompt", ""), seeds)
+            images = []
+            if payload.get("send_images", True):
+                images = self.images.png_base64(payload["prompt"], payload.get("negative_prompt", ""), seeds)
+            if "init_images" in payload:  # img2img's VAE encode draws first, then the noise seeds
+                self.calls.encode_seeds.append(self.global_seed)
+            self.global_seed = seeds[-1]
             self.calls.generations.append(payload)
         height, width = self.images.size
         info = {
@@ -178,6 +196,42 @@ class FakeWebUI:
     def interrupt(self) -> None:
         self.calls.interrupts += 1
         self._interrupted.set()
+
+
+# The img2img fields lib_pinning sends and the types the WebUI's API model gives them
+# (modules/processing.py StableDiffusionProcessingImg2Img, through modules/api/models.py).
+IMG2IMG_FIELDS: dict[str, tuple[type, ...]] = {
+    "denoising_strength": (int, float), "resize_mode": (int,), "image_cfg_scale": (int, float),
+    "mask_blur_x": (int,), "mask_blur_y": (int,), "mask_blur": (int,), "mask_round": (bool,),
+    "inpainting_fill": (int,), "inpaint_full_res": (bool,), "inpaint_full_res_padding": (int,),
+    "inpainting_mask_invert": (int,), "initial_noise_multiplier": (int, float), "include_init_images": (bool,),
+}
+
+
+def img2img_refusal(payload: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    """(status, body) of the real API's answer to an img2img payload it refuses, else None."""
+    init_images = payload.get("init_images")
+    if init_images is None:
+        return 404, {"detail": "Init image not found"}
+    if not isinstance(init_images, list) or not all(isinstance(i, str) for i in init_images):
+        return 422, {"detail": [{"loc": ["body", "init_images"], "msg": "value is not a valid list of strings"}]}
+    mask = payload.get("mask")
+    if mask is not None and not isinstance(mask, str):
+        return 422, {"detail": [{"loc": ["body", "mask"], "msg": "str type expected"}]}
+    for key, types in IMG2IMG_FIELDS.items():
+        value = payload.get(key)
+        if value is not None and not isinstance(value, types):
+            return 422, {"detail": [{"loc": ["body", key], "msg": f"value is not a valid {types[-1].__name__}"}]}
+    for encoded in [*init_images, *([mask] if mask else [])]:
+        try:
+            Image.open(io.BytesIO(base64.b64decode(encoded.split(",", 1)[-1], validate=True))).load()
+        except (binascii.Error, OSError, ValueError):
+            return 500, {"error": "HTTPException", "detail": "Invalid encoded image", "body": "", "errors": ""}
+    if len(init_images) > max(1, int(payload.get("batch_size", 1))):
+        return 500, {"error": "RuntimeError", "detail": "", "body": "",
+                     "errors": f"bad number of images passed: {len(init_images)}; expecting "
+                               f"{payload.get('batch_size', 1)} or less"}
+    return None
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -285,6 +339,10 @@ def _handler(fake: FakeWebUI) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, None, raw=b"<html>502 Bad Gateway</html>")
             if not isinstance(payload.get("prompt"), str) or "seed" not in payload:
                 return self._send(422, {"detail": [{"loc": ["body", "prompt"], "msg": "field required"}]})
+            if self.path == "/sdapi/v1/img2img":
+                refused = img2img_refusal(payload)
+                if refused is not None:
+                    return self._send(*refused)
             self._send(200, fake.generate(payload))
 
     return Handler

@@ -5,6 +5,19 @@ Seeds: the API's `seed` is one integer, and the WebUI derives a batch's seeds as
 consecutive, so a batch is one request with `seed = s_0` and `batch_size = n`; seeds that are not
 consecutive are split into consecutive runs, one request each. Each response's `info.all_seeds` is
 checked against the seeds asked for, so image i is the image of seed s_i or the batch is refused.
+
+img2img: the init image(s) and the inpainting mask travel as base64 PNG (`Img2ImgImages`, encoded
+once per run), with the fields of the WebUI's `StableDiffusionProcessingImg2Img` (v1.10.1 and Forge
+alike: resize_mode, denoising_strength, image_cfg_scale, mask_blur_x/y, mask_round, inpainting_fill,
+inpaint_full_res, inpaint_full_res_padding, inpainting_mask_invert, initial_noise_multiplier). One
+init image goes with every image of a batch; several (one per image, as batch img2img makes them)
+are split with the seeds, so a request for the seeds at positions k..k+m of a batch carries init
+images k..k+m, as the WebUI pairs them (modules/processing.py, StableDiffusionProcessingImg2Img.init).
+
+img2img's VAE encode samples the posterior from torch's global generator, in whatever state the
+server's previous request left it; `priming_payload` is the small txt2img request that leaves it as
+a batch of the run's seeds does (see lib_pinning.webui.generator.seed_vae_encode), which the client
+sends before its first img2img batch on a server.
 """
 
 from __future__ import annotations
@@ -49,6 +62,43 @@ class RemoteSettings(OptionsModel):
         0.75, label="Denoising strength", help="img2img only.", infotext=None, minimum=0.0, maximum=1.0
     )
     init_image: str = option("", label="Init image", help="img2img only: path of the init image.", infotext=None)
+    resize_mode: int = option(
+        0, label="Resize mode", help="img2img only: 0 just resize, 1 crop and resize, 2 resize and fill, "
+        "3 just resize (latent upscale).", infotext=None, minimum=0, maximum=3,
+    )
+    image_cfg_scale: float | None = option(
+        None, label="Image CFG scale",
+        help="img2img only, instruct-pix2pix models: image guidance (empty: the server's).",
+        infotext=None, minimum=0.0, maximum=3.0,
+    )
+    initial_noise_multiplier: float | None = option(
+        None, label="Noise multiplier for img2img",
+        help="img2img only: the init latent's noise multiplier (empty: the server's setting).", infotext=None,
+        minimum=0.0, maximum=1.5,
+    )
+    mask_image: str = option(
+        "", label="Inpaint mask", help="img2img only: path of the inpainting mask (white: repaint).", infotext=None
+    )
+    mask_blur_x: int = option(4, label="Mask blur x", help="Inpainting: horizontal mask blur in pixels.",
+                              infotext=None, minimum=0, maximum=64)
+    mask_blur_y: int = option(4, label="Mask blur y", help="Inpainting: vertical mask blur in pixels.",
+                              infotext=None, minimum=0, maximum=64)
+    mask_round: bool = option(True, label="Round the mask",
+                              help="Inpainting: an alpha mask is rounded to black and white.", infotext=None)
+    inpainting_fill: int = option(
+        1, label="Masked content", help="Inpainting: 0 fill, 1 original, 2 latent noise, 3 latent nothing.",
+        infotext=None, minimum=0, maximum=3,
+    )
+    inpaint_full_res: bool = option(False, label="Inpaint only masked",
+                                    help="Inpainting: generate the masked area only, at full size.", infotext=None)
+    inpaint_full_res_padding: int = option(
+        32, label="Only masked padding", help="Inpainting, only masked: pixels around the masked area.",
+        infotext=None, minimum=0, maximum=256,
+    )
+    inpainting_mask_invert: int = option(
+        0, label="Mask mode", help="Inpainting: 0 inpaint masked, 1 inpaint not masked.", infotext=None,
+        minimum=0, maximum=1,
+    )
     enable_hr: bool = option(False, label="Hires. fix", help="txt2img only: upscale and sample again (denoising strength applies).",
                              infotext=None)
     hr_scale: float = option(2.0, label="Upscale by", help="Hires. fix: output size = size x this.", infotext=None,
@@ -67,8 +117,8 @@ class RemoteSettings(OptionsModel):
         overrides = self.overrides()  # raises on bad JSON
         if not isinstance(overrides, dict):
             raise PinningInputError("override_settings must be a JSON object")
-        if self.mode == "img2img" and not self.init_image:
-            raise PinningInputError("img2img needs an init image (--init-image PATH)")
+        if self.mode == "txt2img" and (self.init_image or self.mask_image):
+            raise PinningInputError("an init image or a mask needs --mode img2img")
 
     def output_size(self) -> tuple[int, int]:
         """(height, width) of the images the server answers: with Hires. fix, int(size x scale), as
@@ -97,19 +147,66 @@ def seed_runs(seeds: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def encode_image_file(path: str) -> str:
-    """The init image as the API takes it: base64 of the file's PNG."""
-    with Image.open(Path(path)) as image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")
+# The modes a PNG stores as they are; an image in another mode is converted (see encode_image).
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
+
+
+def encode_image(image: Image.Image, fallback_mode: str = "RGB") -> str:
+    """An image as the API takes it: base64 PNG of its pixels, in its own mode when PNG has it
+    (an RGBA init image stays RGBA for the server's flatten, an alpha mask keeps its alpha), else
+    converted to `fallback_mode` (what the WebUI converts it to anyway: RGB for an init image,
+    modules/images.py flatten; L for a mask, processing.create_binary_mask). Without its `info`: a
+    PNG's transparency key or EXIF orientation would make the server's fix_image (modules/images.py)
+    change pixels the local WebUI has already taken as they are."""
+    clean = image.copy() if image.mode in _PNG_MODES else image.convert(fallback_mode)
+    clean.info = {}
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def encode_image_file(path: str, fallback_mode: str | None = None) -> str:
+    """An image file as the API takes it: base64 PNG, converted to RGB (an init image; the
+    default), or to `fallback_mode` when PNG cannot store its mode (a mask: "L")."""
+    with Image.open(Path(path)) as image:
+        image.load()
+        return encode_image(image.convert("RGB") if fallback_mode is None else image, fallback_mode or "RGB")
+
+
+@dataclass(frozen=True)
+class Img2ImgImages:
+    """What an img2img request carries besides its settings, encoded once per run: the init images
+    (one for the whole batch, or one per image of the batch) and the inpainting mask, base64 PNG."""
+
+    init_images: tuple[str, ...]
+    mask: str | None = None
+
+    @classmethod
+    def from_files(cls, init_image: str, mask_image: str = "") -> Img2ImgImages:
+        return cls((encode_image_file(init_image),), encode_image_file(mask_image, "L") if mask_image else None)
+
+    @classmethod
+    def from_images(cls, init_images: Sequence[Image.Image], mask: Image.Image | None = None) -> Img2ImgImages:
+        encoded_mask = None if mask is None else encode_image(mask, "L")
+        return cls(tuple(encode_image(i, "RGB") for i in init_images), encoded_mask)
+
+    def fits(self, count: int) -> bool:
+        """Whether a batch of `count` images can be made: one init image, or one per image."""
+        return len(self.init_images) in (1, count)
+
+    def for_images(self, offset: int, count: int) -> list[str]:
+        """The init images of a request for the images offset..offset+count-1 of a batch."""
+        if len(self.init_images) == 1:
+            return list(self.init_images)
+        return list(self.init_images[offset:offset + count])
 
 
 def build_payload(
     settings: RemoteSettings, prompt: str, negative_prompt: str, first_seed: int, count: int,
-    init_image: str | None = None,
+    init_image: str | Img2ImgImages | None = None, offset: int = 0,
 ) -> dict[str, Any]:
-    """One request: `count` images with the seeds first_seed, first_seed + 1, ..."""
+    """One request: `count` images with the seeds first_seed, first_seed + 1, ..., images offset..
+    of their batch (img2img: which init images it carries; a str is the one init image)."""
     payload: dict[str, Any] = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -139,9 +236,39 @@ def build_payload(
                        hr_second_pass_steps=settings.hr_second_pass_steps,
                        denoising_strength=settings.denoising_strength)
     if settings.mode == "img2img":
-        payload["init_images"] = [init_image]
-        payload["denoising_strength"] = settings.denoising_strength
-        payload["include_init_images"] = False
+        if init_image is None:
+            raise ValueError("an img2img request needs its init image")
+        images = init_image if isinstance(init_image, Img2ImgImages) else Img2ImgImages((init_image,))
+        payload.update(init_images=images.for_images(offset, count), denoising_strength=settings.denoising_strength,
+                       resize_mode=settings.resize_mode, include_init_images=False)
+        if settings.image_cfg_scale is not None:
+            payload["image_cfg_scale"] = settings.image_cfg_scale
+        if settings.initial_noise_multiplier is not None:
+            payload["initial_noise_multiplier"] = settings.initial_noise_multiplier
+        if images.mask is not None:
+            payload.update(
+                mask=images.mask, mask_blur_x=settings.mask_blur_x, mask_blur_y=settings.mask_blur_y,
+                mask_round=settings.mask_round, inpainting_fill=settings.inpainting_fill,
+                inpaint_full_res=settings.inpaint_full_res, inpaint_full_res_padding=settings.inpaint_full_res_padding,
+                inpainting_mask_invert=settings.inpainting_mask_invert,
+            )
+            if settings.mask_blur_x == settings.mask_blur_y:
+                # mask_blur (the WebUI's property for both) is an API field of its own: unset, it
+                # leaves x and y as sent; sent too, it reaches a WebUI that reads only this one.
+                payload["mask_blur"] = settings.mask_blur_x
+    return payload
+
+
+def priming_payload(settings: RemoteSettings, seed: int) -> dict[str, Any]:
+    """A txt2img request of one 64x64 image in one step with `seed`: its noise seeds the server's
+    global torch generator with `seed` (modules/rng.py randn -> manual_seed), and nothing draws from
+    it after that, so the next img2img request's VAE encode starts where a batch whose last seed is
+    `seed` leaves it. The run's sampler, schedule type and override settings, so that no other
+    sampler or checkpoint is set up in between."""
+    plain = settings.replace(mode="txt2img", init_image="", mask_image="", enable_hr=False, steps=1, width=64,
+                             height=64)
+    payload = build_payload(plain, "", "", seed, 1)
+    payload["send_images"] = False
     return payload
 
 

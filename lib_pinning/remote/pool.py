@@ -43,7 +43,7 @@ from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote.client import (
     AuthFailed, Checkpoint, RemoteError, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
 )
-from lib_pinning.remote.payload import RemoteSettings, encode_image_file
+from lib_pinning.remote.payload import Img2ImgImages, RemoteSettings
 from lib_pinning.evaluation import RunStopped
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,22 @@ HEDGE_FACTOR = 1.5
 # Smoothing of the measured seconds per batch (exponential moving average).
 EWMA_ALPHA = 0.3
 POLL_SECONDS = 0.05
+
+
+def _img2img_images(settings: RemoteSettings, images: Img2ImgImages | None) -> Img2ImgImages | None:
+    """What every img2img request carries, encoded once for the run (None for txt2img)."""
+    if settings.mode != "img2img":
+        if images is not None:
+            raise PinningInputError("init images were given for txt2img requests")
+        return None
+    if images is not None:
+        return images
+    if not settings.init_image:
+        raise PinningInputError("img2img needs an init image (--init-image PATH)")
+    try:
+        return Img2ImgImages.from_files(settings.init_image, settings.mask_image)
+    except OSError as e:
+        raise PinningInputError(f"cannot read the init image or mask: {e}") from e
 
 
 class ServerCheckFailed(PinningInputError):
@@ -116,9 +132,12 @@ class RemoteGenerator:
         give_up_after: float = 120.0,
         clients: Sequence[WebUIClient] | None = None,
         cancel: Callable[[], bool] | None = None,
+        images: Img2ImgImages | None = None,
     ) -> None:
         """cancel: polled by every call that is given none, `generate` included (the WebUI's
-        Interrupt, which must reach a request in flight whoever made the call)."""
+        Interrupt, which must reach a request in flight whoever made the call). images: img2img's
+        init images and mask, already encoded (the WebUI's, from memory); else read once from the
+        settings' files."""
         if not servers and not clients:
             raise PinningInputError("at least one server is required (--server URL)")
         self.settings = settings or RemoteSettings()
@@ -133,7 +152,7 @@ class RemoteGenerator:
         self.checkpoint: Checkpoint | None = None
         # A resumed run's checkpoint (its short hash): check() refuses servers with another one.
         self.expected_checkpoint: dict[str, str] | None = None
-        self._init_image = encode_image_file(self.settings.init_image) if self.settings.mode == "img2img" else None
+        self._images = _img2img_images(self.settings, images)
         self._cond = threading.Condition()
 
     # what the run needs to know --------------------------------------------------------------------
@@ -358,10 +377,10 @@ class RemoteGenerator:
                     return
                 server.busy += 1
                 job.running[id(server)] = time.monotonic()
-                settings, init_image = self.settings, self._init_image
+                settings, images = self.settings, self._images
             outcome: Batch | RemoteError
             try:
-                outcome = server.client.generate_batch(settings, job.request, init_image)
+                outcome = server.client.generate_batch(settings, job.request, images)
             except RemoteError as e:
                 outcome = e
             with self._cond:

@@ -168,6 +168,19 @@ def jobs_per_individual(p: Any) -> int:
     return 2 if getattr(p, "enable_hr", False) and getattr(p, "init_images", None) is None else 1
 
 
+def seed_vae_encode(seeds: tuple[int, ...]) -> None:
+    """Seed torch's global generator as a batch of `seeds` leaves it, before an img2img batch.
+
+    img2img encodes its init images by sampling the VAE's posterior from the global generator
+    (ldm's DiagonalGaussianDistribution.sample, in p.init, before the batch's noise is drawn), so the
+    encode depends on what the previous request left there. The batch's noise seeds it with each seed
+    in turn (modules/rng.py randn -> manual_seed, v1.10.1 and Forge) and nothing draws from it after,
+    so within a run every batch but the first starts from the last seed; seeding it so for every
+    batch makes the first one alike too, whatever the WebUI made before (the extra servers' first
+    batch is primed to the same state: lib_pinning.remote.payload.priming_payload)."""
+    torch.manual_seed(int(seeds[-1]))
+
+
 class WebUIGenerator:
     """Generates an individual's batch with the WebUI (see the module docstring).
 
@@ -198,6 +211,8 @@ class WebUIGenerator:
     def generate(self, request: GenerationRequest) -> Batch:
         seeds = tuple(int(s) for s in request.seeds)
         pc = self._copy(request)
+        if getattr(pc, "init_images", None) is not None:
+            seed_vae_encode(seeds)
         started = time.perf_counter()
         try:
             processed = self.processing.process_images(pc)

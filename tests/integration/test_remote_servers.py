@@ -8,7 +8,9 @@ tree, venv and tiny checkpoint, its own data dir and port (about 10-16 s on this
   seeds, fitness and image bytes of every individual;
 - the WebUI script's "Also generate on the extra servers" on the session's instance with the second
   one in its settings, against the same request without: the same records, and batches made both
-  by the local WebUI (its records have the WebUIGenerator's `webui` timing) and by the other.
+  by the local WebUI (its records have the WebUIGenerator's `webui` timing) and by the other; in
+  txt2img, in img2img and in inpainting "only masked" (the init image and the mask reach the other
+  instance as PNG made from the local p's images).
 
 Only the SD 1.x A1111 target: "two real A1111 instances" is the claim, and one target shows it.
 """
@@ -27,6 +29,7 @@ from lib_pinning.remote.cli import start_pin
 from lib_pinning.store import RunStore
 from tests.integration import checks, harness
 from tests.integration.harness import Server
+from tests.integration.test_img2img_api import ONLY_MASKED, encode, init_image, mask_square
 
 pytestmark = pytest.mark.not_on("sdxl", "forge", reason="one A1111 target shows the claim")
 
@@ -81,18 +84,50 @@ def test_pin_on_two_instances_gives_the_records_of_one(webui_server: Server, sec
 
 def test_the_scripts_extra_servers_give_the_records_of_this_webui_alone(webui_server: Server,
                                                                        second_server: Server) -> None:
-    request = {"seed": 7, "batch_size": 2}
+    assert_extra_servers_give_the_records_of_this_webui_alone(webui_server, second_server, "txt2img", {})
+
+
+IMG2IMG = {"init_images": [encode(init_image())], "denoising_strength": 0.6}
+REQUESTS = {"img2img": IMG2IMG, "inpaint-only-masked": {**IMG2IMG, "mask": encode(mask_square()), **ONLY_MASKED}}
+
+
+@pytest.mark.parametrize("mode", list(REQUESTS))
+def test_the_scripts_extra_servers_in_img2img_give_the_records_of_this_webui_alone(
+        webui_server: Server, second_server: Server, mode: str) -> None:
+    assert_extra_servers_give_the_records_of_this_webui_alone(webui_server, second_server, "img2img", REQUESTS[mode])
+
+
+def assert_extra_servers_give_the_records_of_this_webui_alone(webui_server: Server, second_server: Server,
+                                                              endpoint: str, fields: dict[str, Any]) -> None:
+    request = {"seed": 7, "batch_size": 2, **fields}
     options = {"cma_lambda": 3, "granularity": "phrase"}
-    alone = checks.pin_run(webui_server, checks.pin(webui_server, options=options, **request).ok())
+    # Other seeds on both first: img2img's VAE encode draws from the global generator as the last
+    # request left it, which the extension must set (run alone, without it, the baselines differed).
+    leave_other_seeds(webui_server, second_server)
+    alone = run_of(webui_server, endpoint, checks.pin(webui_server, endpoint=endpoint, options=options, **request).ok())
+    leave_other_seeds(webui_server, second_server)
     webui_server.post("/sdapi/v1/options", {"prompt_pinning_servers": second_server.url}).ok()
     try:
-        answer = checks.pin(webui_server, options={**options, "extra_servers": True}, **request).ok()
+        answer = checks.pin(webui_server, endpoint=endpoint, options={**options, "extra_servers": True}, **request).ok()
     finally:
         webui_server.post("/sdapi/v1/options", {"prompt_pinning_servers": ""}).ok()
-    pooled = checks.pin_run(webui_server, answer)
+    pooled = run_of(webui_server, endpoint, answer)
     assert pooled["status"] == "finished"
     assert pooled["generator"]["servers"] == [second_server.url]
+    assert pooled["generator"]["mode"] == endpoint
     stored = list(RunStore.open(Path(pooled["run_dir"])).iter_individuals())
     made_here = [r for r in stored if "webui" in r.timings]
     assert made_here and len(made_here) < len(stored), "the batches were not spread over both instances"
     assert records(Path(pooled["run_dir"])) == records(Path(alone["run_dir"]))
+
+
+def run_of(server: Server, tab: str, answer: harness.Response) -> dict[str, Any]:
+    """The run an answer's images come from, looked up in its tab's runs folder."""
+    run_id = checks.pin_run(server, answer)["run_id"]
+    return server.get(f"/prompt-pinning/v1/runs/{run_id}?tab={tab}").ok().json
+
+
+def leave_other_seeds(*servers: Server) -> None:
+    """A plain generation on each server with a seed of no run here."""
+    for server in servers:
+        server.post("/sdapi/v1/txt2img", server.generation({**checks.TINY, "seed": 991, "batch_size": 1})).ok()
