@@ -261,9 +261,9 @@ def build_payload(
 
 def priming_payload(settings: RemoteSettings, seed: int) -> dict[str, Any]:
     """A txt2img request of one 64x64 image in one step with `seed`: its noise seeds the server's
-    global torch generator with `seed` (modules/rng.py randn -> manual_seed), and nothing draws from
-    it after that, so the next img2img request's VAE encode starts where a batch whose last seed is
-    `seed` leaves it. The run's sampler, schedule type and override settings, so that no other
+    global torch generator by the server's own rule for a batch's last image (modules/rng.py randn:
+    v1.10.1 with `seed`, Forge with (seed + 100000) % 65536), and nothing draws from it after that,
+    so the next img2img request's VAE encode starts where a batch whose last seed is `seed` leaves it. The run's sampler, schedule type and override settings, so that no other
     sampler or checkpoint is set up in between."""
     plain = settings.replace(mode="txt2img", init_image="", mask_image="", enable_hr=False, steps=1, width=64,
                              height=64)

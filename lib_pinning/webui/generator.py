@@ -168,17 +168,20 @@ def jobs_per_individual(p: Any) -> int:
     return 2 if getattr(p, "enable_hr", False) and getattr(p, "init_images", None) is None else 1
 
 
-def seed_vae_encode(seeds: tuple[int, ...]) -> None:
-    """Seed torch's global generator as a batch of `seeds` leaves it, before an img2img batch.
+def seed_vae_encode(rng: Any, seeds: tuple[int, ...]) -> None:
+    """Leave torch's global generator as a batch of `seeds` leaves it, before an img2img batch.
 
     img2img encodes its init images by sampling the VAE's posterior from the global generator
     (ldm's DiagonalGaussianDistribution.sample, in p.init, before the batch's noise is drawn), so the
-    encode depends on what the previous request left there. The batch's noise seeds it with each seed
-    in turn (modules/rng.py randn -> manual_seed, v1.10.1 and Forge) and nothing draws from it after,
-    so within a run every batch but the first starts from the last seed; seeding it so for every
-    batch makes the first one alike too, whatever the WebUI made before (the extra servers' first
-    batch is primed to the same state: lib_pinning.remote.payload.priming_payload)."""
-    torch.manual_seed(int(seeds[-1]))
+    encode depends on what the previous request left there. A batch's noise seeds it for each image
+    in turn and nothing draws from it after, so within a run every batch but the first starts where
+    the last seed left it; doing that for every batch makes the first one alike too, whatever the
+    WebUI made before (the extra servers' first batch is primed to the same state:
+    lib_pinning.remote.payload.priming_payload). The WebUI's own `rng.randn` with a per-seed
+    generator does the seeding, on one value: the rule differs between WebUIs (v1.10.1 seeds the
+    global generator with the seed, Forge with (seed + 100000) % 65536) and this way follows it."""
+    last = int(seeds[-1])
+    rng.randn(last, (1,), generator=rng.create_generator(last))
 
 
 class WebUIGenerator:
@@ -212,7 +215,7 @@ class WebUIGenerator:
         seeds = tuple(int(s) for s in request.seeds)
         pc = self._copy(request)
         if getattr(pc, "init_images", None) is not None:
-            seed_vae_encode(seeds)
+            seed_vae_encode(self.processing.rng, seeds)
         started = time.perf_counter()
         try:
             processed = self.processing.process_images(pc)
