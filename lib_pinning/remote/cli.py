@@ -101,7 +101,7 @@ def start_pin(args: argparse.Namespace) -> PinningRun | None:
     options = options_from_args(PinningOptions, args)
     settings = options_from_args(RemoteSettings, args)
     # --from-run: the prompts and seeds are the old run's; checked before the servers are asked.
-    start = region.region_of(options, args.runs_dir)
+    start = region.region_of(options, [args.runs_dir])
     generator = RemoteGenerator(server_configs(args), settings, slots=args.slots, retry_after=args.retry_after)
     servers = generator.check()
     if args.dry_run:
