@@ -7,7 +7,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,22 @@ def test_a_run_starts_the_helper_at_a_live_update_and_leaves_no_process(tmp_path
 def weight_map_here(vectors: np.ndarray) -> list[int]:
     with cluster_process.serving(None):
         return weight_map.cluster(vectors).tolist()
+
+
+def _ignores_sigint(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the signal mask from Linux's /proc")
+def test_the_helper_outlives_a_ctrl_c_that_the_run_survives():
+    vectors = two_regions()
+    helper = ClusterProcess.spawn()
+    deadline = time.monotonic() + 60
+    while not _ignores_sigint(helper._process.pid):  # into the helper's code (slow on a busy machine)
+        assert time.monotonic() < deadline and helper._process.poll() is None
+        time.sleep(0.02)
+    helper._process.send_signal(signal.SIGINT)  # what the terminal sends the process group
+    labels = helper.labels(vectors, PARAMS)
+    assert labels is not None and labels.tolist() == here(vectors).tolist()

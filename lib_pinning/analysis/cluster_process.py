@@ -41,8 +41,11 @@ TIMEOUT = 60.0
 
 # The helper's code: import, then answer one request read from stdin (EOF: the parent is gone or
 # no longer needs it). Errors go to stdout as JSON, so the parent can log why it fits itself.
+# Ctrl-C reaches the terminal's whole process group, the helper too: it ignores it, since the
+# first Ctrl-C ends a run with its final report, which still asks the helper.
 _HELPER = r"""
-import json, sys
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 try:
     from sklearn.cluster import HDBSCAN
     import numpy as np
