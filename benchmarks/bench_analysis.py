@@ -2,7 +2,7 @@
 
 The default demo (`python -m lib_pinning demo`, its defaults) runs in a fresh process per run, as
 a user runs it: numba's compile of UMAP and the imports of scikit-learn and umap-learn are paid
-once per process, so a warm process would hide exactly the cost in question. Four ways,
+once per process, so a warm process would hide exactly the cost in question. Five ways,
 interleaved over --repeats rounds so that load on the machine hits them alike:
   - without: the report's analysis step (RunAnalysis.refresh) and the CLI's influence summary
     replaced by no-ops, i.e. the demo as it was before the analyses existed;
@@ -12,6 +12,7 @@ interleaved over --repeats rounds so that load on the machine hits them alike:
     runs it was);
   - with, late import: the same without that helper (the final report imports scikit-learn in
     the run's process, as before cluster_process existed);
+  - with, helper forced: the helper started whatever the load (what it does with a busy core);
   - with UMAP forced (--umap): choose_embedding always answers UMAP, the cost before the choice.
 Measured per run: the process's wall time and CPU time (user + system, from the child's rusage,
 which includes the helper's: the demo waits for it; less sensitive than wall time to other
@@ -47,7 +48,7 @@ log = logging.getLogger("bench_analysis")
 SECTION = "## Run analyses: cost in the demo (bench_analysis.py)"
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = "bench_timings.json"
-MODES = ("without", "with", "late", "umap")
+MODES = ("without", "with", "late", "helper", "umap")
 
 # The code each demo process runs: the CLI's own main() with the mode's patches, plus timers
 # around the analysis steps (a perf_counter pair each: nothing measurable).
@@ -73,6 +74,8 @@ helpers = []
 if mode in ("without", "late"):
     cluster_process.ClusterProcess.start = classmethod(lambda cls: None)
 else:
+    if mode == "helper":
+        cluster_process._spare_core = lambda: True
     spawn = cluster_process.ClusterProcess.spawn.__func__
     cluster_process.ClusterProcess.spawn = classmethod(lambda cls: helpers.append(1) or spawn(cls))
 if mode == "without":
@@ -102,10 +105,12 @@ class DemoRun:
     embedding: str | None
     timings: dict[str, float]
     helpers: int  # helper processes started (cluster_process: none when no core was idle)
+    load: float | None  # the 1-minute load average as the run started
 
 
 def demo_run(runs_dir: Path, mode: str) -> DemoRun:
     runs_dir.mkdir(parents=True)
+    load = load_average()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -121,7 +126,7 @@ def demo_run(runs_dir: Path, mode: str) -> DemoRun:
     return DemoRun(
         wall=wall, cpu=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         run_seconds=float(info["seconds"]), batches=int(info["batches"]), embedding=embedding,
-        timings=measured["timings"], helpers=int(measured["helpers"]),
+        timings=measured["timings"], helpers=int(measured["helpers"]), load=load,
     )
 
 
@@ -133,7 +138,8 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str]) -> str:
     by_mode = {m: [r[m] for r in rounds] for m in modes}
     without = by_mode["without"]
     labels = {"without": "without the analyses", "with": "with the analyses (as shipped)",
-              "late": "with the analyses, scikit-learn imported late", "umap": "with the analyses, UMAP forced"}
+              "late": "with the analyses, scikit-learn imported late", "helper": "with the analyses, helper forced",
+              "umap": "with the analyses, UMAP forced"}
     lines = [
         "| demo | wall time | CPU time | wall / without | CPU / without | paired wall ratio | run's own time | embedding | clusters fitted by the helper |",
         "|---|---:|---:|---:|---:|---:|---:|---|---|",
@@ -142,7 +148,7 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str]) -> str:
         runs = by_mode[mode]
         paired = statistics.median(r.wall / w.wall for r, w in zip(runs, without))
         embeddings = ", ".join(sorted({str(r.embedding) for r in runs})) if mode != "without" else "–"
-        helped = f"{sum(r.helpers > 0 for r in runs)} of {len(runs)} runs" if mode in ("with", "umap") else "–"
+        helped = f"{sum(r.helpers > 0 for r in runs)} of {len(runs)} runs" if mode in ("with", "helper", "umap") else "–"
         lines.append(
             f"| {labels[mode]} | {_median(runs, 'wall'):.2f} s | {_median(runs, 'cpu'):.2f} s "
             f"| {_median(runs, 'wall') / _median(without, 'wall'):.3f} | {_median(runs, 'cpu') / _median(without, 'cpu'):.3f} "
@@ -160,6 +166,10 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str]) -> str:
             values = [r.timings[step] for r in by_mode[mode] if step in r.timings]
             cells.append(f"{statistics.median(values):.3f} s" if values else "–")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    loads = sorted(r.load for m in modes for r in by_mode[m] if r.load is not None)
+    if loads:
+        lines += ["", f"1-minute load average as each demo started: {loads[0]:.1f} to {loads[-1]:.1f}, "
+                      f"median {statistics.median(loads):.1f} ({os.cpu_count()} cores: the helper starts below {(os.cpu_count() or 1) - 0.5:g})."]
     batches = sorted({r.batches for m in modes for r in by_mode[m]})
     lines += ["", f"Every run generated {', '.join(map(str, batches))} batches (the analyses add none)."]
     return "\n".join(lines)
@@ -183,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         demo_run(Path(tmp) / "warm-up", "without")  # the OS's file cache, Python's bytecode caches
         for n in range(args.repeats):
             results = {}
-            for mode in modes:
+            # Each round in another order, so that no way always runs first (after the previous
+            # round's slowest) or last.
+            for mode in modes[n % len(modes):] + modes[:n % len(modes)]:
                 results[mode] = demo_run(Path(tmp) / f"round-{n}-{mode}", mode)
                 log.info("round %d, %s: wall %.2f s, cpu %.2f s", n + 1, mode, results[mode].wall, results[mode].cpu)
             rounds.append(results)
