@@ -1,11 +1,11 @@
 """scikit-learn's HDBSCAN fitted in a helper process that imports it while the run generates.
 
 Why: `import sklearn.cluster` costs about 1 s of CPU (mostly scipy.stats, which sklearn.utils
-imports), where the weight map's fit of a demo's few dozen points takes 10 ms: in the toy demo
-that import alone was 11% of the wall time, against the issue's 5% for all the analyses
+imports), where the weight map's fit of a demo's few dozen points takes 10 ms: that import is
+most of what the analyses add to the toy demo, 7-9% of its wall time against the issue's 5%
 (docs/benchmarks.md, bench_analysis). Importing it in a background thread of the run's own
 process did not help: the toy run is Python-bound, the import holds the interpreter lock, and the
-run's own time grew by about what the import took (measured: 4.0 -> 5.1 s). A child process
+run's own time grew by about what the import took (an exploratory run: 4.0 -> 5.1 s). A child process
 imports it on another core, sharing no lock with the run, and then answers the one fit the final
 report asks for (the vectors and labels travel as JSON: floats round-trip exactly).
 
