@@ -2,14 +2,21 @@
 
 The default demo (`python -m lib_pinning demo`, its defaults) runs in a fresh process per run, as
 a user runs it: numba's compile of UMAP and the imports of scikit-learn and umap-learn are paid
-once per process, so a warm process would hide exactly the cost in question. Three ways,
+once per process, so a warm process would hide exactly the cost in question. Five ways,
 interleaved over --repeats rounds so that load on the machine hits them alike:
   - without: the report's analysis step (RunAnalysis.refresh) and the CLI's influence summary
     replaced by no-ops, i.e. the demo as it was before the analyses existed;
-  - with: the demo as shipped (the map's embedding chosen by weight_map.choose_embedding);
+  - with: the demo as shipped (the map's embedding chosen by weight_map.choose_embedding, the
+    clusters fitted by the helper process that imports scikit-learn while the run generates,
+    analysis/cluster_process.py, started only when a core is idle: the table says in how many
+    runs it was);
+  - with, late import: the same without that helper (the final report imports scikit-learn in
+    the run's process, as before cluster_process existed);
+  - with, helper forced: the helper started whatever the load (what it does with a busy core);
   - with UMAP forced (--umap): choose_embedding always answers UMAP, the cost before the choice.
-Measured per run: the process's wall time and CPU time (user + system, from the child's rusage;
-less sensitive than wall time to other processes on the cores), the run's own time (run.json
+Measured per run: the process's wall time and CPU time (user + system, from the child's rusage,
+which includes the helper's: the demo waits for it; less sensitive than wall time to other
+processes on the cores), the run's own time (run.json
 "seconds") and, in the runs with the analyses, the seconds of each analysis step inside the
 final report update. Reported as medians over the rounds and as the ratio with / without.
 
@@ -41,7 +48,7 @@ log = logging.getLogger("bench_analysis")
 SECTION = "## Run analyses: cost in the demo (bench_analysis.py)"
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = "bench_timings.json"
-MODES = ("without", "with", "umap")
+MODES = ("without", "with", "late", "helper", "umap")
 
 # The code each demo process runs: the CLI's own main() with the mode's patches, plus timers
 # around the analysis steps (a perf_counter pair each: nothing measurable).
@@ -50,7 +57,7 @@ import json, sys, time
 from pathlib import Path
 mode, runs_dir = sys.argv[1], Path(sys.argv[2])
 from lib_pinning import cli
-from lib_pinning.analysis import influence, weight_map
+from lib_pinning.analysis import cluster_process, influence, weight_map
 from lib_pinning.report import analysis
 timings = {}
 
@@ -63,6 +70,14 @@ def timed(name, function):
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
     return wrapper
 
+helpers = []
+if mode in ("without", "late"):
+    cluster_process.ClusterProcess.start = classmethod(lambda cls: None)
+else:
+    if mode == "helper":
+        cluster_process._spare_core = lambda: True
+    spawn = cluster_process.ClusterProcess.spawn.__func__
+    cluster_process.ClusterProcess.spawn = classmethod(lambda cls: helpers.append(1) or spawn(cls))
 if mode == "without":
     analysis.RunAnalysis.refresh = lambda self, store, signature: None
     cli._influence_lines = lambda run_dir: []
@@ -72,11 +87,11 @@ else:
     analysis.RunAnalysis.refresh = timed("analysis (all)", analysis.RunAnalysis.refresh)
     influence.write_influence = timed("influence", influence.write_influence)
     weight_map.write_weight_map = timed("weight map", weight_map.write_weight_map)
-    weight_map.cluster = timed("weight map: HDBSCAN (with the scikit-learn import)", weight_map.cluster)
+    weight_map.cluster = timed("weight map: HDBSCAN (with the scikit-learn import, or the wait for the helper)", weight_map.cluster)
     weight_map.embed = timed("weight map: UMAP (with its import and compile)", weight_map.embed)
     analysis.RunAnalysis._plot = staticmethod(timed("plots", analysis.RunAnalysis._plot))
 code = cli.main(["demo", "--runs-dir", str(runs_dir)])
-(runs_dir / "bench_timings.json").write_text(json.dumps(timings))
+(runs_dir / "bench_timings.json").write_text(json.dumps({"timings": timings, "helpers": len(helpers)}))
 sys.exit(code)
 """
 
@@ -89,10 +104,13 @@ class DemoRun:
     batches: int
     embedding: str | None
     timings: dict[str, float]
+    helpers: int  # helper processes started (cluster_process: none when no core was idle)
+    load: float | None  # the 1-minute load average as the run started
 
 
 def demo_run(runs_dir: Path, mode: str) -> DemoRun:
     runs_dir.mkdir(parents=True)
+    load = load_average()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -104,10 +122,11 @@ def demo_run(runs_dir: Path, mode: str) -> DemoRun:
     info = json.loads((run_dir / "run.json").read_text())
     map_file = run_dir / "weight_map.json"
     embedding = json.loads(map_file.read_text())["method"]["embedding"] if map_file.is_file() else None
+    measured = json.loads((runs_dir / TIMINGS).read_text())
     return DemoRun(
         wall=wall, cpu=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         run_seconds=float(info["seconds"]), batches=int(info["batches"]), embedding=embedding,
-        timings=json.loads((runs_dir / TIMINGS).read_text()),
+        timings=measured["timings"], helpers=int(measured["helpers"]), load=load,
     )
 
 
@@ -119,19 +138,21 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str]) -> str:
     by_mode = {m: [r[m] for r in rounds] for m in modes}
     without = by_mode["without"]
     labels = {"without": "without the analyses", "with": "with the analyses (as shipped)",
+              "late": "with the analyses, scikit-learn imported late", "helper": "with the analyses, helper forced",
               "umap": "with the analyses, UMAP forced"}
     lines = [
-        "| demo | wall time | CPU time | wall / without | CPU / without | paired wall ratio | run's own time | embedding |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| demo | wall time | CPU time | wall / without | CPU / without | paired wall ratio | run's own time | embedding | clusters fitted by the helper |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for mode in modes:
         runs = by_mode[mode]
         paired = statistics.median(r.wall / w.wall for r, w in zip(runs, without))
         embeddings = ", ".join(sorted({str(r.embedding) for r in runs})) if mode != "without" else "–"
+        helped = f"{sum(r.helpers > 0 for r in runs)} of {len(runs)} runs" if mode in ("with", "helper", "umap") else "–"
         lines.append(
             f"| {labels[mode]} | {_median(runs, 'wall'):.2f} s | {_median(runs, 'cpu'):.2f} s "
             f"| {_median(runs, 'wall') / _median(without, 'wall'):.3f} | {_median(runs, 'cpu') / _median(without, 'cpu'):.3f} "
-            f"| {paired:.3f} | {_median(runs, 'run_seconds'):.2f} s | {embeddings} |"
+            f"| {paired:.3f} | {_median(runs, 'run_seconds'):.2f} s | {embeddings} | {helped} |"
         )
     lines += ["", "Seconds of each analysis step inside the final report update (medians over the rounds):", "",
               "| step | " + " | ".join(labels[m] for m in modes if m != "without") + " |",
@@ -145,6 +166,10 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str]) -> str:
             values = [r.timings[step] for r in by_mode[mode] if step in r.timings]
             cells.append(f"{statistics.median(values):.3f} s" if values else "–")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    loads = sorted(r.load for m in modes for r in by_mode[m] if r.load is not None)
+    if loads:
+        lines += ["", f"1-minute load average as each demo started: {loads[0]:.1f} to {loads[-1]:.1f}, "
+                      f"median {statistics.median(loads):.1f} ({os.cpu_count()} cores: the helper starts below {(os.cpu_count() or 1) - 0.5:g})."]
     batches = sorted({r.batches for m in modes for r in by_mode[m]})
     lines += ["", f"Every run generated {', '.join(map(str, batches))} batches (the analyses add none)."]
     return "\n".join(lines)
@@ -168,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         demo_run(Path(tmp) / "warm-up", "without")  # the OS's file cache, Python's bytecode caches
         for n in range(args.repeats):
             results = {}
-            for mode in modes:
+            # Each round in another order, so that no way always runs first (after the previous
+            # round's slowest) or last.
+            for mode in modes[n % len(modes):] + modes[:n % len(modes)]:
                 results[mode] = demo_run(Path(tmp) / f"round-{n}-{mode}", mode)
                 log.info("round %d, %s: wall %.2f s, cpu %.2f s", n + 1, mode, results[mode].wall, results[mode].cpu)
             rounds.append(results)

@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             generator = ToyGenerator(options_from_args(ToySettings, args))
             from lib_pinning.analysis import region
 
-            start = region.region_of(options, args.runs_dir)  # --from-run: the prompts and seeds are the old run's
+            start = region.region_of(options, [args.runs_dir])  # --from-run: the prompts and seeds are the old run's
             if start is not None:
                 run = region.start_run(start, generator=generator, options=options, runs_dir=args.runs_dir)
             else:

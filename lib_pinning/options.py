@@ -592,7 +592,8 @@ class PinningOptions(OptionsModel):
     from_run: str = option(
         "",
         label="Start from run",
-        help="A previous run (its folder, or its id or number in the runs folder) whose weight map's "
+        help="A previous run (its folder, or its id or number in the runs folder; in the WebUI either "
+        "tab's, txt2img or img2img) whose weight map's "
         "cluster the search starts from: the prompt is the old run's rendered at the cluster's "
         "centre, the seeds are the old run's, the initial std the cluster's spread. Empty (default): "
         "start at the prompt as written.",

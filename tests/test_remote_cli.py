@@ -17,7 +17,7 @@ from lib_pinning.generator import ToySettings
 from lib_pinning.options import PinningOptions
 from lib_pinning.remote import RemoteGenerator, RemoteSettings, ServerConfig
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
-from lib_pinning.report import rebuild
+from lib_pinning.report import Reporter, rebuild
 from lib_pinning.run import PinningRun, RunEndedEarly, derive_seeds
 from lib_pinning.store import RunStore
 
@@ -185,3 +185,32 @@ def test_resume_of_a_toy_run_refuses_server_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["resume", str(stopped.run_dir), "--server", "http://127.0.0.1:9"])
     assert exit_info.value.code == 2 and "runs made with `pin`" in capsys.readouterr().err
+
+
+def test_dry_run_from_a_run_prints_the_old_runs_prompt_and_seeds_at_the_cluster(tmp_path, images, capsys, monkeypatch):
+    """`pin --dry-run --from-run` shows what the run would start from (region.start_run): the old
+    run's prompts rendered at the cluster's centre and its seeds, not --prompt / --seed."""
+    import numpy as np
+
+    from lib_pinning.analysis import region, weight_map
+    from lib_pinning.generator import ToyGenerator
+
+    # A fixed clustering: HDBSCAN may find no cluster in a few toy points.
+    monkeypatch.setattr(weight_map, "cluster", lambda vectors: (np.arange(len(vectors)) % 2).astype(int))
+    old = PinningRun.start(generator=ToyGenerator(ToySettings(steps=6)), prompt="a green triangle, soft light",
+                           negative_prompt="blurry", seeds=derive_seeds(7, 2), runs_dir=tmp_path,
+                           options=PinningOptions(generations=4, cma_lambda=4, cli_log=False, stop_early=False))
+    root = old.execute(reporter=Reporter(budget=None)).run_dir
+    start = region.region_start(root, 1)
+    capsys.readouterr()
+    with FakeWebUI(images) as a:
+        assert main(["pin", "--server", a.url, "--runs-dir", str(tmp_path), "--dry-run", "--from-run", root.name,
+                     "--from-cluster", "1", *PROMPT, *TINY]) == 0
+        assert a.calls.generations == []
+    out = capsys.readouterr().out
+    payload = json.loads(out.split("first request: POST /sdapi/v1/txt2img ", 1)[1].splitlines()[0])
+    assert (payload["prompt"], payload["negative_prompt"]) == (start.prompt, start.negative_prompt)
+    assert (payload["seed"], payload["batch_size"]) == (start.seeds[0], 2)
+    assert f"seeds:         {start.seeds[0]}, {start.seeds[1]}\n" in out
+    assert f"start:         cluster 1 of {root} (initial std {start.initial_std:g})" in out
+    assert sorted(tmp_path.iterdir()) == [root]  # nothing started

@@ -292,6 +292,47 @@ def test_a_run_can_start_from_a_previous_runs_cluster(webui: Any, reporter: Reco
     assert all(f"Pin from run: {first.name[:5]}" in t and "Pin from cluster: 1" in t for t in processed.infotexts)
 
 
+def test_a_run_id_is_found_in_either_tabs_runs_folder_and_refused_when_ambiguous(
+        webui: Any, reporter: RecordingReporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from lib_pinning.analysis import region, weight_map
+
+    opts = webui.shared.opts
+    # The WebUI's layout: each tab writes under its own output folder ("Output directory for images" empty).
+    opts.outdir_samples = ""
+    opts.outdir_txt2img_samples = str(webui.data_dir / "outputs" / "txt2img-images")
+    opts.outdir_img2img_samples = str(webui.data_dir / "outputs" / "img2img-images")
+    init = Image.new("RGB", (64, 64), (200, 30, 30))
+
+    def img2img(**changes: Any) -> Any:
+        p = webui.img2img(prompt=PROMPT, negative_prompt="", seed=3, batch_size=2, steps=6, sampler_name="Euler a",
+                          init_images=[init], denoising_strength=0.5, outpath_samples=opts.outdir_img2img_samples)
+        return run_script(webui, ui_values(**SMALL_RUN, **changes), p, tab="img2img")
+
+    first = run_dir_of(run_script(webui, ui_values(**SMALL_RUN), make_p(webui, outpath_samples=opts.outdir_txt2img_samples)))
+    assert first.parent.parent == Path(opts.outdir_txt2img_samples)
+    monkeypatch.setattr(weight_map, "MIN_POINTS", 3)
+    monkeypatch.setattr(weight_map, "cluster", lambda vectors: (np.arange(len(vectors)) % 2).astype(int))
+    weight_map.write_weight_map(RunStore.open(first))
+    start = region.region_start(first, 1)
+
+    # In the img2img tab, the txt2img run named by its number: found in the other tab's folder.
+    second = run_dir_of(img2img(from_run=str(int(first.name[:5])), from_cluster=1))
+    assert second.parent.parent == Path(opts.outdir_img2img_samples) and second.name[:5] == first.name[:5]
+    assert RunStore.open(second).read_run()["prompt"] == start.prompt
+
+    # Now number 0 is a run in each folder: refused, naming both, in either tab.
+    for tab_run in (img2img, lambda **changes: run_script(webui, ui_values(**SMALL_RUN, **changes))):
+        with pytest.raises(glue.PinningInputError) as caught:
+            tab_run(from_run=first.name[:5], from_cluster=1)
+        message = str(caught.value)
+        assert f"Start from run: {first.name[:5]!r} names 2 runs" in message and str(first) in message
+        assert str(second) in message and "give the run folder's path" in message
+    with pytest.raises(glue.PinningInputError, match="Start from run: no run '7' .*img2img-images.* or .*txt2img-images"):
+        img2img(from_run="7")
+
+
 def test_a_start_from_a_missing_run_or_cluster_fails_before_any_work(webui: Any, reporter: RecordingReporter) -> None:
     first = run_dir_of(run_script(webui, ui_values(**SMALL_RUN)))  # no weight map: the recording reporter
     runs = sorted(first.parent.iterdir())

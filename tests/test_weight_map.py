@@ -240,15 +240,15 @@ def test_a_start_from_a_run_or_cluster_that_does_not_exist_is_bad_input(tmp_path
     monkeypatch.setattr(weight_map, "cluster", lambda vectors: np.zeros(len(vectors), dtype=int))
     root = toy_run(tmp_path / "runs")
     runs = tmp_path / "runs"
-    assert region_of(PinningOptions(), runs) is None  # empty: an ordinary start
-    assert find_run(root.name, runs) == root and find_run(str(root), None) == root and find_run("0", runs) == root
+    assert region_of(PinningOptions(), [runs]) is None  # empty: an ordinary start
+    assert find_run(root.name, [runs]) == root and find_run(str(root)) == root and find_run("0", [runs]) == root
     with pytest.raises(PinningInputError, match="Start from run: no run '7' .*or a run id in"):
-        region_of(PinningOptions(from_run="7"), runs)
+        region_of(PinningOptions(from_run="7"), [runs])
     with pytest.raises(PinningInputError, match="Start from cluster: the run has no cluster 3; its clusters: 0"):
-        region_of(PinningOptions(from_run=root.name, from_cluster=3), runs)
+        region_of(PinningOptions(from_run=root.name, from_cluster=3), [runs])
     (root / weight_map.WEIGHT_MAP_FILE).unlink()
     with pytest.raises(PinningInputError, match="Start from cluster: .* has no weight_map.json: rebuild its report"):
-        region_of(PinningOptions(from_run=root.name), runs)
+        region_of(PinningOptions(from_run=root.name), [runs])
 
     before = sorted(runs.iterdir())
     with pytest.raises(SystemExit) as exited:

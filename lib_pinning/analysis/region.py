@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -96,41 +96,62 @@ def region_start(run_dir: Path, cluster_id: int) -> RegionStart:
     )
 
 
-def find_run(value: str, runs_dir: Path | None) -> Path:
-    """The folder of the run `value` names: a run folder's path, or a run id in `runs_dir` (the
-    folder's name, or the number it starts with: "12" or "00012").
+def find_run(value: str, runs_dirs: Sequence[Path] = ()) -> Path:
+    """The folder of the run `value` names: a run folder's path, or a run id (the folder's name, or
+    the number it starts with: "12" or "00012") in one of `runs_dirs` (the CLI's --runs-dir; in the
+    WebUI the runs folders of both tabs, so that an img2img run can start from a txt2img run's
+    cluster by its id).
 
     Raises:
-        PinningInputError: no such run, or a number that more than one folder starts with.
+        PinningInputError: no such run, or an id that names more than one run (a number that
+            several folders start with, or the same id in two runs folders).
     """
     label = PinningOptions.spec("from_run").label
-    path = Path(value.strip()).expanduser()
+    text = value.strip()
+    path = Path(text).expanduser()
     if (path / "run.json").is_file():
         return path
-    if runs_dir is not None and not path.is_absolute():
-        if (runs_dir / path / "run.json").is_file():
-            return runs_dir / path
-        if value.strip().isdigit():
-            matches = sorted(p for p in runs_dir.glob(f"{int(value):05d}-*") if (p / "run.json").is_file())
-            if len(matches) == 1:
-                return matches[0]
-            if matches:
-                raise PinningInputError(f"{label}: {len(matches)} runs in {runs_dir} are number {int(value)}: "
-                                        f"{', '.join(p.name for p in matches)}; give the folder's name")
-    where = f" or a run id in {runs_dir}" if runs_dir is not None else ""
+    folders = _distinct(runs_dirs)
+    matches: list[Path] = []
+    if not path.is_absolute():
+        for folder in folders:
+            if (folder / path / "run.json").is_file():
+                matches.append(folder / path)
+            elif text.isdigit():
+                matches += sorted(p for p in folder.glob(f"{int(text):05d}-*") if (p / "run.json").is_file())
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise PinningInputError(f"{label}: {value!r} names {len(matches)} runs: {', '.join(str(p) for p in matches)}; "
+                                f"give the run folder's path")
+    where = f" or a run id in {' or '.join(str(f) for f in folders)}" if folders else ""
     raise PinningInputError(f"{label}: no run {value!r} (give a run folder{where})")
 
 
-def region_of(options: PinningOptions, runs_dir: Path | None) -> RegionStart | None:
+def _distinct(folders: Sequence[Path]) -> list[Path]:
+    """`folders` in order, each once: both tabs share one runs folder when the WebUI's "Output
+    directory for images" is set."""
+    seen: set[Path] = set()
+    distinct = []
+    for folder in folders:
+        key = Path(folder).resolve()
+        if key not in seen:
+            seen.add(key)
+            distinct.append(Path(folder))
+    return distinct
+
+
+def region_of(options: PinningOptions, runs_dirs: Sequence[Path] = ()) -> RegionStart | None:
     """The region a run with `options` starts from, None when `from_run` is empty; checked before
-    anything is generated.
+    anything is generated. `runs_dirs`: where a run id is looked up (find_run).
 
     Raises:
-        PinningInputError: the run does not exist, has no weight map, or no such cluster.
+        PinningInputError: the run does not exist (or its id is ambiguous), has no weight map, or
+            no such cluster.
     """
     if not options.from_run.strip():
         return None
-    run_dir = find_run(options.from_run, runs_dir)
+    run_dir = find_run(options.from_run, runs_dirs)
     try:
         return region_start(run_dir, options.from_cluster)
     except (RunDirectoryError, ValueError) as e:

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lib_pinning.analysis import cluster_process
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,16 @@ def choose_embedding(run_seconds: float | None) -> str:
 
 def cluster(vectors: np.ndarray) -> np.ndarray:
     """HDBSCAN labels of `vectors` (-1: noise), module docstring."""
-    hdbscan = _import("sklearn.cluster", "the weight map's clusters").HDBSCAN
-    size = max(5, len(vectors) // 20)
     # min_samples defaults to min_cluster_size, whose core distances are too coarse for a few dozen
     # points in d dimensions (the demo's 55 points in 7-D came out as one noise cloud); 3 keeps
     # the density estimate local.
-    labels = hdbscan(min_cluster_size=size, min_samples=MIN_SAMPLES, copy=True).fit_predict(vectors)
+    params = {"min_cluster_size": max(5, len(vectors) // 20), "min_samples": MIN_SAMPLES}
+    # The report's helper process, which imported scikit-learn while the run generated
+    # (cluster_process.py); else (none, or it failed) here.
+    labels = cluster_process.labels(vectors, params)
+    if labels is None:
+        hdbscan = _import(cluster_process.MODULE, "the weight map's clusters").HDBSCAN
+        labels = hdbscan(copy=True, **params).fit_predict(vectors)
     return np.asarray(labels, dtype=int)
 
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -100,33 +101,54 @@ def start_pin(args: argparse.Namespace) -> PinningRun | None:
     options = options_from_args(PinningOptions, args)
     settings = options_from_args(RemoteSettings, args)
     # --from-run: the prompts and seeds are the old run's; checked before the servers are asked.
-    start = region.region_of(options, args.runs_dir)
+    start = region.region_of(options, [args.runs_dir])
     generator = RemoteGenerator(server_configs(args), settings, slots=args.slots, retry_after=args.retry_after)
     servers = generator.check()
-    seeds = derive_seeds(demo_prompt.seed, demo_prompt.batch_size)
     if args.dry_run:
-        _print_plan(generator, servers, demo_prompt, options, seeds)
+        if start is None:
+            plan = _Plan(demo_prompt.prompt, demo_prompt.negative_prompt,
+                         derive_seeds(demo_prompt.seed, demo_prompt.batch_size), options)
+        else:  # what region.start_run would start: the old run's prompts at the centre, its seeds
+            plan = _Plan(start.prompt, start.negative_prompt, tuple(start.seeds), start.applied_to(options),
+                         f"cluster {start.cluster_id} of {start.run_dir} (initial std {start.initial_std:g})")
+        _print_plan(generator, servers, plan)
         generator.close()
         return None
     if start is not None:
         return region.start_run(start, generator=generator, options=options, runs_dir=args.runs_dir)
     return PinningRun.start(
         generator=generator, prompt=demo_prompt.prompt, negative_prompt=demo_prompt.negative_prompt,
-        seeds=seeds, options=options, runs_dir=args.runs_dir,
+        seeds=derive_seeds(demo_prompt.seed, demo_prompt.batch_size), options=options, runs_dir=args.runs_dir,
     )
 
 
-def _print_plan(generator: RemoteGenerator, servers: dict[str, Any], demo_prompt: DemoPrompt,
-                options: PinningOptions, seeds: tuple[int, ...]) -> None:
-    space = PromptSpace(demo_prompt.prompt, demo_prompt.negative_prompt, options.granularity)
+@dataclass(frozen=True)
+class _Plan:
+    """What a run would start from: its prompts, seeds and options, and the region it starts in."""
+
+    prompt: str
+    negative_prompt: str
+    seeds: tuple[int, ...]
+    options: PinningOptions
+    region: str | None = None
+
+
+def _print_plan(generator: RemoteGenerator, servers: dict[str, Any], plan: _Plan) -> None:
+    options, seeds = plan.options, plan.seeds
+    space = PromptSpace(plan.prompt, plan.negative_prompt, options.granularity)
     cma = CmaSettings.resolve(options, space.dim, len(active_terms(options)),
                               blocks=(space.positive.unit_count, space.negative.unit_count))
-    payload = build_payload(generator.settings, demo_prompt.prompt, demo_prompt.negative_prompt, seeds[0], len(seeds),
+    payload = build_payload(generator.settings, plan.prompt, plan.negative_prompt, seeds[0], len(seeds),
                             init_image="<init image>" if generator.settings.mode == "img2img" else None)
     out = sys.stdout
     out.write("servers (all checked):\n")
     for name, found in servers.items():
         out.write(f"  {name}: {found['checkpoint']}\n")
+    if plan.region is not None:
+        out.write(f"start:         {plan.region}\n")
+    out.write(f"prompt:        {plan.prompt}\n")
+    if plan.negative_prompt:
+        out.write(f"negative:      {plan.negative_prompt}\n")
     out.write(f"weights:       {space.dim} ({options.granularity} units)\n")
     out.write(f"search:        {cma.generations} generations of {cma.lambda_}, at most "
               f"{planned_batches(options, cma.generations, cma.lambda_)} batches of {len(seeds)} images\n")

@@ -121,7 +121,9 @@ def _run(p: Any, options: PinningOptions) -> Any:
     seeds = derive_seeds(int(p.seed), int(p.batch_size))
     runs_dir = settings.runs_dir(p, shared.opts)
     # Before any work: a run or cluster that does not exist is bad input (HTTP 422 under the API).
-    start = region.region_of(options, runs_dir)
+    # A run id is looked up in both tabs' runs folders (this tab's first): an img2img run may start
+    # from a txt2img run's cluster.
+    start = region.region_of(options, [runs_dir, *(folder for _, folder in settings.output_roots(shared.opts))])
     notes = []
     if start is not None:
         notes.append(f"Started from cluster {start.cluster_id} of run {start.run_dir.name}: its prompt rendered at the "
