@@ -114,6 +114,7 @@ class UnitResult:
     truth: str
     estimate: str
     standardized: float | None
+    weight: float | None = None  # the rendered weight at the best point (the failure modes start at 1.5)
 
     @property
     def agrees(self) -> bool:
@@ -253,21 +254,22 @@ def pin(
     shown = [assignment(store, r, model) for r in records]
     mode = observed_mode(shown[records.index(best)], q)
     gradient = true_gradient(model, space, x, mode, settings.cfg_scale)
-    units = _score_units(data["units"], gradient, index)
+    units = _score_units(data["units"], gradient, index, [max(w) for w in space.weights(x)])
     result = PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode],
                           len(set(shown)), explained_by_assignment([r.loss for r in records], shown), units)
     return Pinned(store, generator, data, gradient, result)
 
 
-def _score_units(entries: Sequence[dict], gradient: np.ndarray, index: int) -> list[UnitResult]:
-    """Each unit's estimated class (entries in unit order, None: not estimated) against the truth."""
+def _score_units(entries: Sequence[dict], gradient: np.ndarray, index: int,
+                 weights: Sequence[float]) -> list[UnitResult]:
+    """Each unit's estimated class (entries in unit order) against the truth."""
     units = []
     for j, unit in enumerate(entries):
         words = unit["text"].lower().split()
         units.append(UnitResult(
             prompt=index, text=unit["text"], side=unit["side"], inert_word=all(w in INERT_WORDS for w in words),
             gradient=float(gradient[j]), truth=true_class(float(gradient[j])),
-            estimate=unit.get("class", UNKNOWN), standardized=unit.get("standardized"),
+            estimate=unit.get("class", UNKNOWN), standardized=unit.get("standardized"), weight=weights[j],
         ))
     return units
 
@@ -285,7 +287,8 @@ def measure_sweep(pinned: Pinned, budget: int, step: float) -> tuple[PromptResul
     swept = {u["index"]: u for u in data["sweep"]["units"]}
     entries = [swept.get(j, {"text": u["text"], "side": u["side"], "class": UNKNOWN})
                for j, u in enumerate(pinned.data["units"])]
-    units = _score_units(entries, pinned.gradient, pinned.result.units[0].prompt if pinned.result.units else 0)
+    units = _score_units(entries, pinned.gradient, pinned.result.units[0].prompt if pinned.result.units else 0,
+                         [u.weight for u in pinned.result.units])
     return replace(pinned.result, units=units), data["sweep"]
 
 
@@ -391,18 +394,19 @@ SWEEP_HEADER = (
 
 def missed_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str:
     """The units one budget's sweep disagrees on, with their true g and the sweep's interval."""
-    lines = ["| # | unit | g | truth | sweep | slope [interval] | images | unseen-jump bound |",
-             "| ---: | --- | ---: | --- | --- | --- | --- |"]
+    lines = ["| # | unit | weight at best | g | truth | sweep | slope [interval] | images | unseen-jump bound |",
+             "| ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
     for k, (r, s) in enumerate(zip(results, sweeps), 1):
-        swept = {e["text"] + e["side"]: e for e in s["units"]}
-        for u in r.units:
+        swept = {e["index"]: e for e in s["units"]}
+        for j, u in enumerate(r.units):
             if u.agrees:
                 continue
-            e = swept.get(u.text + u.side, {})
+            e = swept.get(j, {})
             low, high = e.get("interval") or [None, None]
             interval = "-" if e.get("slope") is None else f"{e['slope']:+.3f} [{low:+.3f}, {high:+.3f}]"
             where = " (neg)" if u.side == "negative" else ""
-            lines.append(f"| {k} | {u.text}{where} | {u.gradient:+.3f} | {u.truth} | {u.estimate} | {interval} | "
+            lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {u.truth} | {u.estimate} | "
+                         f"{interval} | "
                          f"{e.get('samples', 0)} | {e.get('unseen') or float('nan'):.3f} |")
     return "\n".join(lines)
 
