@@ -65,6 +65,7 @@ def test_the_sweep_mode_on_one_tiny_prompt(tmp_path):
     options = PinningOptions(generations=2, cma_lambda=4, cli_log=False, stop_early=False)
     pinned = bench.pin("red circle, velvet", "", tmp_path, settings=ToySettings(steps=6), options=options,
                        seeds=derive_seeds(1, 4))
+    assert len(pinned.generator._cache) == 0  # the run's own batches are not kept
     small, small_sweep = bench.measure_sweep(pinned, 2, 0.2)  # one unit only
     assert [u.text for u in small.units] == ["red", "circle", "velvet"]
     assert len(small_sweep["units"]) == 1 and sum(u.estimate != UNKNOWN for u in small.units) <= 1

@@ -73,10 +73,21 @@ def test_a_few_jumps_one_way_are_not_enough_to_claim():
     assert paired_estimate(d, 0.2, resolution=0.4).cls == LOOSENING
 
 
-def test_a_significant_effect_inside_the_band_is_not_claimed():
-    d = np.full(400, 2 * 0.2 * 0.005) + np.random.default_rng(2).normal(0, 1e-4, 400)  # slope 0.005
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_significant_effect_inside_the_band_is_not_claimed(sign):
+    d = sign * (np.full(400, 2 * 0.2 * 0.005) + np.random.default_rng(2).normal(0, 1e-4, 400))  # slope 0.005
     estimate = paired_estimate(d, 0.2, resolution=1e-3)
-    assert estimate.interval[0] > 0 and estimate.cls == INERT
+    assert sign * estimate.interval[0] > 0 and sign * estimate.interval[1] > 0 and estimate.cls == INERT
+
+
+def test_few_samples_use_the_t_quantile():
+    """At 4 samples a normal quantile would cover the true slope only about 88% of the time."""
+    rng = np.random.default_rng(5)
+    covered = 0
+    for _ in range(2000):
+        low, high = paired_estimate(rng.normal(0.04, 0.05, size=4), 0.2, resolution=0.2).interval
+        covered += low <= 0.1 <= high
+    assert 0.93 <= covered / 2000 <= 0.97
 
 
 def test_too_few_samples_cannot_tell():

@@ -172,15 +172,12 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
         unit.losses_up.append(up[0])
         unit.losses_down.append(down[0])
         if up[1] is None or down[1] is None:
+            # A part without per-image terms (the same for every batch: it depends on the objective
+            # alone): whole batches, one difference per seed set.
             per_image = False
             unit.differences.append(up[0] - down[0])
         else:
             unit.differences.extend((up[1] - down[1]).tolist())
-    if not per_image:
-        # One part has no per-image terms: every unit is compared by whole batches, one difference
-        # per seed set (mixing the two kinds in one interval would mean nothing).
-        for unit in seen.values():
-            unit.differences = [u - d for u, d in zip(unit.losses_up, unit.losses_down)]
     jumps = [abs(v) for u in seen.values() for v in u.differences]
     # The largest change the sweep saw, else the loss's scale (each part is normalised onto [0, 1]).
     resolution = max(jumps, default=0.0) or float(sum(p.weight for p in objective.parts) or 1.0)
