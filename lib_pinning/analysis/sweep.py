@@ -185,7 +185,7 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     units = influence.units_from_space(run.get("space"), space.dim)
     entries = [_entry(units[j], seen[j], step, band, resolution) for j in sorted(seen)]
     for entry in entries:
-        log.info("sweep: %r slope %s %s: %s", entry["text"], entry["slope"], entry["interval"], entry["class"])
+        log.debug("sweep: %r slope %s %s: %s", entry["text"], entry["slope"], entry["interval"], entry["class"])
     used = sorted({k for _, k in pairs})
     data["sweep"] = {
         "format": FORMAT, "method": METHOD, "budget": budget, "batches": 2 * len(pairs), "step": step,
@@ -228,7 +228,7 @@ def sweep_lines(sweep_data: dict[str, Any]) -> list[str]:
         where = " (negative)" if unit.get("side") == "negative" else ""
         slope = "-" if unit.get("slope") is None else f"{unit['slope']:+.3f}"
         interval = "" if low is None or high is None else f" [{low:+.3f}, {high:+.3f}]"
-        lines.append(f"{unit['text'] + where!r:26} {unit['class']:12} slope {slope}{interval} loss per unit weight, "
+        lines.append(f"{repr(unit['text']) + where:26} {unit['class']:12} slope {slope}{interval} loss per unit weight, "
                      f"{unit.get('samples', 0)} paired samples, {unit.get('seed_sets', 0)} seed set(s)"
                      + (f", {unit['degenerate']} degenerate" if unit.get("degenerate") else ""))
     return lines
