@@ -211,3 +211,17 @@ def test_without_the_best_batchs_images_each_batch_keeps_its_own_target(toy_run,
     assert data["sweep"]["pinned_to_best"] is False and "unreadable" in caplog.text
     (unit,) = data["sweep"]["units"]
     assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / (2 * sweeping.DEFAULT_STEP))
+
+
+def test_the_unseen_jumps_are_at_least_the_gap_between_a_batchs_images():
+    """Differences of rounding only (nothing jumped) must not bound the unseen jumps by the rounding."""
+    assert sweeping.jump_size([1e-4, 2e-4], spread=0.5, scale=1.0) == 0.5
+    assert sweeping.jump_size([0.7, 1e-4], spread=0.5, scale=1.0) == 0.7
+    assert sweeping.jump_size([0.0], spread=0.0, scale=2.0) == 2.0
+    assert sweeping.jump_size([], spread=0.0, scale=1.0) == 1.0
+
+
+def test_a_sweep_records_a_picture_sized_jump(toy_run, tmp_path):
+    store = _copy(toy_run, tmp_path)
+    data = sweep(store, ToyGenerator(ToySettings(steps=6)), budget=2, step=0.01)
+    assert data["sweep"]["resolution"] > 0.05  # the run's images show different pictures

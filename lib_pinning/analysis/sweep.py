@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from lib_pinning import guard
 from lib_pinning.analysis import influence
@@ -88,6 +89,16 @@ def seed_set(seeds: tuple[int, ...], k: int) -> tuple[int, ...]:
     return derive_seeds(max(seeds) + 1 + (k - 1) * len(seeds), len(seeds))
 
 
+def jump_size(jumps: list[float], spread: float, scale: float) -> float:
+    """How far one image could jump unseen: at least the largest paired change the sweep saw, and
+    the largest gap between two images' terms in one batch (the run's targets, the prompt's own
+    pictures, included: an image taking another of them); a sweep where nothing moved and every
+    image looked alike uses the loss's whole scale. Without the gap, a small sweep of a well
+    pinned run, whose images moved only by rounding, would bound the unseen jumps by that
+    rounding and call units inert on no evidence."""
+    return max(max(jumps, default=0.0), spread) or scale
+
+
 @dataclass
 class _Unit:
     """What the sweep saw of one unit: its paired differences and batch losses."""
@@ -107,6 +118,14 @@ class _Scorer:
                  thresholds: guard.GuardThresholds) -> None:
         self.generator, self.objective, self.space, self.thresholds = generator, objective, space, thresholds
         self.target_weights: dict[str, np.ndarray] | None = None
+        self.target_spread = 0.0
+
+    def measure_targets(self, targets: torch.Tensor, x: np.ndarray) -> None:
+        """The gap between the terms of the run's own target pictures (the baseline's images,
+        scored as a batch): how far an image that takes another of them moves its term."""
+        scored = self.objective.score(Batch(images=targets, seeds=tuple(range(len(targets)))), x)
+        terms = per_image_terms(self.objective, scored, x, len(targets), self.target_weights)
+        self.target_spread = float(np.ptp(terms)) if terms is not None else 0.0
 
     def pin_to(self, store: RunStore, centre: dict[str, Any], x: np.ndarray) -> bool:
         """Hold the best batch's target weights fixed in the terms (sweep_stats._flip_terms), from
@@ -152,13 +171,17 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     pairs = plan(_order(data, space.dim), budget)
     centre = np.asarray(data["center"]["x"], dtype=float)
     masks = store.load_masks(run["target_masks"]) if run.get("target_masks") else None
-    objective = build_objective(options, store.load_targets(run["targets"]), masks=masks, generator=generator,
+    targets = store.load_targets(run["targets"])
+    objective = build_objective(options, targets, masks=masks, generator=generator,
                                 device=getattr(generator, "device", "cpu"))
     score = _Scorer(generator, objective, space, guard.GuardThresholds.from_options(options))
     pinned = score.pin_to(store, data["center"], centre)
+    if len(targets) > 1:
+        score.measure_targets(targets, centre)
 
     seen: dict[int, _Unit] = {}
     per_image = True
+    spread = score.target_spread  # the largest difference between two images' terms in one batch
     for j, k in pairs:
         delta = np.zeros(space.dim)
         delta[j] = step
@@ -178,9 +201,9 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
             unit.differences.append(up[0] - down[0])
         else:
             unit.differences.extend((up[1] - down[1]).tolist())
+            spread = max(spread, float(np.ptp(up[1])), float(np.ptp(down[1])))
     jumps = [abs(v) for u in seen.values() for v in u.differences]
-    # The largest change the sweep saw, else the loss's scale (each part is normalised onto [0, 1]).
-    resolution = max(jumps, default=0.0) or float(sum(p.weight for p in objective.parts) or 1.0)
+    resolution = jump_size(jumps, spread, float(sum(p.weight for p in objective.parts) or 1.0))
 
     units = influence.units_from_space(run.get("space"), space.dim)
     entries = [_entry(units[j], seen[j], step, band, resolution) for j in sorted(seen)]
