@@ -35,9 +35,18 @@ Scores (a unit is one weighted word of the prompt or the negative prompt of one 
 * inert words: the share classed inert or "cannot tell" (never tightening or loosening).
   Target >= 95%.
 
+Sweep mode (`--sweep-budget N [N ...]`): after each run, the optional sensitivity sweep
+(lib_pinning.analysis.sweep: extra batches, each unit up and down by a step, paired per-image
+differences over the run's seeds and derived seed sets) at each budget N, in batches per prompt,
+scored against the same truth. A unit a budget does not reach (fewer than 2 batches per unit) counts
+as "cannot tell". The budgets' batch plans are prefixes of one another, so each batch is generated
+once (`CachedToyGenerator`). The extra column "|g| >= 0.1" is the agreement over the units whose
+true effect is at least twice the dead band (not a replacement of the target).
+
 Usage:
     python benchmarks/bench_influence.py                    # the demo's settings, about two minutes
     python benchmarks/bench_influence.py --generations 40   # longer runs (no early stop): more points
+    python benchmarks/bench_influence.py --sweep-budget 16 32 64 128   # the sweep at these budgets
     ... --update-doc                                        # also rewrite its docs/benchmarks.md subsection
 """
 
@@ -49,7 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +70,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DOC, git_commit, machine_line, write_section  # noqa: E402
 from lib_pinning.analysis import influence  # noqa: E402
 from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING, UNKNOWN  # noqa: E402
-from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings  # noqa: E402
+from lib_pinning.analysis import sweep as sweeping  # noqa: E402
+from lib_pinning.generator import Batch, DemoPrompt, GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.options import PinningOptions  # noqa: E402
 from lib_pinning.prompt import PromptSpace  # noqa: E402
 from lib_pinning.run import PinningRun, derive_seeds  # noqa: E402
@@ -76,6 +86,8 @@ TRUTH_BAND = 0.05
 TRUTH_STEP = 0.01
 AGREEMENT_TARGET = 0.90
 INERT_TARGET = 0.95
+# The extra column of the sweep table: units whose true effect is at least twice the dead band.
+CLEAR_EFFECT = 0.1
 
 # (prompt, negative prompt): attribute words, filler words (random vectors) and inert words.
 PROMPTS: tuple[tuple[str, str], ...] = (
@@ -102,6 +114,7 @@ class UnitResult:
     truth: str
     estimate: str
     standardized: float | None
+    weight: float | None = None  # the rendered weight at the best point (the failure modes start at 1.5)
 
     @property
     def agrees(self) -> bool:
@@ -181,7 +194,37 @@ def explained_by_assignment(losses: Sequence[float], assignments: Sequence[tuple
     return float(between / total)
 
 
-def measure(
+class CachedToyGenerator(ToyGenerator):
+    """The toy generator, each (prompts, seeds) generated once: the sweep's budgets are prefixes of
+    one another (`lib_pinning.analysis.sweep.plan`), so a larger budget reuses a smaller's batches.
+    The toy is deterministic, so a cached batch is the batch it would generate again."""
+
+    def __init__(self, settings: ToySettings, config: ToyConfig) -> None:
+        super().__init__(settings, config)
+        self._cache: dict[tuple[str, str, tuple[int, ...]], Batch] = {}
+        self.caching = False  # on for the sweeps only: a run's own batches would only fill memory
+
+    def generate(self, request: GenerationRequest) -> Batch:
+        key = (request.prompt, request.negative_prompt, tuple(request.seeds))
+        if not self.caching:
+            return super().generate(request)
+        if key not in self._cache:
+            self._cache[key] = super().generate(request)
+        return self._cache[key]
+
+
+@dataclass
+class Pinned:
+    """A finished run with its closed-form truth at the best weights."""
+
+    store: RunStore
+    generator: ToyGenerator
+    data: dict
+    gradient: np.ndarray
+    result: PromptResult
+
+
+def pin(
     prompt: str,
     negative: str,
     runs_dir: Path,
@@ -190,10 +233,10 @@ def measure(
     options: PinningOptions | None = None,
     seeds: Sequence[int] | None = None,
     index: int = 0,
-) -> PromptResult:
-    """One pinning run of `prompt` and its influence classes against the closed-form truth."""
+) -> Pinned:
+    """One pinning run of `prompt`, its influence classes against the closed-form truth."""
     settings = settings or ToySettings()
-    generator = ToyGenerator(settings, ToyConfig(inert_words=INERT_WORDS))
+    generator = CachedToyGenerator(settings, ToyConfig(inert_words=INERT_WORDS))
     demo = DemoPrompt()
     run = PinningRun.start(
         generator=generator, prompt=prompt, negative_prompt=negative,
@@ -201,7 +244,7 @@ def measure(
         options=options or PinningOptions(cli_log=False), runs_dir=runs_dir,
     )
     store = RunStore.open(run.execute(reporter=None).run_dir)
-    data = influence.analyse_store(store)
+    data = influence.write_influence(store)
     space = PromptSpace.from_json(store.read_run()["space"])
     records = [r for r in store.iter_individuals() if influence.usable(r, space.dim)]
     best = min(records, key=lambda r: r.loss)
@@ -211,16 +254,42 @@ def measure(
     shown = [assignment(store, r, model) for r in records]
     mode = observed_mode(shown[records.index(best)], q)
     gradient = true_gradient(model, space, x, mode, settings.cfg_scale)
+    units = _score_units(data["units"], gradient, index, [max(w) for w in space.weights(x)])
+    result = PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode],
+                          len(set(shown)), explained_by_assignment([r.loss for r in records], shown), units)
+    return Pinned(store, generator, data, gradient, result)
+
+
+def _score_units(entries: Sequence[dict], gradient: np.ndarray, index: int,
+                 weights: Sequence[float]) -> list[UnitResult]:
+    """Each unit's estimated class (entries in unit order) against the truth."""
     units = []
-    for j, unit in enumerate(data["units"]):
+    for j, unit in enumerate(entries):
         words = unit["text"].lower().split()
         units.append(UnitResult(
             prompt=index, text=unit["text"], side=unit["side"], inert_word=all(w in INERT_WORDS for w in words),
-            gradient=float(gradient[j]), truth=true_class(float(gradient[j])), estimate=unit["class"],
-            standardized=unit["standardized"],
+            gradient=float(gradient[j]), truth=true_class(float(gradient[j])),
+            estimate=unit.get("class", UNKNOWN), standardized=unit.get("standardized"), weight=weights[j],
         ))
-    return PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode],
-                        len(set(shown)), explained_by_assignment([r.loss for r in records], shown), units)
+    return units
+
+
+def measure(prompt: str, negative: str, runs_dir: Path, **kwargs) -> PromptResult:
+    """One pinning run of `prompt` and its influence classes against the closed-form truth."""
+    return pin(prompt, negative, runs_dir, **kwargs).result
+
+
+def measure_sweep(pinned: Pinned, budget: int, step: float) -> tuple[PromptResult, dict]:
+    """The sweep at `budget` batches around the run's best, its classes against the same truth."""
+    if isinstance(pinned.generator, CachedToyGenerator):
+        pinned.generator.caching = True
+    data = sweeping.sweep(pinned.store, pinned.generator, budget, step)
+    swept = {u["index"]: u for u in data["sweep"]["units"]}
+    entries = [swept.get(j, {"text": u["text"], "side": u["side"], "class": UNKNOWN})
+               for j, u in enumerate(pinned.data["units"])]
+    units = _score_units(entries, pinned.gradient, pinned.result.units[0].prompt if pinned.result.units else 0,
+                         [u.weight for u in pinned.result.units])
+    return replace(pinned.result, units=units), data["sweep"]
 
 
 def share(flags: Sequence[bool]) -> float:
@@ -301,11 +370,76 @@ def report(results: Sequence[PromptResult], seconds: float, command: str) -> str
     ])
 
 
+def sweep_row(budget: int, results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str:
+    """One budget's line of the sweep table."""
+    t = totals(results)
+    units = [u for r in results for u in r.units]
+    clear = [u for u in units if abs(u.gradient) >= CLEAR_EFFECT]
+    claimed = [u for u in units if u.estimate in (TIGHTENING, LOOSENING)]
+    wrong = sum(1 for u in claimed if u.estimate != u.truth)
+    inert = sum(1 for u in units if u.estimate == INERT)
+    seed_sets = [e["seed_sets"] for s in sweeps for e in s["units"]]
+    mean_sets = sum(seed_sets) / len(units) if units else float("nan")
+    return (f"| {budget} | {mean_sets:.1f} | {t['agreement']:.0%} | {t['strict']:.0%} | "
+            f"{t['inert_ok']:.0%} of {t['inert_words']} | {len(claimed)} | {wrong} | {inert} | "
+            f"{t['cannot_tell']:.0%} | {share([u.agrees for u in clear]):.0%} of {len(clear)} |")
+
+
+SWEEP_HEADER = (
+    "| budget (batches per prompt) | seed sets per unit (mean) | agreement | strict | inert words inert or "
+    "cannot tell | tightening/loosening claims | wrong claims | inert claims | cannot tell | agreement, "
+    "\\|g\\| >= 0.1 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def missed_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str:
+    """The units one budget's sweep disagrees on, with their true g and the sweep's interval."""
+    lines = ["| # | unit | weight at best | g | truth | sweep | slope [interval] | images | unseen-jump bound |",
+             "| ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
+    for k, (r, s) in enumerate(zip(results, sweeps), 1):
+        swept = {e["index"]: e for e in s["units"]}
+        for j, u in enumerate(r.units):
+            if u.agrees:
+                continue
+            e = swept.get(j, {})
+            low, high = e.get("interval") or [None, None]
+            interval = "-" if e.get("slope") is None else f"{e['slope']:+.3f} [{low:+.3f}, {high:+.3f}]"
+            where = " (neg)" if u.side == "negative" else ""
+            lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {u.truth} | {u.estimate} | "
+                         f"{interval} | "
+                         f"{e.get('samples', 0)} | {e.get('unseen') or float('nan'):.3f} |")
+    return "\n".join(lines)
+
+
+def sweep_report(by_budget: dict[int, tuple[list[PromptResult], list[dict]]], step: float, seconds: float,
+                 command: str, generated: int) -> str:
+    """The sweep subsection body: command and machine, the agreement-vs-budget table, the misses."""
+    largest = max(by_budget)
+    return "\n".join([
+        f"`{command}` at commit {git_commit()}; {machine_line()}; {seconds:.0f} s, {generated} sweep batches "
+        f"generated (step {step:g}, band {sweeping.BAND:g} loss per unit weight).",
+        "",
+        SWEEP_HEADER,
+        *(sweep_row(b, *by_budget[b]) for b in sorted(by_budget)),
+        "",
+        f"Units the sweep disagrees on at {largest} batches per prompt:",
+        "",
+        missed_units(*by_budget[largest]),
+    ])
+
+
+def sweep_heading(step: float) -> str:
+    return f"### Sensitivity sweep (step {step:g}) at demo-settings runs"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the prompts to run")
     parser.add_argument("--generations", type=int, default=None,
                         help="generations per run, with early stopping off (default: the demo's settings)")
+    parser.add_argument("--sweep-budget", type=int, nargs="+", default=None, metavar="N",
+                        help="score the sensitivity sweep at these budgets (batches per prompt), not the surrogate")
+    parser.add_argument("--sweep-step", type=float, default=sweeping.DEFAULT_STEP, help="the sweep's weight step")
     parser.add_argument("--update-doc", action="store_true", help=f"rewrite this configuration's subsection of {DOC}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -315,20 +449,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options.replace(generations=args.generations, stop_early=False)
     started = time.perf_counter()
     results = []
+    budgets = sorted(set(args.sweep_budget or ()))
+    by_budget: dict[int, tuple[list[PromptResult], list[dict]]] = {b: ([], []) for b in budgets}
+    generated = 0
     with tempfile.TemporaryDirectory(prefix="bench-influence-") as tmp:
         for k, (prompt, negative) in enumerate(PROMPTS[: args.prompts]):
-            results.append(measure(prompt, negative, Path(tmp), options=options, index=k))
+            pinned = pin(prompt, negative, Path(tmp), options=options, index=k)
+            results.append(pinned.result)
             log.info("prompt %d: %d/%d units agree", k + 1, sum(u.agrees for u in results[-1].units),
                      len(results[-1].units))
+            for budget in budgets:
+                result, swept = measure_sweep(pinned, budget, args.sweep_step)
+                by_budget[budget][0].append(result)
+                by_budget[budget][1].append(swept)
+                log.info("prompt %d, sweep %d: %d/%d units agree", k + 1, budget, sum(u.agrees for u in result.units),
+                         len(result.units))
+            if budgets:
+                generated += len(pinned.generator._cache)
     command = "python benchmarks/bench_influence.py"
     if args.prompts != len(PROMPTS):
         command += f" --prompts {args.prompts}"
     if args.generations is not None:
         command += f" --generations {args.generations}"
-    body = report(results, time.perf_counter() - started, command)
-    sys.stdout.write(f"{heading(args.generations)}\n\n{body}\n")
+    if budgets:
+        command += " --sweep-budget " + " ".join(map(str, budgets))
+        if args.sweep_step != sweeping.DEFAULT_STEP:
+            command += f" --sweep-step {args.sweep_step:g}"
+        title = sweep_heading(args.sweep_step)
+        body = sweep_report(by_budget, args.sweep_step, time.perf_counter() - started, command, generated)
+    else:
+        title = heading(args.generations)
+        body = report(results, time.perf_counter() - started, command)
+    sys.stdout.write(f"{title}\n\n{body}\n")
     if args.update_doc:
-        write_section(DOC, SECTION, {heading(args.generations): body}, intro=SECTION_INTRO)
+        write_section(DOC, SECTION, {title: body}, intro=SECTION_INTRO)
         log.info("updated %s", DOC)
     return 0
 

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from lib_pinning import guard
+from lib_pinning.analysis.sweep import DEFAULT_STEP as DEFAULT_SWEEP_STEP
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
 from lib_pinning.options import PinningOptions
 from lib_pinning.options_model import OptionError, OptionsModel, OptionSpec
@@ -105,8 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="measure each unit's influence one at a time around the run's best (extra batches, same seeds)"
     )
     sweep.add_argument("run_dir", type=Path)
-    sweep.add_argument("--budget", type=int, default=20, help="batches to spend at most (2 per unit) [default: 20]")
-    sweep.add_argument("--step", type=float, default=0.1, help="the weight change up and down [default: 0.1]")
+    sweep.add_argument(
+        "--budget", type=int, default=20,
+        help="batches to spend at most: 2 per unit and seed set; above 2 per unit, extra seed sets after the "
+        "run's narrow the intervals [default: 20]",
+    )
+    sweep.add_argument("--step", type=float, default=DEFAULT_SWEEP_STEP,
+                       help=f"the weight change up and down [default: {DEFAULT_SWEEP_STEP:g}]")
 
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
     report.add_argument("run_dir", type=Path)
@@ -240,14 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError("--server and --api-auth are for runs made with `pin`; this run used the toy model")
                 run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(description), changes)
         elif args.command == "sweep":
-            from lib_pinning.analysis.sweep import sweep
+            from lib_pinning.analysis.sweep import sweep, sweep_lines
             from lib_pinning.store import RunStore
 
             generator = ToyGenerator.from_description(_generator_description(args.run_dir))
             data = sweep(RunStore.open(args.run_dir), generator, args.budget, args.step)
-            for unit in data["sweep"]["units"]:
-                sys.stdout.write(f"{unit['text']!r:24} {unit['class']:12} loss {unit['loss_down']} (-{args.step:g}) "
-                                 f"/ {unit['loss_up']} (+{args.step:g})\n")
+            sys.stdout.write("".join(line + "\n" for line in sweep_lines(data["sweep"])))
             # Not rebuilt here: a rebuild redraws the weight map too (UMAP: tens of seconds).
             sys.stderr.write(f"written to {args.run_dir / 'influence.json'}; `python -m lib_pinning report "
                              f"{args.run_dir}` shows it in the report\n")

@@ -58,3 +58,23 @@ def test_the_loss_variance_between_assignments():
     assert bench.explained_by_assignment([1.0, 1.0, 3.0, 3.0], [a, a, b, b]) == pytest.approx(1.0)
     assert bench.explained_by_assignment([1.0, 2.0, 3.0, 4.0], [a, a, b, b]) == pytest.approx(0.8)
     assert bench.explained_by_assignment([1.0, 2.0, 3.0, 4.0], [a, a, a, a]) == pytest.approx(0.0)
+
+
+def test_the_sweep_mode_on_one_tiny_prompt(tmp_path):
+    """Sweeps at two budgets score against the run's truth; the larger reuses the smaller's batches."""
+    options = PinningOptions(generations=2, cma_lambda=4, cli_log=False, stop_early=False)
+    pinned = bench.pin("red circle, velvet", "", tmp_path, settings=ToySettings(steps=6), options=options,
+                       seeds=derive_seeds(1, 4))
+    assert len(pinned.generator._cache) == 0  # the run's own batches are not kept
+    small, small_sweep = bench.measure_sweep(pinned, 2, 0.2)  # one unit only
+    assert [u.text for u in small.units] == ["red", "circle", "velvet"]
+    assert len(small_sweep["units"]) == 1 and sum(u.estimate != UNKNOWN for u in small.units) <= 1
+    assert [u.truth for u in small.units] == [u.truth for u in pinned.result.units]
+    generated = len(pinned.generator._cache)
+    large, large_sweep = bench.measure_sweep(pinned, 12, 0.2)  # two seed sets for every unit
+    assert len(pinned.generator._cache) == generated + 10  # the first pair came from the cache
+    assert all(e["seed_sets"] == 2 for e in large_sweep["units"])
+    row = bench.sweep_row(12, [large], [large_sweep])
+    assert row.startswith("| 12 | 2.0 | ")
+    text = bench.sweep_report({2: ([small], [small_sweep]), 12: ([large], [large_sweep])}, 0.2, 1.0, "cmd", 22)
+    assert "| 2 | 0.3 |" in text and "| 12 | 2.0 |" in text and "at 12 batches per prompt" in text

@@ -70,7 +70,7 @@ def influence_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any]
         "step": influence.STEP,
         "confidence": data.get("confidence"),
         "summary": influence.summary_lines(data),
-        "sweep": _sweep_rows(data.get("sweep")),
+        "sweep": _sweep_view(data.get("sweep")),
     }
 
 
@@ -85,16 +85,29 @@ def _parts_text(components: dict[str, Any]) -> str:
     return ", ".join(texts)
 
 
-def _sweep_rows(sweep: Any) -> list[dict[str, Any]]:
-    """The one-at-a-time sweep's rows (lib_pinning.analysis.sweep), [] when there was none."""
+def _sweep_view(sweep: Any) -> dict[str, Any] | None:
+    """The sensitivity sweep (lib_pinning.analysis.sweep), None when there was none. A format-1
+    sweep (one pair at the run's seeds, no interval) shows its loss changes with '-' intervals."""
     if not isinstance(sweep, dict):
-        return []
-    return [
-        {"text": str(u.get("text", "")), "side": u.get("side"), "class": u.get("class", influence.UNKNOWN),
-         "cls": CLASS_CSS.get(u.get("class"), "inf-unknown"), "up": _number(u.get("up")),
-         "down": _number(u.get("down")), "step": u.get("step")}
-        for u in sweep.get("units") or [] if isinstance(u, dict)
-    ]
+        return None
+    rows = []
+    for u in sweep.get("units") or []:
+        if not isinstance(u, dict):
+            continue
+        low, high = u.get("interval") or [None, None]
+        rows.append({
+            "text": str(u.get("text", "")), "side": u.get("side"), "class": u.get("class", influence.UNKNOWN),
+            "cls": CLASS_CSS.get(u.get("class"), "inf-unknown"), "slope": _number(u.get("slope")),
+            "interval": "-" if low is None or high is None else f"[{_number(low)}, {_number(high)}]",
+            "up": _number(u.get("up")), "down": _number(u.get("down")), "step": u.get("step"),
+            "samples": u.get("samples", "-"), "seed_sets": u.get("seed_sets", 1),
+            "degenerate": u.get("degenerate", 0),
+        })
+    return {
+        "rows": rows, "batches": sweep.get("batches"), "step": sweep.get("step"), "band": sweep.get("band"),
+        "seed_sets": len(sweep.get("seed_sets") or [sweep.get("seeds")]), "per_image": sweep.get("per_image"),
+        "format": sweep.get("format", 1),
+    }
 
 
 def weight_map_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any] | None:
