@@ -63,8 +63,14 @@ def machine_line(*packages: str) -> str:
 
 
 def git_commit() -> str:
-    """The short commit of the checkout, flagged when tracked files differ from it: figures from
-    uncommitted code cannot be reproduced from the commit alone."""
+    """The short commit of the checkout when the benchmark started (this module's import), flagged
+    when tracked files differed from it: figures from uncommitted code cannot be reproduced from the
+    commit alone. Read at the start, not when the section is written: a benchmark that runs for half
+    an hour would otherwise name whatever was committed meanwhile."""
+    return _COMMIT_AT_START
+
+
+def _read_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(
@@ -78,6 +84,9 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git)"
     return head + (" (with uncommitted changes)" if dirty else "")
+
+
+_COMMIT_AT_START = _read_commit()
 
 
 def command_line(script: str, argv: Sequence[str] | None = None, note: str = "") -> str:
