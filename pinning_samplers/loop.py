@@ -102,7 +102,7 @@ class Hyperbatch:
         self._split_refresh = split_refresh
         start = self.plan.sizes[0] if self.plan is not None else self.batch_size
         self.state = SolverState(x if start == self.batch_size else x[:start])
-        if self.plan is not None and not self.plan.is_plain:
+        if self.plan is not None and not self.plan.is_plain and logger.isEnabledFor(logging.DEBUG):
             logger.debug("hyperbatch plan: %s", self.plan.to_json())
 
     @property
