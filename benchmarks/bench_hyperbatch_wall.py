@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import command_line, load_average, machine_line, publish  # noqa: E402
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
+from pinning_samplers import SAMPLERS, GrowthPlan, plan_growth  # noqa: E402
+from pinning_samplers.advance import advance  # noqa: E402
 
 logger = logging.getLogger("bench_hyperbatch_wall")
 
@@ -69,6 +71,30 @@ def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
 def floor_ratio(fixed: float, per_row: float, batch: int, rows_ratio: float) -> float:
     """The hyperbatch/plain ratio when only the rows shrink: (A + r B v) / (A + B v)."""
     return (fixed + rows_ratio * batch * per_row) / (fixed + batch * per_row)
+
+
+def skipped_draws(plan: GrowthPlan) -> int:
+    """Per-seed draws the late rows of a hyperbatch skip and then catch up (`SeededNoise`): a row
+    first active at step k skips the first draw (the initial latents) and the draws of steps 0..k-1."""
+    total = 0
+    for row in range(plan.sizes[0], plan.batch_size):
+        total += 1 + next(step for step, size in enumerate(plan.sizes) if size > row)
+    return total
+
+
+def time_catch_up(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
+    """Median CPU ms of one randn draw of `shape` and of advancing a generator past one (`advance`,
+    19 draws at once, per draw)."""
+    generator = torch.Generator().manual_seed(7)
+    values = 1
+    for d in shape:
+        values *= d
+    scratch = torch.empty(19 * values, dtype=torch.uint8)
+    draw, skip = [], []
+    for _ in range(repeats):
+        draw.append(_cpu_ms(lambda: [torch.randn(shape, generator=generator) for _ in range(19)]) / 19)
+        skip.append(_cpu_ms(lambda: advance(generator, 19 * values, scratch)) / 19)
+    return statistics.median(draw), statistics.median(skip)
 
 
 class TimedModel:
@@ -164,8 +190,8 @@ def time_denoiser(repeats: int) -> tuple[dict[int, float], float, float]:
     return medians, fixed, per_row
 
 
-def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float, float], repeats: int,
-           load_before: float | None, seconds: float) -> str:
+def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float, float],
+           catch_up: tuple[float, float], repeats: int, load_before: float | None, seconds: float) -> str:
     load_after = load_average()
     per_n, den_fixed, den_row = denoiser
     lines = [
@@ -217,6 +243,24 @@ def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float
                 f"| {ratio:.3f} | {'yes' if ratio <= r + WALL_SLACK else 'no'} | {floor:.3f} | {own:+.3f} "
                 f"| {w.denoiser_ms[v] / w.denoiser_ms[plain_v]:.3f} | {outside:.3f} |"
             )
+    draw_ms, skip_ms = catch_up
+    sequential = [w for w in walls if not SAMPLERS[w.sampler].webui_options.get("brownian_noise")]
+    if sequential:
+        lines += [
+            "",
+            f"Per-seed sequential noise (Euler a): a late row catches its generator up on the draws it "
+            f"skipped in one call (`advance`): {skip_ms:.3f} ms per skipped draw against {draw_ms:.3f} ms "
+            "per randn draw of a row, so the catch-up alone costs the hyperbatch, per step:",
+            "",
+            "| sampler | schedule | skipped draws | catch-up ms per batch | catch-up ms per step |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for w in sequential:
+            for g in SCHEDULES:
+                skipped = skipped_draws(plan_growth(BATCH, w.steps, g))
+                lines.append(
+                    f"| {w.sampler} | {g} | {skipped} | {skipped * skip_ms:.2f} | {skipped * skip_ms / w.steps:.3f} |"
+                )
     return "\n".join(lines)
 
 
@@ -233,11 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_before = load_average()
     denoiser = time_denoiser(args.repeats)
+    catch_up = time_catch_up(ToyGenerator().model.image_shape, args.repeats)
     walls = []
     for sampler in args.samplers:
         logger.info("timing %s", sampler)
         walls.append(time_sampler(sampler, args.steps, args.repeats))
-    body = report(walls, denoiser, args.repeats, load_before, time.perf_counter() - started)
+    body = report(walls, denoiser, catch_up, args.repeats, load_before, time.perf_counter() - started)
     publish(body, SECTION, args.update_doc)
     return 0
 
