@@ -245,6 +245,21 @@ def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float
             )
     draw_ms, skip_ms = catch_up
     sequential = [w for w in walls if not SAMPLERS[w.sampler].webui_options.get("brownian_noise")]
+    lines += ["", "Reading it, per sampler and schedule (ratio = floor + the hyperbatch's own cost):", ""]
+    for w in walls:
+        for g in SCHEDULES:
+            r = w.rows_ratio[g]
+            ratio = w.ms[Variant(g, BATCH)] / w.plain()
+            floor = floor_ratio(w.fixed_ms, w.per_row_ms, BATCH, r)
+            catch = skipped_draws(plan_growth(BATCH, w.steps, g)) * skip_ms / w.plain() if w in sequential else 0.0
+            lines.append(
+                f"- {w.sampler}, {g}: {ratio:.3f} against the target {r + WALL_SLACK:.3f}; the rows alone allow "
+                f"{floor:.3f} (A = {w.fixed_ms:.1f} ms of the plain {w.plain():.1f} ms does not shrink), the "
+                f"hyperbatch's own cost adds {ratio - floor:+.3f}"
+                + (f", of which catching up late rows' generators {catch:.3f}" if w in sequential else "")
+                + f": {'met' if ratio <= r + WALL_SLACK else 'missed'}"
+                + ("" if floor <= r + WALL_SLACK else ", and the floor itself misses") + "."
+            )
     if sequential:
         lines += [
             "",

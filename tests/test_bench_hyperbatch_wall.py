@@ -35,6 +35,7 @@ def test_it_runs_and_reports_every_schedule(capsys) -> None:
     assert bench.main(["--samplers", "dpmpp_2m", "euler_ancestral", "--steps", "6", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "| euler_ancestral | front | " in out and "catch-up ms per step" in out
+    assert "- dpmpp_2m, late: " in out and "- euler_ancestral, front: " in out and "catching up" in out
     for schedule in bench.SCHEDULES:
         assert f"| dpmpp_2m | {schedule} | " in out
     assert "fit F + n P" in out and "| dpmpp_2m | 6 | " in out
