@@ -1080,9 +1080,11 @@ def toy_report(
         f"{probe.denoiser_call_ms:.1f} ms and on 1 row {probe.denoiser_row_call_ms:.1f} ms (a call's fixed "
         "cost, which a hyperbatch pays at every step like a plain batch: it makes as many calls, on fewer "
         f"rows); Euler a's noise for one step, one draw from each of the {probe.batch_size} seeds' "
-        f"generators, took {probe.seeded_draw_ms:.1f} ms, made for all images at every step by plain and "
-        "hyperbatch alike (an image's generator advances once per step whether its row exists yet or "
-        "not, as the WebUI's per-seed generators do, so its noise does not depend on the plan). The "
+        f"generators, took {probe.seeded_draw_ms:.1f} ms; a plain batch makes it at every step, a "
+        "hyperbatch for its active rows only, but an image's generator must still advance once per step "
+        "whether its row exists yet or not (as the WebUI's per-seed generators do, so its noise does not "
+        "depend on the plan): a row that appears late catches up in one call (`SeededNoise`, "
+        "bench_seeded_catchup.py) that costs about half the draws it skips. The "
         f"first query of {probe.batch_size} per-seed Brownian trees (which builds them: a tree is built "
         f"at its row's first query) took {probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
         f"{probe.later_tree_query_ms:.0f} ms (medians, same run). The trees are queried "
@@ -1093,7 +1095,10 @@ def toy_report(
         "for no tree query at its splits and builds no tree at all. On a real UNet the model's share dominates (see the "
         "UNet subsection). The denoiser-time ratio follows "
         "the rows only loosely on the toy: a call's fixed overhead is comparable to its per-row work, "
-        "and a hyperbatch makes as many calls as a plain batch, on fewer rows.",
+        "and a hyperbatch makes as many calls as a plain batch, on fewer rows. Where a toy batch's time "
+        "goes (what every batch pays whatever its rows, per row, and the hyperbatch's own cost per step) "
+        "and the floor its row savings allow: section \"Hyperbatch wall time on the toy: where it goes "
+        "(bench_hyperbatch_wall.py)\".",
         "",
         "Diversity. Variety = `PinningObjective(None, \"variety\")` (mean + std of FLIP over all pairs "
         "of a batch), averaged over the batches; ratio = hyperbatch mean / plain mean. Different-"

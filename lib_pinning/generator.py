@@ -173,12 +173,26 @@ class ToyGenerator:
     def growth_plan(self, batch_size: int) -> GrowthPlan:
         return plan_growth(batch_size, self.settings.steps, self.settings.growth)
 
+    @staticmethod
+    def _initial_latents(noise: SeededNoise, sigmas: torch.Tensor, plan: GrowthPlan) -> torch.Tensor:
+        """B rows of initial latents; a hyperbatch starts from its first `plan.sizes[0]` rows only,
+        so only those are drawn (the other seeds' generators owe the draw, `SeededNoise.first`)
+        and the rest are zeros the sampler never reads."""
+        batch_size = len(noise.seeds)
+        start = plan.sizes[0]
+        if start == batch_size:
+            return noise.first() * sigmas[0]
+        x = torch.zeros((batch_size, *noise.shape), dtype=noise.dtype, device=noise.device)
+        x[:start] = noise.first(start) * sigmas[0]
+        return x
+
     def generate(self, request: GenerationRequest) -> Batch:
         started = time.perf_counter()
         seeds = tuple(int(s) for s in request.seeds)
         sigmas = self.sigmas()
+        plan = self.growth_plan(len(seeds))
         noise = SeededNoise(seeds, self.model.image_shape)
-        x = noise.first() * sigmas[0]
+        x = self._initial_latents(noise, sigmas, plan)
         if self.sampler.webui_options.get("brownian_noise"):
             # As in the WebUI (pinning_samplers/webui.py): SDE noise and DPM++ 2M's split refresh come
             # from one Brownian tree per seed, so a toy batch equals the WebUI path's batch.
@@ -188,7 +202,6 @@ class ToyGenerator:
         extra_args = self.model.extra_args(
             [request.prompt] * len(seeds), request.negative_prompt, cond_scale=self.settings.cfg_scale
         )
-        plan = self.growth_plan(len(seeds))
         rows_before = self.model.rows_evaluated
         latents = self.sampler.function(
             self.model, x, sigmas, extra_args=extra_args, disable=True, noise_sampler=noise_sampler, growth=plan

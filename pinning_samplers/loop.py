@@ -93,6 +93,7 @@ class Hyperbatch:
         self._full_args = dict(extra_args or {})
         self._args: dict[str, Any] = {}
         self._args_rows = -1
+        self._s_in: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
         self._callback = callback
         self._disable = disable
         self._noise_sampler = noise_sampler
@@ -101,7 +102,7 @@ class Hyperbatch:
         self._split_refresh = split_refresh
         start = self.plan.sizes[0] if self.plan is not None else self.batch_size
         self.state = SolverState(x if start == self.batch_size else x[:start])
-        if self.plan is not None and not self.plan.is_plain:
+        if self.plan is not None and not self.plan.is_plain and logger.isEnabledFor(logging.DEBUG):
             logger.debug("hyperbatch plan: %s", self.plan.to_json())
 
     @property
@@ -115,10 +116,17 @@ class Hyperbatch:
             self._args_rows = rows
         return self._args
 
+    def _ones(self, x: torch.Tensor) -> torch.Tensor:
+        """k-diffusion's `s_in` (x.new_ones([rows])), kept per row count: it never changes."""
+        key = (x.shape[0], x.dtype, x.device)
+        ones = self._s_in.get(key)
+        if ones is None:
+            ones = self._s_in[key] = x.new_ones([x.shape[0]])
+        return ones
+
     def model(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The denoiser on `x` (any leading row count 1..B) at noise level `sigma`."""
-        rows = x.shape[0]
-        return self._model(x, sigma * x.new_ones([rows]), **self._extra_args(rows))
+        return self._model(x, sigma * self._ones(x), **self._extra_args(x.shape[0]))
 
     def _draw(self, sigma: torch.Tensor, sigma_next: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Rows start..stop-1 of the noise draw at (sigma, sigma_next).
@@ -171,17 +179,20 @@ class Hyperbatch:
 
     def _split(self, i: int, denoised: torch.Tensor, rows: int) -> torch.Tensor:
         before = self.rows
-        self.state.grow(rows)
-        denoised = grow_rows(denoised, rows)
+        copies_x = None
         if self._split_refresh is not None:
+            # The copies before..rows-1 duplicate rows 0..rows-before-1 (`grow_rows`), so their
+            # refresh is computed from those parent rows and x grows in one cat, with the values
+            # a refresh of grown copies would have.
             rho = self._split_refresh
             sigma = self.sigmas[i]
             eps = self._split_noise(i, before, rows)
-            parent_x = self.state.x[before:]
-            parent_d = denoised[before:]
+            parent_x = self.state.x[: rows - before]
+            parent_d = denoised[: rows - before]
             refreshed = parent_d + math.sqrt(1.0 - rho * rho) * (parent_x - parent_d) + rho * sigma * eps
-            self.state.x = torch.cat([self.state.x[:before], refreshed.to(self.state.x.dtype)])
-        return denoised
+            copies_x = refreshed.to(self.state.x.dtype)
+        self.state.grow(rows, copies_x=copies_x)
+        return grow_rows(denoised, rows)
 
     def result(self) -> torch.Tensor:
         """The final latents, one row per image."""

@@ -120,16 +120,30 @@ class SeededNoise:
         return self._stack(range(start, stop))
 
     def _stack(self, rows: range) -> torch.Tensor:
-        drawn = [torch.randn(self.shape, generator=self._generators[r], device=self.generator_device) for r in rows]
-        return torch.stack(drawn).to(device=self.device, dtype=self.dtype)
+        # Each row is drawn into its slice of one buffer: the values of randn(shape) per row,
+        # without a stack copy of the whole draw.
+        out = torch.empty((len(rows), *self.shape), device=self.generator_device)
+        for i, r in enumerate(rows):
+            torch.randn(self.shape, generator=self._generators[r], out=out[i])
+        return out.to(device=self.device, dtype=self.dtype)
 
-    def first(self) -> torch.Tensor:
-        """The initial latents (unit variance), one row per seed."""
-        noise = self._draw()
+    def _first(self, start: int, stop: int) -> torch.Tensor:
+        noise = self._draw(start, stop)
         self._first_done = True
         if self.seed_delta:
+            # Fresh generators from seed + delta: what the skipped rows owed is moot.
             self._generators = self._make_generators(self.seed_delta)
+            self._owed = [0] * len(self.seeds)
         return noise
+
+    def first(self, rows: int | None = None) -> torch.Tensor:
+        """The initial latents (unit variance), one row per seed.
+
+        rows: draw only the first `rows` rows (the rows a hyperbatch starts from, `GrowthPlan.sizes[0]`);
+        the others owe this draw and catch up before their next one, so every later draw has the
+        values of a full first draw's sequel.
+        """
+        return self._first(0, len(self.seeds) if rows is None else rows)
 
     def next(self) -> torch.Tensor:
         """The next draw, one row per seed (the first call returns `first()`)."""
@@ -145,7 +159,7 @@ class SeededNoise:
         """Rows start..stop-1 of the next draw (`next()[start:stop]`, the same values); the other
         rows' generators owe this draw (see the class docstring)."""
         if not self._first_done:
-            return self.first()[start:stop]
+            return self._first(start, stop)
         return self._draw(start, stop)
 
     def split_noise(self, step: int, start: int, stop: int) -> torch.Tensor:

@@ -90,9 +90,18 @@ class SolverState:
     def rows(self) -> int:
         return self.x.shape[0]
 
-    def grow(self, rows: int) -> None:
-        """Duplicate every per-row field from the current row count to `rows` rows."""
+    def grow(self, rows: int, copies_x: torch.Tensor | None = None) -> None:
+        """Duplicate every per-row field from the current row count to `rows` rows.
+
+        copies_x: the new rows of x, when they are not plain duplicates (a split refresh); it
+        must have rows - n rows.
+        """
         n = self.rows
+        if copies_x is not None and copies_x.shape[0] != rows - n:
+            raise ValueError(f"copies_x has {copies_x.shape[0]} rows, growing {n} to {rows} needs {rows - n}")
         for name, value in list(vars(self).items()):
             if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == n:
-                setattr(self, name, grow_rows(value, rows))
+                if name == "x" and copies_x is not None:
+                    setattr(self, name, torch.cat([value, copies_x]))
+                else:
+                    setattr(self, name, grow_rows(value, rows))

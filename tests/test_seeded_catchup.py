@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib_pinning.toy import ToyModel
+from lib_pinning.toy import ToyModel, to_images
 from pinning_samplers import advance as advance_module
 from pinning_samplers.advance import advance, advance_is_exact, draws_are_word_aligned
 from pinning_samplers.noise import SeededNoise
@@ -85,3 +85,42 @@ def test_euler_a_hyperbatch_is_bit_identical_with_and_without_catch_up(growth):
             )
         )
     assert torch.equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("shape", [TOY_SHAPE, (4, 7, 9)])
+@pytest.mark.parametrize("seed_delta", [0, 31337])
+def test_a_first_draw_of_some_rows_is_those_rows_of_a_full_one(shape, seed_delta):
+    """A hyperbatch starts from its first rows only; the other seeds' generators owe the first
+    draw, and every later draw still has the values of drawing every row every time."""
+    seeds = [5, 6, 7, 8]
+    lazy = SeededNoise(seeds, shape, seed_delta=seed_delta)
+    eager = SeededNoise(seeds, shape, seed_delta=seed_delta, catch_up=False)
+    assert torch.equal(lazy.first(1), eager.first()[:1])
+    for stop, rows in zip([2, 2, 4, 4], _pattern(lazy, [2, 2, 4, 4])):
+        assert torch.equal(rows, eager.next()[:stop])
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m"])
+def test_toy_hyperbatch_draws_only_its_starting_rows_and_equals_the_full_first_draw(sampler, monkeypatch):
+    from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings
+
+    generator = ToyGenerator(ToySettings(sampler=sampler, growth="front", steps=8))
+    request = GenerationRequest("a red circle", "", tuple(range(20, 28)))
+    first_rows = []
+    real_first = SeededNoise.first
+    monkeypatch.setattr(SeededNoise, "first", lambda self, rows=None: first_rows.append(rows) or real_first(self, rows))
+    batch = generator.generate(request)
+    assert first_rows == [1]
+    # The reference: every row of the first draw made, as a plain batch makes them.
+    model, sigmas = generator.model, generator.sigmas()
+    noise = SeededNoise(request.seeds, model.image_shape, catch_up=False)
+    x = real_first(noise) * sigmas[0]
+    if generator.sampler.webui_options.get("brownian_noise"):
+        from pinning_samplers import SeededBrownianNoise
+
+        noise = SeededBrownianNoise.from_sigmas(request.seeds, x, sigmas)
+    latents = generator.sampler.function(
+        model, x, sigmas, extra_args=model.extra_args(["a red circle"] * 8, "", cond_scale=1.5),
+        disable=True, noise_sampler=noise, growth=generator.growth_plan(8),
+    )
+    assert torch.equal(batch.images, to_images(latents))

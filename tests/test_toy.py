@@ -307,6 +307,33 @@ def test_rows_are_independent_and_counted_once_per_image(model):
         model(x, sigma[:2], cond=extra["cond"])
 
 
+def test_cached_log_weights_follow_the_callers_tensors(model):
+    """The denoiser keeps the float64 form of the last cond/uncond it saw (a sampler passes the same
+    tensors at every step): another tensor, an in-place change, another cfg or row count must
+    each give what a fresh model computes."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn((2, 3, 64, 64), generator=gen) * 8
+    sigma = torch.tensor([8.0, 8.0])
+    red = model.extra_args(["red circle"] * 2, cond_scale=1.5)
+    blue = model.extra_args(["blue square"] * 2, cond_scale=1.5)
+
+    def fresh(**args):
+        return ToyModel()(x, sigma, **args)
+
+    torch.testing.assert_close(model(x, sigma, **red), fresh(**red), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cond"):  # checked again for another row count
+        model(x[:1], sigma[:1], **red)
+    unguided = {**blue, "cond_scale": 1.0}
+    torch.testing.assert_close(model(x, sigma, **unguided), fresh(**unguided), rtol=0, atol=0)
+    torch.testing.assert_close(model(x, sigma, **blue), fresh(**blue), rtol=0, atol=0)
+    blue["cond"].copy_(red["cond"])  # the same tensor object, new values
+    torch.testing.assert_close(model(x, sigma, **blue), fresh(**blue), rtol=0, atol=0)
+    # One [1, K] row serves any row count.
+    shared = {"cond": red["cond"][:1], "uncond": blue["uncond"][:1], "cond_scale": 1.5}
+    torch.testing.assert_close(model(x[:1], sigma[:1], **shared), ToyModel()(x[:1], sigma[:1], **shared), rtol=0, atol=0)
+    torch.testing.assert_close(model(x, sigma, **shared), ToyModel()(x, sigma, **shared), rtol=0, atol=0)
+
+
 # ---- the schedule: when is the component decided? -----------------------------------------------
 
 

@@ -1,0 +1,41 @@
+"""benchmarks/bench_hyperbatch_wall.py: its arithmetic, and that it runs and reports every schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench_hyperbatch_wall as bench
+from pinning_samplers import GrowthPlan
+
+
+def test_fit_line_recovers_a_line_and_refuses_too_few_points() -> None:
+    intercept, slope = bench.fit_line([1, 2, 4, 8], [3.0 + 0.5 * b for b in (1, 2, 4, 8)])
+    assert intercept == pytest.approx(3.0) and slope == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        bench.fit_line([1], [2.0])
+    with pytest.raises(ValueError):
+        bench.fit_line([2, 2], [1.0, 3.0])
+
+
+def test_floor_is_the_rows_ratio_without_fixed_cost_and_one_without_rows() -> None:
+    assert bench.floor_ratio(0.0, 2.0, 8, 0.569) == pytest.approx(0.569)
+    assert bench.floor_ratio(5.0, 0.0, 8, 0.3) == pytest.approx(1.0)
+    # A batch paying A = 4 ms whatever its rows and 1 ms per row: (4 + 0.5 * 8) / (4 + 8).
+    assert bench.floor_ratio(4.0, 1.0, 8, 0.5) == pytest.approx(8 / 12)
+
+
+def test_skipped_draws_count_the_first_draw_and_the_steps_before_a_row_appears() -> None:
+    # Rows 1 and 2-3 appear at steps 1 and 2: row 1 skips 2 draws, rows 2 and 3 skip 3 each.
+    plan = GrowthPlan(4, 4, (1, 2, 4, 4))
+    assert bench.skipped_draws(plan) == 2 + 3 + 3
+    assert bench.skipped_draws(GrowthPlan(4, 2, (4, 4))) == 0
+
+
+def test_it_runs_and_reports_every_schedule(capsys) -> None:
+    assert bench.main(["--samplers", "dpmpp_2m", "euler_ancestral", "--steps", "6", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| euler_ancestral | front | " in out and "catch-up ms per step" in out
+    assert "- dpmpp_2m, late: " in out and "- euler_ancestral, front: " in out and "catching up" in out
+    for schedule in bench.SCHEDULES:
+        assert f"| dpmpp_2m | {schedule} | " in out
+    assert "fit F + n P" in out and "| dpmpp_2m | 6 | " in out
