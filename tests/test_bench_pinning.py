@@ -6,9 +6,22 @@ random search that follows them, and renders the tables from those outcomes.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from benchmarks import bench_pinning as bench
+
+
+@pytest.fixture(autouse=True)
+def _engine_log_level() -> Iterator[None]:
+    """bench_pinning.task quietens the engine's warnings for its worker process; the tests call it
+    in this one, so the level goes back for the tests that come after (they read warnings)."""
+    engine = logging.getLogger("lib_pinning")
+    level = engine.level
+    yield
+    engine.setLevel(level)
 
 
 def test_configurations_are_valid_options() -> None:
