@@ -1111,7 +1111,7 @@ def toy_report(
 
 def fidelity_report(
     results: Sequence[fidelity.FidelityResult], command: str, info: str, code: str, elapsed: float,
-    generations: int,
+    generations: int, loads: tuple[str, str] | None = None, cpu: float | None = None, choice: bool = False,
 ) -> str:
     """The fidelity subsection: setup, the verdict per sampler, the table."""
     prompts = "; ".join(f"{kind} \"{prompt}\"" for kind, prompt, _ in fidelity.FIDELITY_PROMPTS)
@@ -1122,7 +1122,10 @@ def fidelity_report(
         "",
         f"Code: {code}.",
         "",
-        f"Machine: {info}. Run time: {elapsed / 60:.1f} min.",
+        f"Machine: {info}. Run time: {elapsed / 60:.1f} min"
+        + (f" ({cpu / 60:.1f} min CPU in the measures)" if cpu is not None else "")
+        + (f"; load average {loads[0]} at the start, {loads[1]} at the end" if loads is not None else "")
+        + ".",
         "",
         f"Variety: Spearman rank correlation, over {len(fidelity.FIDELITY_PROMPTS)} prompts, between a "
         f"schedule's batch variety (`PinningObjective(None, \"variety\")`, mean over {first.seed_sets} seed "
@@ -1144,7 +1147,7 @@ def fidelity_report(
         "(rho = sqrt(1/2)) at its split (\"front\" plans have it unless marked; DPM++ 2M refreshes "
         f"always). \"{fidelity.REFERENCE}\" is plain against plain with other seeds: the ceiling.",
         "",
-        *fidelity.verdict_lines(results, "front", "even"),
+        *(fidelity.choice_lines(results) if choice else fidelity.verdict_lines(results, "front", "even")),
         "",
         fidelity.fidelity_table(results),
     ])
@@ -1200,9 +1203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity-seed-sets", type=int, default=6)
     parser.add_argument("--fidelity-generations", type=int, default=3, help="generations of the toy runs")
     parser.add_argument(
-        "--fidelity-schedules", choices=["sweep", "named", "rho"], default="sweep",
+        "--fidelity-schedules", choices=list(fidelity.CANDIDATE_SETS), default="sweep",
         help="sweep: the named schedules and the 'front' sweep; named: front, even and late alone; "
-        "rho: front and cheaper plans with the full split refresh (split_rho 1)",
+        "rho: front and cheaper plans with the full split refresh (split_rho 1); choice: the "
+        "candidates the per-sampler defaults are chosen from (every rho explicit)",
     )
     parser.add_argument(
         "--fidelity-ranking", action=argparse.BooleanOptionalAction, default=True,
@@ -1211,6 +1215,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fidelity-heading", default=FIDELITY_SUBSECTION,
         help="the doc subsection to write, so that a run of other samplers keeps the existing table",
+    )
+    parser.add_argument(
+        "--fidelity-workers", type=int, default=1,
+        help="processes for the fidelity measures, one task per sampler and measure",
     )
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
     args = parser.parse_args(argv)
@@ -1261,17 +1269,16 @@ def main(argv: list[str] | None = None) -> int:
             fidelity.toy_run_individuals(prompt, negative, batch_size, steps, args.fidelity_generations, index)
             for index, (prompt, negative) in enumerate(fidelity.RUN_PROMPTS)
         ] if args.fidelity_ranking else []
-        candidates = {
-            "sweep": fidelity.default_candidates, "named": fidelity.named_candidates, "rho": fidelity.full_refresh_candidates,
-        }[args.fidelity_schedules]()
-        results = []
-        for sampler in args.fidelity_samplers:
-            result = fidelity.variety_fidelity(sampler, batch_size, steps, candidates, args.fidelity_seed_sets)
-            if runs:
-                fidelity.ranking_fidelity(result, candidates, runs)
-            results.append(result)
-            logger.info("fidelity %s done after %.0f s", sampler, time.perf_counter() - started)
-        body = fidelity_report(results, command, info, code, time.perf_counter() - started, args.fidelity_generations)
+        load_before = _load_text()
+        results, cpu = fidelity.measure_samplers(
+            args.fidelity_samplers, batch_size, steps, args.fidelity_schedules, args.fidelity_seed_sets, runs,
+            workers=args.fidelity_workers,
+        )
+        logger.info("fidelity done after %.0f s (%.0f s CPU in the measures)", time.perf_counter() - started, cpu)
+        body = fidelity_report(
+            results, command, info, code, time.perf_counter() - started, args.fidelity_generations,
+            loads=(load_before, _load_text()), cpu=cpu, choice=args.fidelity_schedules == "choice",
+        )
         subsections[args.fidelity_heading] = body
         print(body)
 

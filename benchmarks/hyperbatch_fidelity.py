@@ -22,8 +22,10 @@ import dataclasses
 import functools
 import logging
 import math
+import multiprocessing
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,10 +164,44 @@ def full_refresh_candidates() -> list[Candidate]:
     ]
 
 
+HALF_RHO = math.sqrt(0.5)
+"""The split refresh rho = sqrt(1/2) (the samplers' former default for every sampler), named so a
+candidate keeps its meaning when a sampler's own default changes."""
+
+
+def choice_candidates() -> list[Candidate]:
+    """The candidates the per-sampler defaults are chosen from: the plans on or near the
+    undominated front at <= 0.6 rows in the earlier sweeps, every rho given explicitly.
+
+    "front" (q = 0.55) and "front q=0.65" with rho sqrt(1/2) and 1, "front" without its refresh
+    (an SDE solver's own noise alone parts the copies), and the cheaper "even", plain and with the
+    full refresh. DPM++ 2M refreshes at every split whatever the plan says, so for it "front, no
+    refresh" equals "front" and "even" equals "even + refresh" at rho sqrt(1/2).
+    """
+    return [
+        Candidate("front", front_plan(0.55, True), HALF_RHO),
+        Candidate("front, rho=1", front_plan(0.55, True), 1.0),
+        Candidate("front, no refresh", front_plan(0.55, False), HALF_RHO),
+        Candidate("front q=0.65", front_plan(0.65, True), HALF_RHO),
+        Candidate("front q=0.65, rho=1", front_plan(0.65, True), 1.0),
+        Candidate("even", named("even", False), HALF_RHO),
+        Candidate("even + refresh, rho=1", named("even", True), 1.0),
+    ]
+
+
+CANDIDATE_SETS: dict[str, Callable[[], list[Candidate]]] = {}
+"""Candidate lists by the name `bench_hyperbatch.py --fidelity-schedules` takes (filled below)."""
+
+
 def named_candidates() -> list[Candidate]:
     """The three named schedules alone: for samplers too slow on the toy for the whole sweep (the
     SDE samplers query per-seed Brownian trees, 30 to 70 times the time of an Euler a batch)."""
     return [Candidate(label, named(label)) for label in ("front", "even", "late")]
+
+
+CANDIDATE_SETS.update(
+    sweep=default_candidates, named=named_candidates, rho=full_refresh_candidates, choice=choice_candidates,
+)
 
 
 class _PlannedToyGenerator(ToyGenerator):
@@ -296,13 +332,14 @@ def toy_run_individuals(prompt: str, negative: str, batch_size: int, steps: int,
     return RunIndividuals(tuple(pairs), seeds, targets)
 
 
-def ranking_fidelity(
-    result: FidelityResult, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals], model: ToyModel | None = None,
-) -> None:
-    """Fill each row's ranking correlation: the nearest-mode loss of every run's individuals under
-    the candidate vs plain, one Spearman per run, averaged."""
+def ranking_correlations(
+    sampler: str, steps: int, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals],
+    model: ToyModel | None = None,
+) -> dict[str, list[float]]:
+    """Per label (the candidates, plain and the reference): one Spearman per run between the
+    nearest-mode losses of the run's individuals under it and under plain sampling."""
     model = model if model is not None else ToyModel()
-    generators = _generators(result.sampler, result.steps, model, candidates)
+    generators = _generators(sampler, steps, model, candidates)
     per_run: dict[str, list[float]] = {label: [] for label in [*generators, REFERENCE]}
     for run in runs:
         objective = PinningObjective(run.targets, "nearest_mode")
@@ -315,10 +352,82 @@ def ranking_fidelity(
             losses[REFERENCE].append(objective.score_images(generators["plain"].generate(shifted).images).value)
         for label in losses:
             per_run[label].append(spearman(losses[label], losses["plain"]))
+    return per_run
+
+
+def apply_ranking(result: FidelityResult, per_run: dict[str, list[float]], runs: Sequence[RunIndividuals]) -> None:
+    """Fill each row's ranking figures from `ranking_correlations`."""
     result.individuals = sum(len(run.prompts) for run in runs)
     for row in result.rows:
         row.ranking_per_run = per_run[row.label]
         row.ranking_spearman = statistics.fmean(per_run[row.label])
+
+
+def ranking_fidelity(
+    result: FidelityResult, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals], model: ToyModel | None = None,
+) -> None:
+    """Fill each row's ranking correlation: the nearest-mode loss of every run's individuals under
+    the candidate vs plain, one Spearman per run, averaged."""
+    apply_ranking(result, ranking_correlations(result.sampler, result.steps, candidates, runs, model), runs)
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One measure of one sampler, run in a worker process (candidates travel by set name: their
+    plan factories are closures, which do not pickle)."""
+
+    sampler: str
+    measure: str
+    candidate_set: str
+    batch_size: int
+    steps: int
+    seed_sets: int
+    runs: tuple[RunIndividuals, ...]
+
+
+def _run_task(task: _Task) -> tuple[_Task, FidelityResult | dict[str, list[float]], float]:
+    torch.set_num_threads(1)
+    started = time.process_time()
+    candidates = CANDIDATE_SETS[task.candidate_set]()
+    if task.measure == "variety":
+        out: FidelityResult | dict[str, list[float]] = variety_fidelity(
+            task.sampler, task.batch_size, task.steps, candidates, task.seed_sets
+        )
+    else:
+        out = ranking_correlations(task.sampler, task.steps, candidates, task.runs)
+    cpu = time.process_time() - started
+    logger.info("fidelity %s %s done: %.0f s CPU", task.sampler, task.measure, cpu)
+    return task, out, cpu
+
+
+def measure_samplers(
+    samplers: Sequence[str], batch_size: int, steps: int, candidate_set: str, seed_sets: int,
+    runs: Sequence[RunIndividuals], workers: int = 1,
+) -> tuple[list[FidelityResult], float]:
+    """Both measures for every sampler, split into one task per (sampler, measure) over `workers`
+    processes (the SDE samplers' Brownian trees make their tasks 30 to 70 times an Euler a task's,
+    so the slowest go first); returns the results in `samplers` order and the CPU seconds spent."""
+    tasks = [
+        _Task(sampler, measure, candidate_set, batch_size, steps, seed_sets, tuple(runs))
+        for sampler in samplers
+        for measure in (("variety", "ranking") if runs else ("variety",))
+    ]
+    tasks.sort(key=lambda t: -SLOWNESS.get(t.sampler, 1))
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            done = list(pool.imap_unordered(_run_task, tasks))
+    else:
+        done = [_run_task(task) for task in tasks]
+    varieties = {task.sampler: out for task, out, _ in done if task.measure == "variety"}
+    for task, out, _ in done:
+        if task.measure == "ranking":
+            apply_ranking(varieties[task.sampler], out, runs)
+    return [varieties[sampler] for sampler in samplers], sum(cpu for _, _, cpu in done)
+
+
+SLOWNESS: dict[str, int] = {"dpmpp_sde": 70, "dpmpp_2m_sde": 35, "euler_ancestral": 1, "dpmpp_2m": 1}
+"""A toy batch's time relative to Euler a's (the SDE samplers query per-seed Brownian trees), used
+only to start the slowest tasks first."""
 
 
 def fidelity_table(results: Sequence[FidelityResult]) -> str:
@@ -388,3 +497,62 @@ def verdict_lines(results: Sequence[FidelityResult], default: str, cheaper: str)
         )
         lines.append(f"- {result.sampler}, cost -> variety Spearman, undominated schedules: {curve}.")
     return lines
+
+
+CHEAPER_ROWS = 0.45
+"""The cost bound of the documented cheaper setting: the "even" family (0.425 to 0.433 of the rows
+at B=8, S=20), about three quarters of the default's bound."""
+
+CHOICE_TIE = 0.05
+"""Variety Spearmans this close to the best count as tied (six seed sets over 15 prompts move a
+schedule's figure by a few hundredths between sweeps), and the tie goes to the ranking measure."""
+
+
+def choose(rows: Sequence[FidelityRow], max_rows: float) -> FidelityRow | None:
+    """The rule defaults are picked by: among the schedules at <= `max_rows` of the plain rows, the
+    highest variety Spearman; those within `CHOICE_TIE` of it are tied, and the tie goes to the
+    highest ranking Spearman (then variety). None when no schedule is that cheap."""
+    eligible = [
+        r for r in rows
+        if r.label != REFERENCE and r.rows_ratio <= max_rows + 1e-9 and not math.isnan(r.variety_spearman)
+    ]
+    if not eligible:
+        return None
+    best = max(r.variety_spearman for r in eligible)
+    tied = [r for r in eligible if r.variety_spearman >= best - CHOICE_TIE]
+    return max(
+        tied,
+        key=lambda r: (-math.inf if math.isnan(r.ranking_spearman) else r.ranking_spearman, r.variety_spearman),
+    )
+
+
+def choice_lines(results: Sequence[FidelityResult]) -> list[str]:
+    """Per sampler: the rule's pick at <= TARGET_ROWS (the default's bound) and at <= CHEAPER_ROWS,
+    with their figures and whether the issue's target is met."""
+    lines = [
+        f"Rule: among the schedules at <= {TARGET_ROWS} of the plain rows, the highest variety Spearman; "
+        f"those within {CHOICE_TIE} of it are tied and the highest ranking Spearman among them wins. "
+        f"The cheaper setting: the same rule at <= {CHEAPER_ROWS} of the rows."
+    ]
+    for result in results:
+        for bound, role in ((TARGET_ROWS, "default"), (CHEAPER_ROWS, "cheaper setting")):
+            row = choose(result.rows, bound)
+            if row is None:
+                lines.append(f"- {result.sampler}, {role}: no schedule at <= {bound} rows.")
+                continue
+            line = (
+                f"- {result.sampler}, {role} by the rule: \"{row.label}\", {row.rows_ratio:.3f} of the plain rows, "
+                f"Spearman {row.variety_spearman:.3f} for variety{_ranking_text(row)}"
+            )
+            if role == "default":
+                met = row.variety_spearman >= TARGET_SPEARMAN
+                line += f" (target Spearman >= {TARGET_SPEARMAN} at <= {TARGET_ROWS} rows: {'met' if met else 'NOT met'})"
+            lines.append(line + ".")
+        reference = next((r for r in result.rows if r.label == REFERENCE), None)
+        if reference is not None:
+            lines.append(
+                f"- {result.sampler}, ceiling (plain with other seeds against plain): Spearman "
+                f"{reference.variety_spearman:.3f} for variety{_ranking_text(reference)}."
+            )
+    return lines
+
