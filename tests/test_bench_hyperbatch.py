@@ -147,3 +147,39 @@ def test_a_candidates_split_rho_reaches_the_sampler():
     images = {label: generators[label].generate(request).images for label in (default.label, full.label, "plain")}
     assert not torch.equal(images[default.label], images[full.label])
     assert torch.equal(images[default.label][0], images[full.label][0])  # image 0 is never refreshed
+
+
+def test_the_default_rule_takes_the_best_variety_and_breaks_near_ties_by_ranking():
+    """`choose`: only schedules within the row bound count; a variety Spearman within CHOICE_TIE of
+    the best is a tie, which the ranking Spearman decides; the ceiling row never counts."""
+    from benchmarks import hyperbatch_fidelity as fidelity
+
+    def row(label, rows, variety, ranking=math.nan):
+        return fidelity.FidelityRow(label, rows, variety, ranking)
+
+    rows = [
+        row("cheap", 0.42, 0.70, 0.10),
+        row("best variety", 0.57, 0.80, 0.20),
+        row("near tie, better ranking", 0.49, 0.80 - fidelity.CHOICE_TIE + 0.001, 0.40),
+        row("outside the tie", 0.49, 0.80 - fidelity.CHOICE_TIE - 0.001, 0.90),
+        row("too costly", 0.64, 0.95, 0.95),
+        row(fidelity.REFERENCE, 1.0, 0.99, 0.99),
+    ]
+    assert fidelity.choose(rows, fidelity.TARGET_ROWS).label == "near tie, better ranking"
+    assert fidelity.choose(rows, fidelity.CHEAPER_ROWS).label == "cheap"
+    assert fidelity.choose(rows, 0.3) is None
+    assert fidelity.choose([row("a", 0.5, 0.6), row("b", 0.5, 0.62)], 0.6).label == "b"  # no ranking: variety
+    lines = fidelity.choice_lines([fidelity.FidelityResult("euler_ancestral", 8, 20, 6, 0, rows, {})])
+    assert any('default by the rule: "near tie, better ranking"' in line and "NOT met" in line for line in lines)
+    assert any('cheaper setting by the rule: "cheap"' in line for line in lines)
+
+
+def test_the_choice_candidates_name_every_rho():
+    """The candidates the defaults are chosen from keep their meaning when a sampler's default rho
+    changes: none leaves split_rho to the sampler."""
+    from benchmarks import hyperbatch_fidelity as fidelity
+
+    candidates = fidelity.choice_candidates()
+    assert all(c.split_rho is not None for c in candidates)
+    assert len({c.label for c in candidates}) == len(candidates)
+    assert all(c.plan(8, 20).cost_ratio() <= fidelity.TARGET_ROWS for c in candidates)
