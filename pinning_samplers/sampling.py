@@ -26,6 +26,7 @@ function of the seeds.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -299,6 +300,17 @@ class SamplerInfo:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "webui_options", MappingProxyType(dict(self.webui_options)))
+
+    @property
+    def default_growth(self) -> str:
+        """The growth schedule this sampler uses when none is given: its function's `growth`
+        default (the one definition; the WebUI and the toy read it from here)."""
+        return inspect.signature(self.function).parameters["growth"].default
+
+    @property
+    def default_split_rho(self) -> float:
+        """The split refresh's rho this sampler uses when none is given (its `split_rho` default)."""
+        return inspect.signature(self.function).parameters["split_rho"].default
 
     def evals(self, steps: int) -> tuple[int, ...]:
         """Model evaluations in each of `steps` steps (schedules ending in sigma 0)."""
