@@ -1147,6 +1147,18 @@ def fidelity_report(
         "(rho = sqrt(1/2)) at its split (\"front\" plans have it unless marked; DPM++ 2M refreshes "
         f"always). \"{fidelity.REFERENCE}\" is plain against plain with other seeds: the ceiling.",
         "",
+        *(
+            [
+                "Candidates (--fidelity-schedules choice) are named with their rho. "
+                f"{', '.join(sorted(fidelity.BROWNIAN_SAMPLERS))} query per-seed Brownian trees (40 to 80 "
+                "times an Euler a batch on the toy), so they get the four candidates that decide their "
+                "default (" + ", ".join(f'"{c.label}"' for c in fidelity.choice_for("dpmpp_sde")[0])
+                + ") and no ceiling row (theirs, 0.81 and 0.86 for variety, are in \"Fidelity: SDE "
+                "samplers (toy)\").",
+                "",
+            ]
+            if choice else []
+        ),
         *(fidelity.choice_lines(results) if choice else fidelity.verdict_lines(results, "front", "even")),
         "",
         fidelity.fidelity_table(results),

@@ -169,6 +169,25 @@ HALF_RHO = math.sqrt(0.5)
 candidate keeps its meaning when a sampler's own default changes."""
 
 
+BROWNIAN_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde"})
+"""Samplers whose toy batches query per-seed Brownian trees: 40 to 80 times an Euler a batch's
+time, so the "choice" sweep gives them fewer candidates and no ceiling row (see `choice_for`)."""
+
+
+def choice_for(sampler: str) -> tuple[list[Candidate], bool]:
+    """The "choice" candidates for `sampler` and whether its ceiling row is measured.
+
+    The Brownian samplers get the four that decide their default: the current "front", "front"
+    without its refresh, the Euler a suggestion "front q=0.65, rho=1" and the SDE suggestion
+    "even"; their ceilings (0.81 and 0.86 for variety) are in "Fidelity: SDE samplers (toy)".
+    """
+    candidates = choice_candidates()
+    if sampler not in BROWNIAN_SAMPLERS:
+        return candidates, True
+    keep = ("front", "front, no refresh", "front q=0.65, rho=1", "even")
+    return [c for c in candidates if c.label in keep], False
+
+
 def choice_candidates() -> list[Candidate]:
     """The candidates the per-sampler defaults are chosen from: the plans on or near the
     undominated front at <= 0.6 rows in the earlier sweeps, every rho given explicitly.
@@ -265,8 +284,10 @@ def _seeds(index: int, batch_size: int) -> tuple[int, ...]:
 def variety_fidelity(
     sampler: str, batch_size: int, steps: int, candidates: Sequence[Candidate], seed_sets: int,
     prompts: Sequence[tuple[str, str, str]] = FIDELITY_PROMPTS, model: ToyModel | None = None,
+    ceiling: bool = True,
 ) -> FidelityResult:
-    """Mean variety per prompt over `seed_sets` seed sets for plain and every candidate."""
+    """Mean variety per prompt over `seed_sets` seed sets for plain and every candidate (and, with
+    `ceiling`, for plain with other seeds: the `REFERENCE` row)."""
     model = model if model is not None else ToyModel()
     objective = PinningObjective(None, "variety")
     generators = _generators(sampler, steps, model, candidates)
@@ -281,8 +302,9 @@ def variety_fidelity(
             for label, generator in generators.items():
                 batch: Batch = generator.generate(request)
                 sums[label] += objective.score_images(batch.images).value / seed_sets
-            shifted = GenerationRequest(prompt, negative, _seeds(index + OTHER_SEEDS, batch_size))
-            other += objective.score_images(generators["plain"].generate(shifted).images).value / seed_sets
+            if ceiling:
+                shifted = GenerationRequest(prompt, negative, _seeds(index + OTHER_SEEDS, batch_size))
+                other += objective.score_images(generators["plain"].generate(shifted).images).value / seed_sets
         for label, total in sums.items():
             variety[label].append(total)
         reference.append(other)
@@ -296,9 +318,10 @@ def variety_fidelity(
         )
         for c in candidates
     ]
-    rows.append(
-        FidelityRow(REFERENCE, 1.0, spearman(reference, plain), variety_ratio=statistics.fmean(reference) / statistics.fmean(plain))
-    )
+    if ceiling:
+        rows.append(FidelityRow(
+            REFERENCE, 1.0, spearman(reference, plain), variety_ratio=statistics.fmean(reference) / statistics.fmean(plain)
+        ))
     return FidelityResult(
         sampler, batch_size, steps, seed_sets, 0, rows, {p: v for (_, p, _), v in zip(prompts, plain)}
     )
@@ -334,22 +357,24 @@ def toy_run_individuals(prompt: str, negative: str, batch_size: int, steps: int,
 
 def ranking_correlations(
     sampler: str, steps: int, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals],
-    model: ToyModel | None = None,
+    model: ToyModel | None = None, ceiling: bool = True,
 ) -> dict[str, list[float]]:
-    """Per label (the candidates, plain and the reference): one Spearman per run between the
-    nearest-mode losses of the run's individuals under it and under plain sampling."""
+    """Per label (the candidates, plain and, with `ceiling`, the reference): one Spearman per run
+    between the nearest-mode losses of the run's individuals under it and under plain sampling."""
     model = model if model is not None else ToyModel()
     generators = _generators(sampler, steps, model, candidates)
-    per_run: dict[str, list[float]] = {label: [] for label in [*generators, REFERENCE]}
+    labels = [*generators, REFERENCE] if ceiling else list(generators)
+    per_run: dict[str, list[float]] = {label: [] for label in labels}
     for run in runs:
         objective = PinningObjective(run.targets, "nearest_mode")
-        losses: dict[str, list[float]] = {label: [] for label in [*generators, REFERENCE]}
+        losses: dict[str, list[float]] = {label: [] for label in labels}
         for prompt, negative in run.prompts:
             request = GenerationRequest(prompt, negative, run.seeds)
             for label, generator in generators.items():
                 losses[label].append(objective.score_images(generator.generate(request).images).value)
-            shifted = GenerationRequest(prompt, negative, tuple(s + OTHER_SEEDS for s in run.seeds))
-            losses[REFERENCE].append(objective.score_images(generators["plain"].generate(shifted).images).value)
+            if ceiling:
+                shifted = GenerationRequest(prompt, negative, tuple(s + OTHER_SEEDS for s in run.seeds))
+                losses[REFERENCE].append(objective.score_images(generators["plain"].generate(shifted).images).value)
         for label in losses:
             per_run[label].append(spearman(losses[label], losses["plain"]))
     return per_run
@@ -388,16 +413,24 @@ class _Task:
 def _run_task(task: _Task) -> tuple[_Task, FidelityResult | dict[str, list[float]], float]:
     torch.set_num_threads(1)
     started = time.process_time()
-    candidates = CANDIDATE_SETS[task.candidate_set]()
+    candidates, ceiling = task_candidates(task.candidate_set, task.sampler)
     if task.measure == "variety":
         out: FidelityResult | dict[str, list[float]] = variety_fidelity(
-            task.sampler, task.batch_size, task.steps, candidates, task.seed_sets
+            task.sampler, task.batch_size, task.steps, candidates, task.seed_sets, ceiling=ceiling
         )
     else:
-        out = ranking_correlations(task.sampler, task.steps, candidates, task.runs)
+        out = ranking_correlations(task.sampler, task.steps, candidates, task.runs, ceiling=ceiling)
     cpu = time.process_time() - started
     logger.info("fidelity %s %s done: %.0f s CPU", task.sampler, task.measure, cpu)
     return task, out, cpu
+
+
+def task_candidates(candidate_set: str, sampler: str) -> tuple[list[Candidate], bool]:
+    """A set's candidates for `sampler` and whether the ceiling row is measured ("choice" is per
+    sampler, see `choice_for`; the other sets are the same for every sampler)."""
+    if candidate_set == "choice":
+        return choice_for(sampler)
+    return CANDIDATE_SETS[candidate_set](), True
 
 
 def measure_samplers(

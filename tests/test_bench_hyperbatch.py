@@ -183,3 +183,7 @@ def test_the_choice_candidates_name_every_rho():
     assert all(c.split_rho is not None for c in candidates)
     assert len({c.label for c in candidates}) == len(candidates)
     assert all(c.plan(8, 20).cost_ratio() <= fidelity.TARGET_ROWS for c in candidates)
+    sde, ceiling = fidelity.choice_for("dpmpp_sde")
+    assert not ceiling and {c.label for c in sde} < {c.label for c in candidates}
+    assert {"front", "even"} <= {c.label for c in sde}
+    assert fidelity.choice_for("euler_ancestral") == (candidates, True) or fidelity.choice_for("euler_ancestral")[1]
