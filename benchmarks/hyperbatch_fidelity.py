@@ -40,7 +40,7 @@ from lib_pinning.run import PinningRun
 from lib_pinning.store import RunStore
 from lib_pinning.toy import ToyModel
 from pinning_samplers import SAMPLERS, GrowthPlan, plan_growth
-from pinning_samplers.plan import front_split_steps, growth_levels, sizes_from_splits
+from pinning_samplers.plan import FRONT_LAST_SPLIT, front_split_steps, growth_levels, sizes_from_splits
 
 logger = logging.getLogger("bench_hyperbatch.fidelity")
 
@@ -139,34 +139,35 @@ def named(schedule: str, refresh: bool | None = None) -> Callable[[int, int], Gr
     return make
 
 
+HALF_RHO = math.sqrt(0.5)
+"""The split refresh rho = sqrt(1/2) (the samplers' former default for every sampler), named so a
+candidate keeps its meaning when a sampler's own default changes."""
+
+
 def default_candidates() -> list[Candidate]:
-    """The named schedules, their refreshed variants and the "front" sweep."""
+    """The named schedules, their refreshed variants and the "front" sweep (rho sqrt(1/2))."""
     candidates = [
-        Candidate("front", named("front")),
-        Candidate("even", named("even")),
-        Candidate("even + refresh", named("even", True)),
-        Candidate("late", named("late")),
+        Candidate("front", named("front"), HALF_RHO),
+        Candidate("even", named("even"), HALF_RHO),
+        Candidate("even + refresh", named("even", True), HALF_RHO),
+        Candidate("late", named("late"), HALF_RHO),
     ]
-    for q in (0.3, 0.4, 0.45, 0.5, 0.65):
-        candidates.append(Candidate(f"front q={q}", front_plan(q, True)))
-    candidates.append(Candidate("front q=0.45, no refresh", front_plan(0.45, False)))
+    for q in (0.3, 0.4, 0.45, 0.5, 0.55, 0.65):
+        if q != FRONT_LAST_SPLIT:
+            candidates.append(Candidate(f"front q={q}", front_plan(q, True), HALF_RHO))
+    candidates.append(Candidate("front q=0.45, no refresh", front_plan(0.45, False), HALF_RHO))
     return candidates
 
 
 def full_refresh_candidates() -> list[Candidate]:
-    """The default "front" and cheaper plans with the strongest split refresh (rho = 1: a copy
-    keeps its parent's denoised estimate and none of its noise), against the default rho."""
+    """The named "front" and cheaper plans with the strongest split refresh (rho = 1: a copy
+    keeps its parent's denoised estimate and none of its noise), against rho sqrt(1/2)."""
     return [
-        Candidate("front", named("front")),
+        Candidate("front", named("front"), HALF_RHO),
         Candidate("front, rho=1", named("front"), 1.0),
-        Candidate("front q=0.65, rho=1", front_plan(0.65, True), 1.0),
+        Candidate("front q=0.55, rho=1", front_plan(0.55, True), 1.0),
         Candidate("even + refresh, rho=1", named("even", True), 1.0),
     ]
-
-
-HALF_RHO = math.sqrt(0.5)
-"""The split refresh rho = sqrt(1/2) (the samplers' former default for every sampler), named so a
-candidate keeps its meaning when a sampler's own default changes."""
 
 
 BROWNIAN_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde"})
@@ -215,7 +216,7 @@ CANDIDATE_SETS: dict[str, Callable[[], list[Candidate]]] = {}
 def named_candidates() -> list[Candidate]:
     """The three named schedules alone: for samplers too slow on the toy for the whole sweep (the
     SDE samplers query per-seed Brownian trees, 30 to 70 times the time of an Euler a batch)."""
-    return [Candidate(label, named(label)) for label in ("front", "even", "late")]
+    return [Candidate(label, named(label), HALF_RHO) for label in ("front", "even", "late")]
 
 
 CANDIDATE_SETS.update(

@@ -141,7 +141,7 @@ def test_a_candidates_split_rho_reaches_the_sampler():
     from lib_pinning.toy import ToyModel
 
     default, full = fidelity.full_refresh_candidates()[:2]
-    assert full.split_rho == 1.0 and default.split_rho is None
+    assert full.split_rho == 1.0 and default.split_rho == fidelity.HALF_RHO
     generators = fidelity._generators("dpmpp_2m", 8, ToyModel(), [default, full])
     request = GenerationRequest("red circle", "", (1, 2, 3, 4))
     images = {label: generators[label].generate(request).images for label in (default.label, full.label, "plain")}
