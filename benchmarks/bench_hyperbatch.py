@@ -4,8 +4,9 @@ A hyperbatch sampler starts a batch of B images from one latent and splits it du
 (1 -> 2 -> 4 ... -> B), so the early steps are shared. That saves model rows, but shared steps also
 make the images more alike, and pinning measures exactly how alike a prompt's images are. This
 benchmark puts numbers on both sides of that trade on the embedded toy model, for every sampler the
-toy backend offers, batch sizes B and step counts S, and the growth schedules "front" (the default),
-"even" and "late" (cheaper) and "none" (the plain sampler):
+toy backend offers, batch sizes B and step counts S, and the growth schedules "front" and "even"
+(each sampler's default is one of them: `SamplerInfo.default_growth`), "late" (cheapest) and
+"none" (the plain sampler):
 
 * model rows: `Batch.model_rows` of the generated batch (one row per image per denoiser call), its
   ratio to the plain sampler's rows, checked against `SamplerInfo.cost_ratio(plan)` (the plan's
@@ -550,10 +551,20 @@ def schedule_summary(comparisons: Sequence[Comparison]) -> str:
     return "\n".join(lines)
 
 
+def schedule_role(growth: str) -> str:
+    """What a named schedule is to the samplers: whose default it is (each sampler's own, see
+    `SamplerInfo.default_growth`), else a cheaper or the cheapest setting."""
+    owners = [info.label.removesuffix(" - Hyperbatch") for info in SAMPLERS.values() if info.default_growth == growth]
+    if owners:
+        return "default of " + ", ".join(owners)
+    return "cheapest setting" if growth == "late" else "cheaper setting"
+
+
 def schedule_lines(comparisons: Sequence[Comparison]) -> list[str]:
     """One sentence per schedule: what it costs and what variety it keeps, from the measurements."""
     lines = []
-    for growth, role in (("front", "default"), ("even", "cheaper setting"), ("late", "cheapest setting")):
+    for growth in ("front", "even", "late"):
+        role = schedule_role(growth)
         cells = [c for c in comparisons if c.hyper.growth == growth]
         if not cells:
             continue

@@ -187,3 +187,13 @@ def test_the_choice_candidates_name_every_rho():
     assert not ceiling and {c.label for c in sde} < {c.label for c in candidates}
     assert {"front", "even"} <= {c.label for c in sde}
     assert fidelity.choice_for("euler_ancestral") == (candidates, True) or fidelity.choice_for("euler_ancestral")[1]
+
+
+def test_the_toy_report_names_whose_default_each_schedule_is():
+    """The issue-15 lines of the toy report follow the samplers' own defaults, not a fixed name."""
+    by_growth: dict[str, list[str]] = {}
+    for info in bench.SAMPLERS.values():
+        by_growth.setdefault(info.default_growth, []).append(info.label.removesuffix(" - Hyperbatch"))
+    for growth, labels in by_growth.items():
+        assert bench.schedule_role(growth) == "default of " + ", ".join(labels)
+    assert bench.schedule_role("late") == "cheapest setting"
