@@ -40,7 +40,10 @@ Usage:
         --fidelity-schedules named --no-fidelity-ranking --fidelity-seed-sets 2 \
         --fidelity-heading "### Fidelity: SDE samplers (toy)"    # the slow SDE samplers, variety only
     python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-schedules rho \
-        --fidelity-heading "### Fidelity: full split refresh (toy)"  # split_rho 1 against the default
+        --fidelity-heading "### Fidelity: full split refresh (toy)"  # split_rho 1 against sqrt(1/2)
+    python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-schedules choice --fidelity-workers 2 \
+        --fidelity-samplers euler_ancestral dpmpp_2m dpmpp_sde dpmpp_2m_sde \
+        --fidelity-heading "### Fidelity: chosen defaults (toy)"  # the sweep the defaults come from
     ... --update-doc docs/benchmarks.md                            # write the section of that file
 
 --fidelity measures whether a schedule ranks prompts as plain batches do (`hyperbatch_fidelity`):
