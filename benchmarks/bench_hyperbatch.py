@@ -83,6 +83,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import hyperbatch_fidelity as fidelity  # noqa: E402
+from benchmarks import fidelity_verdict  # noqa: E402
 from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
@@ -1173,9 +1174,9 @@ def fidelity_report(
             ]
             if choice else []
         ),
-        *(fidelity.choice_lines(results) if choice else fidelity.verdict_lines(results, "front", "even")),
+        *(fidelity_verdict.choice_lines(results) if choice else fidelity_verdict.verdict_lines(results, "front", "even")),
         "",
-        fidelity.fidelity_table(results),
+        fidelity_verdict.fidelity_table(results),
     ])
 
 
