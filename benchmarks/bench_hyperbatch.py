@@ -1157,8 +1157,9 @@ def fidelity_report(
             "under every schedule costs about six times the variety sweep."
         ),
         "",
-        "\"front q=Q\": last split at Q of the steps, the others evenly before it; the named \"front\" "
-        f"is q={FRONT_LAST_SPLIT}. \"refresh\": every copy gets the variance-preserving noise refresh "
+        "\"front q=Q\": last split at Q of the steps, the others evenly before it; "
+        + ("\"front\" is q=0.55 (the former default). " if choice else f"the named \"front\" is q={FRONT_LAST_SPLIT}. ")
+        + "\"refresh\": every copy gets the variance-preserving noise refresh "
         "(rho = sqrt(1/2)) at its split (\"front\" plans have it unless marked; DPM++ 2M refreshes "
         f"always). \"{fidelity.REFERENCE}\" is plain against plain with other seeds: the ceiling.",
         "",

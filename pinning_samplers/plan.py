@@ -37,10 +37,9 @@ Each sampler has its own default (`sampling.SamplerInfo.default_growth`, its fun
 keyword), chosen by the fidelity measure: pinning compares prompts by their batches' variety, so a
 hyperbatch must rank prompts and CMA-ES individuals as a plain batch of the same seeds does
 (benchmarks/bench_hyperbatch.py --fidelity, "Fidelity: chosen defaults (toy)" in
-docs/benchmarks.md). "front" is every sampler's today: the rule's pick for Euler a and DPM++ 2M;
-for DPM++ 2M SDE the rule's tie-break prefers the former q = 0.55, rho = sqrt(1/2) point, and DPM++
-SDE is not measured decisively yet (both open). No schedule reaches the issue's Spearman 0.9
-within 0.6 of the rows. "even" (0.425 at B=8, S=20) and "late" (0.269) share more
+docs/benchmarks.md). "front" is every sampler's today: the rule's pick for Euler a, DPM++ 2M and
+DPM++ SDE; for DPM++ 2M SDE the rule's tie-break prefers the former q = 0.55, rho = sqrt(1/2)
+point (open). No schedule reaches the issue's Spearman 0.9 within 0.6 of the rows. "even" (0.425 at B=8, S=20) and "late" (0.269) share more
 steps: cheaper, but their copies part after the toy has mostly settled its composition.
 """
 
