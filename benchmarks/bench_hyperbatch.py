@@ -4,8 +4,9 @@ A hyperbatch sampler starts a batch of B images from one latent and splits it du
 (1 -> 2 -> 4 ... -> B), so the early steps are shared. That saves model rows, but shared steps also
 make the images more alike, and pinning measures exactly how alike a prompt's images are. This
 benchmark puts numbers on both sides of that trade on the embedded toy model, for every sampler the
-toy backend offers, batch sizes B and step counts S, and the growth schedules "front" (the default),
-"even" and "late" (cheaper) and "none" (the plain sampler):
+toy backend offers, batch sizes B and step counts S, and the growth schedules "front" and "even"
+(each sampler's default is one of them: `SamplerInfo.default_growth`), "late" (cheapest) and
+"none" (the plain sampler):
 
 * model rows: `Batch.model_rows` of the generated batch (one row per image per denoiser call), its
   ratio to the plain sampler's rows, checked against `SamplerInfo.cost_ratio(plan)` (the plan's
@@ -39,7 +40,10 @@ Usage:
         --fidelity-schedules named --no-fidelity-ranking --fidelity-seed-sets 2 \
         --fidelity-heading "### Fidelity: SDE samplers (toy)"    # the slow SDE samplers, variety only
     python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-schedules rho \
-        --fidelity-heading "### Fidelity: full split refresh (toy)"  # split_rho 1 against the default
+        --fidelity-heading "### Fidelity: full split refresh (toy)"  # split_rho 1 against sqrt(1/2)
+    python benchmarks/bench_hyperbatch.py --no-toy --fidelity --fidelity-schedules choice --fidelity-workers 2 \
+        --fidelity-samplers euler_ancestral dpmpp_2m dpmpp_sde dpmpp_2m_sde \
+        --fidelity-heading "### Fidelity: chosen defaults (toy)"  # the sweep the defaults come from
     ... --update-doc docs/benchmarks.md                            # write the section of that file
 
 --fidelity measures whether a schedule ranks prompts as plain batches do (`hyperbatch_fidelity`):
@@ -79,6 +83,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import hyperbatch_fidelity as fidelity  # noqa: E402
+from benchmarks import fidelity_verdict  # noqa: E402
 from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
 from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
@@ -550,10 +555,20 @@ def schedule_summary(comparisons: Sequence[Comparison]) -> str:
     return "\n".join(lines)
 
 
+def schedule_role(growth: str) -> str:
+    """What a named schedule is to the samplers: whose default it is (each sampler's own, see
+    `SamplerInfo.default_growth`), else a cheaper or the cheapest setting."""
+    owners = [info.label.removesuffix(" - Hyperbatch") for info in SAMPLERS.values() if info.default_growth == growth]
+    if owners:
+        return "default of " + ", ".join(owners)
+    return "cheapest setting" if growth == "late" else "cheaper setting"
+
+
 def schedule_lines(comparisons: Sequence[Comparison]) -> list[str]:
     """One sentence per schedule: what it costs and what variety it keeps, from the measurements."""
     lines = []
-    for growth, role in (("front", "default"), ("even", "cheaper setting"), ("late", "cheapest setting")):
+    for growth in ("front", "even", "late"):
+        role = schedule_role(growth)
         cells = [c for c in comparisons if c.hyper.growth == growth]
         if not cells:
             continue
@@ -1116,7 +1131,7 @@ def toy_report(
 
 def fidelity_report(
     results: Sequence[fidelity.FidelityResult], command: str, info: str, code: str, elapsed: float,
-    generations: int,
+    generations: int, loads: tuple[str, str] | None = None, cpu: float | None = None, choice: bool = False,
 ) -> str:
     """The fidelity subsection: setup, the verdict per sampler, the table."""
     prompts = "; ".join(f"{kind} \"{prompt}\"" for kind, prompt, _ in fidelity.FIDELITY_PROMPTS)
@@ -1127,7 +1142,10 @@ def fidelity_report(
         "",
         f"Code: {code}.",
         "",
-        f"Machine: {info}. Run time: {elapsed / 60:.1f} min.",
+        f"Machine: {info}. Run time: {elapsed / 60:.1f} min"
+        + (f" ({cpu / 60:.1f} min CPU in the measures)" if cpu is not None else "")
+        + (f"; load average {loads[0]} at the start, {loads[1]} at the end" if loads is not None else "")
+        + ".",
         "",
         f"Variety: Spearman rank correlation, over {len(fidelity.FIDELITY_PROMPTS)} prompts, between a "
         f"schedule's batch variety (`PinningObjective(None, \"variety\")`, mean over {first.seed_sets} seed "
@@ -1144,14 +1162,27 @@ def fidelity_report(
             "under every schedule costs about six times the variety sweep."
         ),
         "",
-        "\"front q=Q\": last split at Q of the steps, the others evenly before it; the named \"front\" "
-        f"is q={FRONT_LAST_SPLIT}. \"refresh\": every copy gets the variance-preserving noise refresh "
+        "\"front q=Q\": last split at Q of the steps, the others evenly before it; "
+        + ("\"front\" is q=0.55 (the former default). " if choice else f"the named \"front\" is q={FRONT_LAST_SPLIT}. ")
+        + "\"refresh\": every copy gets the variance-preserving noise refresh "
         "(rho = sqrt(1/2)) at its split (\"front\" plans have it unless marked; DPM++ 2M refreshes "
         f"always). \"{fidelity.REFERENCE}\" is plain against plain with other seeds: the ceiling.",
         "",
-        *fidelity.verdict_lines(results, "front", "even"),
+        *(
+            [
+                "Candidates (--fidelity-schedules choice) are named with their rho. "
+                f"{', '.join(sorted(fidelity.BROWNIAN_SAMPLERS))} query per-seed Brownian trees (40 to 80 "
+                "times an Euler a batch on the toy), so they get the four candidates that decide their "
+                "default (" + ", ".join(f'"{c.label}"' for c in fidelity.choice_for("dpmpp_sde")[0])
+                + ") and no ceiling row (theirs, 0.81 and 0.86 for variety, are in \"Fidelity: SDE "
+                "samplers (toy)\").",
+                "",
+            ]
+            if choice else []
+        ),
+        *(fidelity_verdict.choice_lines(results) if choice else fidelity_verdict.verdict_lines(results, "front", "even")),
         "",
-        fidelity.fidelity_table(results),
+        fidelity_verdict.fidelity_table(results),
     ])
 
 
@@ -1205,9 +1236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity-seed-sets", type=int, default=6)
     parser.add_argument("--fidelity-generations", type=int, default=3, help="generations of the toy runs")
     parser.add_argument(
-        "--fidelity-schedules", choices=["sweep", "named", "rho"], default="sweep",
+        "--fidelity-schedules", choices=list(fidelity.CANDIDATE_SETS), default="sweep",
         help="sweep: the named schedules and the 'front' sweep; named: front, even and late alone; "
-        "rho: front and cheaper plans with the full split refresh (split_rho 1)",
+        "rho: front and cheaper plans with the full split refresh (split_rho 1); choice: the "
+        "candidates the per-sampler defaults are chosen from (every rho explicit)",
     )
     parser.add_argument(
         "--fidelity-ranking", action=argparse.BooleanOptionalAction, default=True,
@@ -1216,6 +1248,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fidelity-heading", default=FIDELITY_SUBSECTION,
         help="the doc subsection to write, so that a run of other samplers keeps the existing table",
+    )
+    parser.add_argument(
+        "--fidelity-workers", type=int, default=1,
+        help="processes for the fidelity measures, one task per sampler and measure",
     )
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
     args = parser.parse_args(argv)
@@ -1266,17 +1302,16 @@ def main(argv: list[str] | None = None) -> int:
             fidelity.toy_run_individuals(prompt, negative, batch_size, steps, args.fidelity_generations, index)
             for index, (prompt, negative) in enumerate(fidelity.RUN_PROMPTS)
         ] if args.fidelity_ranking else []
-        candidates = {
-            "sweep": fidelity.default_candidates, "named": fidelity.named_candidates, "rho": fidelity.full_refresh_candidates,
-        }[args.fidelity_schedules]()
-        results = []
-        for sampler in args.fidelity_samplers:
-            result = fidelity.variety_fidelity(sampler, batch_size, steps, candidates, args.fidelity_seed_sets)
-            if runs:
-                fidelity.ranking_fidelity(result, candidates, runs)
-            results.append(result)
-            logger.info("fidelity %s done after %.0f s", sampler, time.perf_counter() - started)
-        body = fidelity_report(results, command, info, code, time.perf_counter() - started, args.fidelity_generations)
+        load_before = _load_text()
+        results, cpu = fidelity.measure_samplers(
+            args.fidelity_samplers, batch_size, steps, args.fidelity_schedules, args.fidelity_seed_sets, runs,
+            workers=args.fidelity_workers,
+        )
+        logger.info("fidelity done after %.0f s (%.0f s CPU in the measures)", time.perf_counter() - started, cpu)
+        body = fidelity_report(
+            results, command, info, code, time.perf_counter() - started, args.fidelity_generations,
+            loads=(load_before, _load_text()), cpu=cpu, choice=args.fidelity_schedules == "choice",
+        )
         subsections[args.fidelity_heading] = body
         print(body)
 

@@ -43,7 +43,7 @@ log = logging.getLogger("bench_split_rho")
 
 BATCH, STEPS = 8, 20
 SEEDS = tuple(range(101, 101 + BATCH))
-RHOS: tuple[float, ...] = (0.5, DEFAULT_SPLIT_RHO, 0.9, 1.0)
+RHOS: tuple[float, ...] = tuple(sorted({0.5, math.sqrt(0.5), 0.9, 1.0, DEFAULT_SPLIT_RHO}))
 REFERENCES: tuple[str, ...] = ("euler_ancestral", "dpmpp_2m_sde")
 BROWNIAN = {"dpmpp_sde", "dpmpp_2m_sde"}
 

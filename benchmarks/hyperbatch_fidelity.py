@@ -22,8 +22,10 @@ import dataclasses
 import functools
 import logging
 import math
+import multiprocessing
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ from lib_pinning.run import PinningRun
 from lib_pinning.store import RunStore
 from lib_pinning.toy import ToyModel
 from pinning_samplers import SAMPLERS, GrowthPlan, plan_growth
-from pinning_samplers.plan import front_split_steps, growth_levels, sizes_from_splits
+from pinning_samplers.plan import FRONT_LAST_SPLIT, front_split_steps, growth_levels, sizes_from_splits
 
 logger = logging.getLogger("bench_hyperbatch.fidelity")
 
@@ -137,35 +139,89 @@ def named(schedule: str, refresh: bool | None = None) -> Callable[[int, int], Gr
     return make
 
 
+HALF_RHO = math.sqrt(0.5)
+"""The split refresh rho = sqrt(1/2) (the samplers' former default for every sampler), named so a
+candidate keeps its meaning when a sampler's own default changes."""
+
+
 def default_candidates() -> list[Candidate]:
-    """The named schedules, their refreshed variants and the "front" sweep."""
+    """The named schedules, their refreshed variants and the "front" sweep (rho sqrt(1/2))."""
     candidates = [
-        Candidate("front", named("front")),
-        Candidate("even", named("even")),
-        Candidate("even + refresh", named("even", True)),
-        Candidate("late", named("late")),
+        Candidate("front", named("front"), HALF_RHO),
+        Candidate("even", named("even"), HALF_RHO),
+        Candidate("even + refresh", named("even", True), HALF_RHO),
+        Candidate("late", named("late"), HALF_RHO),
     ]
-    for q in (0.3, 0.4, 0.45, 0.5, 0.65):
-        candidates.append(Candidate(f"front q={q}", front_plan(q, True)))
-    candidates.append(Candidate("front q=0.45, no refresh", front_plan(0.45, False)))
+    for q in (0.3, 0.4, 0.45, 0.5, 0.55, 0.65):
+        if q != FRONT_LAST_SPLIT:
+            candidates.append(Candidate(f"front q={q}", front_plan(q, True), HALF_RHO))
+    candidates.append(Candidate("front q=0.45, no refresh", front_plan(0.45, False), HALF_RHO))
     return candidates
 
 
 def full_refresh_candidates() -> list[Candidate]:
-    """The default "front" and cheaper plans with the strongest split refresh (rho = 1: a copy
-    keeps its parent's denoised estimate and none of its noise), against the default rho."""
+    """The named "front" and cheaper plans with the strongest split refresh (rho = 1: a copy
+    keeps its parent's denoised estimate and none of its noise), against rho sqrt(1/2)."""
     return [
-        Candidate("front", named("front")),
+        Candidate("front", named("front"), HALF_RHO),
         Candidate("front, rho=1", named("front"), 1.0),
-        Candidate("front q=0.65, rho=1", front_plan(0.65, True), 1.0),
+        Candidate("front q=0.55, rho=1", front_plan(0.55, True), 1.0),
         Candidate("even + refresh, rho=1", named("even", True), 1.0),
     ]
+
+
+BROWNIAN_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde"})
+"""Samplers whose toy batches query per-seed Brownian trees: 40 to 80 times an Euler a batch's
+time, so the "choice" sweep gives them fewer candidates and no ceiling row (see `choice_for`)."""
+
+
+def choice_for(sampler: str) -> tuple[list[Candidate], bool]:
+    """The "choice" candidates for `sampler` and whether its ceiling row is measured.
+
+    The Brownian samplers get the four that decide their default: the current "front", "front"
+    without its refresh, the Euler a suggestion "front q=0.65, rho=1" and the SDE suggestion
+    "even"; their ceilings (0.81 and 0.86 for variety) are in "Fidelity: SDE samplers (toy)".
+    """
+    candidates = choice_candidates()
+    if sampler not in BROWNIAN_SAMPLERS:
+        return candidates, True
+    keep = ("front", "front, no refresh", "front q=0.65, rho=1", "even")
+    return [c for c in candidates if c.label in keep], False
+
+
+def choice_candidates() -> list[Candidate]:
+    """The candidates the per-sampler defaults are chosen from: the plans on or near the
+    undominated front at <= 0.6 rows in the earlier sweeps, every rho given explicitly.
+
+    "front" (q = 0.55) and "front q=0.65" with rho sqrt(1/2) and 1, "front" without its refresh
+    (an SDE solver's own noise alone parts the copies), and the cheaper "even", plain and with the
+    full refresh. DPM++ 2M refreshes at every split whatever the plan says, so for it "front, no
+    refresh" equals "front" and "even" equals "even + refresh" at rho sqrt(1/2).
+    """
+    return [
+        Candidate("front", front_plan(0.55, True), HALF_RHO),
+        Candidate("front, rho=1", front_plan(0.55, True), 1.0),
+        Candidate("front, no refresh", front_plan(0.55, False), HALF_RHO),
+        Candidate("front q=0.65", front_plan(0.65, True), HALF_RHO),
+        Candidate("front q=0.65, rho=1", front_plan(0.65, True), 1.0),
+        Candidate("even", named("even", False), HALF_RHO),
+        Candidate("even + refresh, rho=1", named("even", True), 1.0),
+    ]
+
+
+CANDIDATE_SETS: dict[str, Callable[[], list[Candidate]]] = {}
+"""Candidate lists by the name `bench_hyperbatch.py --fidelity-schedules` takes (filled below)."""
 
 
 def named_candidates() -> list[Candidate]:
     """The three named schedules alone: for samplers too slow on the toy for the whole sweep (the
     SDE samplers query per-seed Brownian trees, 30 to 70 times the time of an Euler a batch)."""
-    return [Candidate(label, named(label)) for label in ("front", "even", "late")]
+    return [Candidate(label, named(label), HALF_RHO) for label in ("front", "even", "late")]
+
+
+CANDIDATE_SETS.update(
+    sweep=default_candidates, named=named_candidates, rho=full_refresh_candidates, choice=choice_candidates,
+)
 
 
 class _PlannedToyGenerator(ToyGenerator):
@@ -229,8 +285,10 @@ def _seeds(index: int, batch_size: int) -> tuple[int, ...]:
 def variety_fidelity(
     sampler: str, batch_size: int, steps: int, candidates: Sequence[Candidate], seed_sets: int,
     prompts: Sequence[tuple[str, str, str]] = FIDELITY_PROMPTS, model: ToyModel | None = None,
+    ceiling: bool = True,
 ) -> FidelityResult:
-    """Mean variety per prompt over `seed_sets` seed sets for plain and every candidate."""
+    """Mean variety per prompt over `seed_sets` seed sets for plain and every candidate (and, with
+    `ceiling`, for plain with other seeds: the `REFERENCE` row)."""
     model = model if model is not None else ToyModel()
     objective = PinningObjective(None, "variety")
     generators = _generators(sampler, steps, model, candidates)
@@ -245,8 +303,9 @@ def variety_fidelity(
             for label, generator in generators.items():
                 batch: Batch = generator.generate(request)
                 sums[label] += objective.score_images(batch.images).value / seed_sets
-            shifted = GenerationRequest(prompt, negative, _seeds(index + OTHER_SEEDS, batch_size))
-            other += objective.score_images(generators["plain"].generate(shifted).images).value / seed_sets
+            if ceiling:
+                shifted = GenerationRequest(prompt, negative, _seeds(index + OTHER_SEEDS, batch_size))
+                other += objective.score_images(generators["plain"].generate(shifted).images).value / seed_sets
         for label, total in sums.items():
             variety[label].append(total)
         reference.append(other)
@@ -260,9 +319,10 @@ def variety_fidelity(
         )
         for c in candidates
     ]
-    rows.append(
-        FidelityRow(REFERENCE, 1.0, spearman(reference, plain), variety_ratio=statistics.fmean(reference) / statistics.fmean(plain))
-    )
+    if ceiling:
+        rows.append(FidelityRow(
+            REFERENCE, 1.0, spearman(reference, plain), variety_ratio=statistics.fmean(reference) / statistics.fmean(plain)
+        ))
     return FidelityResult(
         sampler, batch_size, steps, seed_sets, 0, rows, {p: v for (_, p, _), v in zip(prompts, plain)}
     )
@@ -296,95 +356,114 @@ def toy_run_individuals(prompt: str, negative: str, batch_size: int, steps: int,
     return RunIndividuals(tuple(pairs), seeds, targets)
 
 
-def ranking_fidelity(
-    result: FidelityResult, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals], model: ToyModel | None = None,
-) -> None:
-    """Fill each row's ranking correlation: the nearest-mode loss of every run's individuals under
-    the candidate vs plain, one Spearman per run, averaged."""
+def ranking_correlations(
+    sampler: str, steps: int, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals],
+    model: ToyModel | None = None, ceiling: bool = True,
+) -> dict[str, list[float]]:
+    """Per label (the candidates, plain and, with `ceiling`, the reference): one Spearman per run
+    between the nearest-mode losses of the run's individuals under it and under plain sampling."""
     model = model if model is not None else ToyModel()
-    generators = _generators(result.sampler, result.steps, model, candidates)
-    per_run: dict[str, list[float]] = {label: [] for label in [*generators, REFERENCE]}
+    generators = _generators(sampler, steps, model, candidates)
+    labels = [*generators, REFERENCE] if ceiling else list(generators)
+    per_run: dict[str, list[float]] = {label: [] for label in labels}
     for run in runs:
         objective = PinningObjective(run.targets, "nearest_mode")
-        losses: dict[str, list[float]] = {label: [] for label in [*generators, REFERENCE]}
+        losses: dict[str, list[float]] = {label: [] for label in labels}
         for prompt, negative in run.prompts:
             request = GenerationRequest(prompt, negative, run.seeds)
             for label, generator in generators.items():
                 losses[label].append(objective.score_images(generator.generate(request).images).value)
-            shifted = GenerationRequest(prompt, negative, tuple(s + OTHER_SEEDS for s in run.seeds))
-            losses[REFERENCE].append(objective.score_images(generators["plain"].generate(shifted).images).value)
+            if ceiling:
+                shifted = GenerationRequest(prompt, negative, tuple(s + OTHER_SEEDS for s in run.seeds))
+                losses[REFERENCE].append(objective.score_images(generators["plain"].generate(shifted).images).value)
         for label in losses:
             per_run[label].append(spearman(losses[label], losses["plain"]))
+    return per_run
+
+
+def apply_ranking(result: FidelityResult, per_run: dict[str, list[float]], runs: Sequence[RunIndividuals]) -> None:
+    """Fill each row's ranking figures from `ranking_correlations`."""
     result.individuals = sum(len(run.prompts) for run in runs)
     for row in result.rows:
         row.ranking_per_run = per_run[row.label]
         row.ranking_spearman = statistics.fmean(per_run[row.label])
 
 
-def fidelity_table(results: Sequence[FidelityResult]) -> str:
-    lines = [
-        "| sampler | B | S | schedule | rows ratio | Spearman variety | variety ratio "
-        "| Spearman ranking (mean) | per run |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---|",
-    ]
-    for result in results:
-        for row in sorted(result.rows, key=lambda r: r.rows_ratio):
-            per_run = ", ".join(f"{v:.2f}" for v in row.ranking_per_run) or "-"
-            ranking = "-" if math.isnan(row.ranking_spearman) else f"{row.ranking_spearman:.3f}"
-            lines.append(
-                f"| {result.sampler} | {result.batch_size} | {result.steps} | {row.label} | {row.rows_ratio:.3f} "
-                f"| {row.variety_spearman:.3f} | {row.variety_ratio:.2f} | {ranking} | {per_run} |"
-            )
-    return "\n".join(lines)
+def ranking_fidelity(
+    result: FidelityResult, candidates: Sequence[Candidate], runs: Sequence[RunIndividuals], model: ToyModel | None = None,
+) -> None:
+    """Fill each row's ranking correlation: the nearest-mode loss of every run's individuals under
+    the candidate vs plain, one Spearman per run, averaged."""
+    apply_ranking(result, ranking_correlations(result.sampler, result.steps, candidates, runs, model), runs)
 
 
-def pareto(rows: Sequence[FidelityRow]) -> list[FidelityRow]:
-    """The rows no other row beats on both cost and variety fidelity, cheapest first."""
-    ordered = sorted(rows, key=lambda r: (r.rows_ratio, -r.variety_spearman))
-    front, best = [], -2.0
-    for row in ordered:
-        if row.variety_spearman > best:
-            front.append(row)
-            best = row.variety_spearman
-    return front
+@dataclass(frozen=True)
+class _Task:
+    """One measure of one sampler, run in a worker process (candidates travel by set name: their
+    plan factories are closures, which do not pickle)."""
+
+    sampler: str
+    measure: str
+    candidate_set: str
+    batch_size: int
+    steps: int
+    seed_sets: int
+    runs: tuple[RunIndividuals, ...]
 
 
-def _ranking_text(row: FidelityRow) -> str:
-    """The ranking figure of a verdict line; empty when the ranking was not measured."""
-    return "" if math.isnan(row.ranking_spearman) else f" and {row.ranking_spearman:.3f} for ranking"
-
-
-TARGET_SPEARMAN = 0.9
-TARGET_ROWS = 0.6
-"""The issue's target for the default: Spearman >= 0.9 with plain at <= 0.6 of plain's rows."""
-
-
-def verdict_lines(results: Sequence[FidelityResult], default: str, cheaper: str) -> list[str]:
-    """Per sampler: the default's and the cheaper setting's figures, the target check, the curve."""
-    lines = []
-    for result in results:
-        by_label = {row.label: row for row in result.rows}
-        for label, role in ((default, "default"), (cheaper, "cheaper setting")):
-            row = by_label.get(label)
-            if row is None:
-                continue
-            line = (
-                f"- {result.sampler}, \"{label}\" ({role}): {row.rows_ratio:.3f} of the plain rows, "
-                f"Spearman {row.variety_spearman:.3f} for variety{_ranking_text(row)}"
-            )
-            if role == "default":
-                met = row.variety_spearman >= TARGET_SPEARMAN and row.rows_ratio <= TARGET_ROWS + 1e-9
-                line += f" (target Spearman >= {TARGET_SPEARMAN} at <= {TARGET_ROWS} rows: {'met' if met else 'NOT met'})"
-            lines.append(line + ".")
-        reference = by_label.get(REFERENCE)
-        if reference is not None:
-            lines.append(
-                f"- {result.sampler}, ceiling (plain with other seeds against plain): Spearman "
-                f"{reference.variety_spearman:.3f} for variety{_ranking_text(reference)}."
-            )
-        curve = ", ".join(
-            f"{row.label} {row.rows_ratio:.2f} -> {row.variety_spearman:.2f}"
-            for row in pareto([r for r in result.rows if r.label != REFERENCE])
+def _run_task(task: _Task) -> tuple[_Task, FidelityResult | dict[str, list[float]], float]:
+    torch.set_num_threads(1)
+    started = time.process_time()
+    candidates, ceiling = task_candidates(task.candidate_set, task.sampler)
+    if task.measure == "variety":
+        out: FidelityResult | dict[str, list[float]] = variety_fidelity(
+            task.sampler, task.batch_size, task.steps, candidates, task.seed_sets, ceiling=ceiling
         )
-        lines.append(f"- {result.sampler}, cost -> variety Spearman, undominated schedules: {curve}.")
-    return lines
+    else:
+        out = ranking_correlations(task.sampler, task.steps, candidates, task.runs, ceiling=ceiling)
+    cpu = time.process_time() - started
+    logger.info("fidelity %s %s done: %.0f s CPU", task.sampler, task.measure, cpu)
+    if isinstance(out, FidelityResult):
+        logger.info("%s variety: %s", task.sampler, {r.label: (round(r.rows_ratio, 3), round(r.variety_spearman, 3)) for r in out.rows})
+    else:
+        logger.info("%s ranking: %s", task.sampler, {label: round(statistics.fmean(v), 3) for label, v in out.items()})
+    return task, out, cpu
+
+
+def task_candidates(candidate_set: str, sampler: str) -> tuple[list[Candidate], bool]:
+    """A set's candidates for `sampler` and whether the ceiling row is measured ("choice" is per
+    sampler, see `choice_for`; the other sets are the same for every sampler)."""
+    if candidate_set == "choice":
+        return choice_for(sampler)
+    return CANDIDATE_SETS[candidate_set](), True
+
+
+def measure_samplers(
+    samplers: Sequence[str], batch_size: int, steps: int, candidate_set: str, seed_sets: int,
+    runs: Sequence[RunIndividuals], workers: int = 1,
+) -> tuple[list[FidelityResult], float]:
+    """Both measures for every sampler, split into one task per (sampler, measure) over `workers`
+    processes; returns the results in `samplers` order and the CPU seconds spent. The cheapest
+    tasks go first: their figures are in the log within minutes, and with the two measures of a
+    sampler costing about the same, two workers still finish together."""
+    tasks = [
+        _Task(sampler, measure, candidate_set, batch_size, steps, seed_sets, tuple(runs))
+        for sampler in samplers
+        for measure in (("variety", "ranking") if runs else ("variety",))
+    ]
+    tasks.sort(key=lambda t: SLOWNESS.get(t.sampler, 1))
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            done = list(pool.imap_unordered(_run_task, tasks))
+    else:
+        done = [_run_task(task) for task in tasks]
+    varieties = {task.sampler: out for task, out, _ in done if task.measure == "variety"}
+    for task, out, _ in done:
+        if task.measure == "ranking":
+            apply_ranking(varieties[task.sampler], out, runs)
+    return [varieties[sampler] for sampler in samplers], sum(cpu for _, _, cpu in done)
+
+
+SLOWNESS: dict[str, int] = {"dpmpp_sde": 70, "dpmpp_2m_sde": 35, "euler_ancestral": 1, "dpmpp_2m": 1}
+"""A toy batch's time relative to Euler a's (the SDE samplers query per-seed Brownian trees), used
+only to order the tasks."""

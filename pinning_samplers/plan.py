@@ -30,29 +30,30 @@ SCHEDULES: tuple[str, ...] = ("front", "even", "late", "none")
 """Named growth schedules accepted by `plan_growth`."""
 
 DEFAULT_SCHEDULE = "front"
-"""The default schedule: splits early, copies refreshed at their split, full batch for the last half.
+"""The schedule `plan_growth` gives when none is named: splits early, copies refreshed at their
+split, the full batch for the last 35% of the steps.
 
-Pinning compares prompts by their batches' variety, so a hyperbatch must rank prompts as a plain
-batch of the same seeds does. benchmarks/bench_hyperbatch.py --fidelity measures that (Spearman
-correlation with plain over toy prompts from tight to loose); "front" is the most faithful
-schedule of the sweep that costs at most 0.6 of a plain batch at B=8, S=20 (0.569 there), though
-short of the issue's Spearman 0.9 (see `FRONT_LAST_SPLIT`).
-"even" is cheaper (0.425 at B=8, S=20) and "late" cheaper still (0.269), but their copies part
-after the toy has mostly settled its composition, so they rank prompts much less like plain
-batches (see the fidelity table in docs/benchmarks.md).
+Each sampler has its own default (`sampling.SamplerInfo.default_growth`, its function's `growth`
+keyword), chosen by the fidelity measure: pinning compares prompts by their batches' variety, so a
+hyperbatch must rank prompts and CMA-ES individuals as a plain batch of the same seeds does
+(benchmarks/bench_hyperbatch.py --fidelity, "Fidelity: chosen defaults (toy)" in
+docs/benchmarks.md). "front" is every sampler's today: the rule's pick for Euler a, DPM++ 2M and
+DPM++ SDE; for DPM++ 2M SDE the rule's tie-break prefers the former q = 0.55, rho = sqrt(1/2)
+point (open). No schedule reaches the issue's Spearman 0.9 within 0.6 of the rows. "even" (0.425 at B=8, S=20) and "late" (0.269) share more
+steps: cheaper, but their copies part after the toy has mostly settled its composition.
 """
 
 LATE_TAIL_FRACTION = 0.5
 """"late" puts every split into the last half of the steps (see `plan_growth`)."""
 
-FRONT_LAST_SPLIT = 0.55
+FRONT_LAST_SPLIT = 0.65
 """"front" makes its last split at this fraction of the steps and spreads the others evenly before
 it (see `plan_growth`): the copies part while the composition is still open, and the full batch
-runs the remaining 45% of the steps: 0.569 of a plain batch's rows at B=8, S=20 (0.581 for DPM++
-SDE's two evaluations per step). No schedule of the fidelity sweep in docs/benchmarks.md
-("Fidelity" under the hyperbatch section) reaches the issue's Spearman 0.9 within 0.6 of the
-rows; among those within it, q = 0.55 ranked prompts by variety most like plain batches for both
-Euler a and DPM++ 2M (and q = 0.5, costlier, no better), so it is the default's point.
+runs the remaining 35% of the steps: 0.494 of a plain batch's rows at B=8, S=20 (0.503 for DPM++
+SDE's two evaluations per step). In "Fidelity: chosen defaults (toy)" (docs/benchmarks.md),
+with the full split refresh (rho = 1) it has the best variety Spearman at <= 0.6 rows for Euler a
+(0.764, ranking 0.433) and, within the rule's tie margin of q = 0.55's 0.711, the best ranking
+for DPM++ 2M (0.671, ranking 0.455 against 0.067). It was 0.55 before (0.569 of the rows).
 """
 
 
@@ -300,19 +301,24 @@ def front_split_steps(splits: int, steps: int, last_split: float = FRONT_LAST_SP
     return tuple(chosen)
 
 
-def plan_growth(batch_size: int, steps: int, schedule: str = DEFAULT_SCHEDULE) -> GrowthPlan:
+def plan_growth(
+    batch_size: int, steps: int, schedule: str = DEFAULT_SCHEDULE, refresh: bool | None = None
+) -> GrowthPlan:
     """The growth plan for a batch of `batch_size` images sampled in `steps` steps.
 
     With L = ceil(log2 B) splits (sizes 1, 2, 4, ..., B):
 
     - "front": split k at step round(k * FRONT_LAST_SPLIT * steps / L), every copy refreshed at
       its split (`GrowthPlan.refresh`): the splits come while the composition is still open, so
-      a batch's images part where a plain batch's do; the full batch runs the last 45% of steps.
+      a batch's images part where a plain batch's do; the full batch runs the last 35% of steps.
     - "even": the steps are cut into L + 1 nearly equal segments; split k happens at step
       floor(k * steps / (L + 1)).
     - "late": the same cut applied to the last `LATE_TAIL_FRACTION` of the steps (at least
       L + 2 of them); the root runs alone before that, so more steps are shared.
     - "none": a plain batch, every step on all B rows (exactly the plain sampler).
+
+    refresh: override the schedule's own `GrowthPlan.refresh` (True only for "front"): e.g.
+    `plan_growth(8, 20, "even", refresh=True)`, Euler a's documented cheaper setting.
 
     Too few steps (fewer than `min_growth_steps(B)`) fall back to "none" with a logged warning
     rather than raising: the WebUI calls the same sampler for short runs it chooses itself
@@ -337,7 +343,8 @@ def plan_growth(batch_size: int, steps: int, schedule: str = DEFAULT_SCHEDULE) -
         return GrowthPlan(batch_size, steps, (batch_size,) * steps, "none")
     if schedule == "front":
         split_steps = front_split_steps(splits, steps)
-        return GrowthPlan(batch_size, steps, sizes_from_splits(batch_size, steps, split_steps), schedule, refresh=True)
+        sizes = sizes_from_splits(batch_size, steps, split_steps)
+        return GrowthPlan(batch_size, steps, sizes, schedule, refresh=True if refresh is None else refresh)
     if schedule == "even":
         span = steps
     else:
@@ -345,7 +352,7 @@ def plan_growth(batch_size: int, steps: int, schedule: str = DEFAULT_SCHEDULE) -
     start = steps - span
     # span >= splits + 2 keeps the splits at distinct steps in 1..steps-2.
     split_steps = tuple(start + (k * span) // (splits + 1) for k in range(1, splits + 1))
-    return GrowthPlan(batch_size, steps, sizes_from_splits(batch_size, steps, split_steps), schedule)
+    return GrowthPlan(batch_size, steps, sizes_from_splits(batch_size, steps, split_steps), schedule, bool(refresh))
 
 
 def resolve_plan(growth: GrowthPlan | str, batch_size: int, steps: int) -> GrowthPlan:

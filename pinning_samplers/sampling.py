@@ -26,7 +26,7 @@ function of the seeds.
 
 from __future__ import annotations
 
-import math
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,18 +38,21 @@ from .loop import Hyperbatch, NoiseSampler
 from .noise import SeededBrownianNoise
 from .plan import DEFAULT_SCHEDULE, GrowthPlan
 
-DEFAULT_SPLIT_RHO = math.sqrt(0.5)
-"""Default rho of the split refresh for solvers that add no noise (see `loop.Hyperbatch`).
+DEFAULT_SPLIT_RHO = 1.0
+"""Every sampler's default rho of the split refresh (see `loop.Hyperbatch`).
 
-rho^2 = 1/2: a copy keeps half of its parent's noise variance and draws the other half from its
-own seed, so it is as much new as inherited. `benchmarks/bench_split_rho.py` measures the trade on
-the analytic mixture of benchmarks/mixture.py (20 Karras steps, "even" growth, B = 8, 1000 roots):
-at this rho 0.18 of the image pairs end in different components (rho = 1: 0.31; Euler a and
-DPM++ 2M SDE: 0.30 and 0.31; a plain batch: 0.62), and the worst image keeps 0.92 of a plain 2M
-batch's spread within a component, where rho = 1 keeps 0.75: the refresh keeps the parent's
-denoised estimate, whose variance is below the data's (the usual approximation of ancestral
-samplers), and the loss grows with rho. Pass split_rho=1.0 for the most variety a single refresh
-can give.
+rho = 1: a copy keeps its parent's denoised estimate and draws all of its noise from its own seed.
+Chosen by the fidelity measure ("Fidelity: chosen defaults (toy)" in docs/benchmarks.md): under
+"front" it ranks prompts and CMA-ES individuals more like plain batches than rho^2 = 1/2 (the
+default before) for Euler a (variety Spearman 0.764 against 0.682, ranking 0.433 against 0.370)
+and DPM++ 2M (0.671 against 0.661, ranking 0.455 against 0.068). The price, measured by
+`benchmarks/bench_split_rho.py` on the analytic mixture of benchmarks/mixture.py (20 Karras steps,
+"even" growth, B = 8, 1000 roots): at this rho 0.31 of the image pairs end in different components
+(rho = sqrt(1/2): 0.18; Euler a and DPM++ 2M SDE: 0.30 and 0.31; a plain batch: 0.62), and the
+worst image keeps 0.75 of a plain 2M batch's spread within a component, where rho = sqrt(1/2)
+keeps 0.92 (Euler a's own noise keeps 0.65): the refresh keeps the parent's denoised estimate,
+whose variance is below the data's (the usual approximation of ancestral samplers). Pass
+split_rho=math.sqrt(0.5) to keep more of that spread at the cost of fewer parted pairs.
 """
 
 ModelFn = Callable[..., torch.Tensor]
@@ -299,6 +302,17 @@ class SamplerInfo:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "webui_options", MappingProxyType(dict(self.webui_options)))
+
+    @property
+    def default_growth(self) -> str:
+        """The growth schedule this sampler uses when none is given: its function's `growth`
+        default (the one definition; the WebUI and the toy read it from here)."""
+        return inspect.signature(self.function).parameters["growth"].default
+
+    @property
+    def default_split_rho(self) -> float:
+        """The split refresh's rho this sampler uses when none is given (its `split_rho` default)."""
+        return inspect.signature(self.function).parameters["split_rho"].default
 
     def evals(self, steps: int) -> tuple[int, ...]:
         """Model evaluations in each of `steps` steps (schedules ending in sigma 0)."""

@@ -43,9 +43,11 @@ hyperbatch cuts to the active rows; other per-image state must follow or be refu
   sampling, which neither matches the active rows nor reaches a hyperbatch's resized arguments.
 
 `p.hyperbatch_growth` (a schedule name or a GrowthPlan), when a caller sets it, chooses the
-growth; otherwise `plan.DEFAULT_SCHEDULE`. Every pass a hyperbatch sampler runs is recorded in
-`p.hyperbatch_passes` (a `SampledPass`: the plan it actually sampled, plain when it fell back, and
-the denoiser rows it actually evaluated), so callers report what happened, not what was planned.
+growth; otherwise the sampler's own default (`SamplerInfo.default_growth`, with its
+`default_split_rho`: chosen per sampler by the fidelity measure, see `sampling`). Every pass a
+hyperbatch sampler runs is recorded in `p.hyperbatch_passes` (a `SampledPass`: the plan it
+actually sampled, plain when it fell back, and the denoiser rows it actually evaluated), so
+callers report what happened, not what was planned.
 
 Nothing here imports the WebUI at module import; `register()` imports `modules.*` when called,
 which only works inside the WebUI (or tests/webui_stub).
@@ -62,7 +64,7 @@ from typing import Any
 
 import torch
 
-from .plan import DEFAULT_SCHEDULE, GrowthPlan, growth_levels, resolve_plan
+from .plan import GrowthPlan, growth_levels, resolve_plan
 from .noise import SeededBrownianNoise, split_noise_rows
 from .sampling import SAMPLERS, SamplerInfo
 
@@ -413,7 +415,7 @@ def _sampler_class(base: type) -> type:
             """The growth schedule of this pass."""
             if self.hyperbatch_plain_reason is not None:
                 return "none"
-            return getattr(p, GROWTH_ATTRIBUTE, None) or DEFAULT_SCHEDULE
+            return getattr(p, GROWTH_ATTRIBUTE, None) or self.hyperbatch_info.default_growth
 
         def hyperbatch_noise(self, x: torch.Tensor, sigmas: torch.Tensor) -> Any:
             """Per-seed noise for a solver the WebUI gave no noise_sampler."""

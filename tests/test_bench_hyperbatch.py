@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from benchmarks import bench_hyperbatch as bench
+from benchmarks import fidelity_verdict
 from pinning_samplers import SAMPLERS
 
 
@@ -113,8 +114,8 @@ def test_variety_fidelity_scores_every_candidate_against_plain():
     assert rows["front"].rows_ratio == pytest.approx(bench.plan_growth(4, 8, "front").cost_ratio())
     assert rows[fidelity.REFERENCE].rows_ratio == 1.0
     assert all(-1.0 <= row.variety_spearman <= 1.0 for row in result.rows)
-    assert [row.label for row in fidelity.pareto(result.rows)][0] == "front"
-    table = fidelity.fidelity_table([result])
+    assert [row.label for row in fidelity_verdict.pareto(result.rows)][0] == "front"
+    table = fidelity_verdict.fidelity_table([result])
     assert table.count("\n") == 1 + len(result.rows)
 
 
@@ -126,9 +127,9 @@ def test_variety_only_fidelity_report_leaves_the_ranking_out():
     candidates = fidelity.named_candidates()
     assert [c.label for c in candidates] == ["front", "even", "late"]
     result = fidelity.variety_fidelity("euler_ancestral", 4, 8, candidates, 1, prompts=fidelity.FIDELITY_PROMPTS[::7])
-    table = fidelity.fidelity_table([result])
+    table = fidelity_verdict.fidelity_table([result])
     assert all(line.endswith("| - | - |") for line in table.splitlines()[2:])
-    verdict = fidelity.verdict_lines([result], "front", "even")
+    verdict = fidelity_verdict.verdict_lines([result], "front", "even")
     assert verdict and not any("ranking" in line or "nan" in line for line in verdict)
     body = bench.fidelity_report([result], "cmd", "machine", "code", 1.0, 3)
     assert "Ranking: not measured" in body
@@ -141,9 +142,59 @@ def test_a_candidates_split_rho_reaches_the_sampler():
     from lib_pinning.toy import ToyModel
 
     default, full = fidelity.full_refresh_candidates()[:2]
-    assert full.split_rho == 1.0 and default.split_rho is None
+    assert full.split_rho == 1.0 and default.split_rho == fidelity.HALF_RHO
     generators = fidelity._generators("dpmpp_2m", 8, ToyModel(), [default, full])
     request = GenerationRequest("red circle", "", (1, 2, 3, 4))
     images = {label: generators[label].generate(request).images for label in (default.label, full.label, "plain")}
     assert not torch.equal(images[default.label], images[full.label])
     assert torch.equal(images[default.label][0], images[full.label][0])  # image 0 is never refreshed
+
+
+def test_the_default_rule_takes_the_best_variety_and_breaks_near_ties_by_ranking():
+    """`choose`: only schedules within the row bound count; a variety Spearman within CHOICE_TIE of
+    the best is a tie, which the ranking Spearman decides; the ceiling row never counts."""
+    from benchmarks import hyperbatch_fidelity as fidelity
+
+    def row(label, rows, variety, ranking=math.nan):
+        return fidelity.FidelityRow(label, rows, variety, ranking)
+
+    rows = [
+        row("cheap", 0.42, 0.70, 0.10),
+        row("best variety", 0.57, 0.80, 0.20),
+        row("near tie, better ranking", 0.49, 0.80 - fidelity_verdict.CHOICE_TIE + 0.001, 0.40),
+        row("outside the tie", 0.49, 0.80 - fidelity_verdict.CHOICE_TIE - 0.001, 0.90),
+        row("too costly", 0.64, 0.95, 0.95),
+        row(fidelity.REFERENCE, 1.0, 0.99, 0.99),
+    ]
+    assert fidelity_verdict.choose(rows, fidelity_verdict.TARGET_ROWS).label == "near tie, better ranking"
+    assert fidelity_verdict.choose(rows, fidelity_verdict.CHEAPER_ROWS).label == "cheap"
+    assert fidelity_verdict.choose(rows, 0.3) is None
+    assert fidelity_verdict.choose([row("a", 0.5, 0.6), row("b", 0.5, 0.62)], 0.6).label == "b"  # no ranking: variety
+    lines = fidelity_verdict.choice_lines([fidelity.FidelityResult("euler_ancestral", 8, 20, 6, 0, rows, {})])
+    assert any('default by the rule: "near tie, better ranking"' in line and "NOT met" in line for line in lines)
+    assert any('cheaper setting by the rule: "cheap"' in line for line in lines)
+
+
+def test_the_choice_candidates_name_every_rho():
+    """The candidates the defaults are chosen from keep their meaning when a sampler's default rho
+    changes: none leaves split_rho to the sampler."""
+    from benchmarks import hyperbatch_fidelity as fidelity
+
+    candidates = fidelity.choice_candidates()
+    assert all(c.split_rho is not None for c in candidates)
+    assert len({c.label for c in candidates}) == len(candidates)
+    assert all(c.plan(8, 20).cost_ratio() <= fidelity_verdict.TARGET_ROWS for c in candidates)
+    sde, ceiling = fidelity.choice_for("dpmpp_sde")
+    assert not ceiling and {c.label for c in sde} < {c.label for c in candidates}
+    assert {"front", "even"} <= {c.label for c in sde}
+    assert fidelity.choice_for("euler_ancestral") == (candidates, True) or fidelity.choice_for("euler_ancestral")[1]
+
+
+def test_the_toy_report_names_whose_default_each_schedule_is():
+    """The issue-15 lines of the toy report follow the samplers' own defaults, not a fixed name."""
+    by_growth: dict[str, list[str]] = {}
+    for info in bench.SAMPLERS.values():
+        by_growth.setdefault(info.default_growth, []).append(info.label.removesuffix(" - Hyperbatch"))
+    for growth, labels in by_growth.items():
+        assert bench.schedule_role(growth) == "default of " + ", ".join(labels)
+    assert bench.schedule_role("late") == "cheapest setting"

@@ -30,14 +30,15 @@ def test_the_default_rhos_docstring_states_the_benchmarks_figures() -> None:
     plain, rows = bench.run(roots=1000)
     by_label = {row.label: row for row in rows}
     default = by_label[f"DPM++ 2M, rho = {sampling.DEFAULT_SPLIT_RHO:.3f}"]
-    full = by_label["DPM++ 2M, rho = 1.000"]
+    half = by_label["DPM++ 2M, rho = 0.707"]
     expected = [
         f"at this rho {default.parted:.2f} of the image pairs",
-        f"(rho = 1: {full.parted:.2f};",
+        f"(rho = sqrt(1/2): {half.parted:.2f};",
         f"{by_label['Euler a - Hyperbatch'].parted:.2f} and {by_label['DPM++ 2M SDE - Hyperbatch'].parted:.2f};",
         f"a plain batch: {plain.parted:.2f})",
         f"the worst image keeps {default.worst(plain):.2f} of a plain 2M",
-        f"where rho = 1 keeps {full.worst(plain):.2f}",
+        f"where rho = sqrt(1/2) keeps {half.worst(plain):.2f}",
+        f"(Euler a's own noise keeps {by_label['Euler a - Hyperbatch'].worst(plain):.2f})",
     ]
     for phrase in expected:
         assert phrase in source, phrase

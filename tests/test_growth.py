@@ -24,7 +24,7 @@ from pinning_samplers.plan import (
     resolve_plan,
 )
 from pinning_samplers.rows import SolverState, grow_rows, resize_extra_args, take_rows
-from pinning_samplers.sampling import DEFAULT_SPLIT_RHO
+from pinning_samplers.sampling import DEFAULT_SPLIT_RHO, SAMPLERS
 
 
 def simulate_lineage(plan: GrowthPlan) -> list[list[int]]:
@@ -93,8 +93,8 @@ def test_batch_of_one_never_grows():
 
 def test_front_plan_splits_in_the_first_half_and_refreshes_every_copy():
     plan = plan_growth(8, 20, "front")
-    assert plan.sizes == (1,) * 4 + (2,) * 3 + (4,) * 4 + (8,) * 9
-    assert plan.split_steps == (4, 7, 11)
+    assert plan.sizes == (1,) * 4 + (2,) * 5 + (4,) * 4 + (8,) * 7
+    assert plan.split_steps == (4, 9, 13)
     assert plan.refresh and not plan_growth(8, 20, "even").refresh
     assert GrowthPlan.from_json(plan.to_json()).refresh
 
@@ -104,12 +104,24 @@ def test_default_schedule_meets_the_cost_target():
     assert DEFAULT_SCHEDULE == "front" and DEFAULT_SCHEDULE in SCHEDULES
     assert plan_growth(8, 20).cost_ratio() <= 0.6
     assert plan_growth(8, 20).cost_ratio([2] * 19 + [1]) <= 0.6
+    for info in SAMPLERS.values():
+        assert info.cost_ratio(plan_growth(8, 20, info.default_growth)) <= 0.6, info.name
+
+
+def test_a_plan_can_switch_its_schedules_refresh():
+    """Euler a's documented cheaper setting is "even" with the refresh at every split."""
+    plain_even, refreshed = plan_growth(8, 20, "even"), plan_growth(8, 20, "even", refresh=True)
+    assert refreshed.refresh and not plain_even.refresh and refreshed.sizes == plain_even.sizes
+    assert not plan_growth(8, 20, "front", refresh=False).refresh and plan_growth(8, 20, "front").refresh
 
 
 def test_cost_ratios_order_late_below_even_below_front_below_none():
+    """With two splits (B = 4), "front"'s last split at 0.65 of the steps lands where "even"'s
+    does, so the two share their sizes there and differ only in the refresh."""
     for batch_size, steps in itertools.product((4, 8, 16), (20, 30)):
         ratios = [plan_growth(batch_size, steps, name).cost_ratio() for name in ("late", "even", "front", "none")]
-        assert ratios[0] < ratios[1] < ratios[2] < ratios[3] == 1.0
+        assert ratios[0] < ratios[1] <= ratios[2] < ratios[3] == 1.0
+        assert (ratios[1] < ratios[2]) is (batch_size > 4)
 
 
 def test_too_few_steps_falls_back_to_a_plain_batch_with_a_warning(caplog):
@@ -239,7 +251,8 @@ def test_plan_properties(batch_size, extra_steps, schedule):
 
 def test_from_dict_rejects_inconsistent_splits():
     data = plan_growth(4, 8).to_dict()
-    data["splits"] = [[3, 1, 2], [5, 2, 4]]
+    data["splits"] = [list(s) for s in data["splits"]]
+    data["splits"][0][0] -= 1
     with pytest.raises(ValueError, match="disagree"):
         GrowthPlan.from_dict(data)
 
@@ -348,7 +361,7 @@ def test_hyperbatch_rejects_a_split_rho_outside_0_1(rho):
 
 
 @pytest.mark.parametrize("schedule, solver_adds_noise", [("even", False), ("front", True)])
-@pytest.mark.parametrize("rho", [DEFAULT_SPLIT_RHO, 0.3])
+@pytest.mark.parametrize("rho", sorted({math.sqrt(0.5), 0.3, DEFAULT_SPLIT_RHO, *(i.default_split_rho for i in SAMPLERS.values())}))
 def test_the_split_refresh_preserves_the_noise_variance(rho, schedule, solver_adds_noise):
     """The split refresh is variance preserving: a copy's noise component x - D keeps the
     variance sigma^2 of its parent's (a noise of the current level), and its correlation with the

@@ -221,14 +221,14 @@ def test_hyperbatch_through_the_webui_equals_the_toy_generator(webui: Any, key: 
     """Same growth plan, same per-seed noise: the WebUI path gives the toy generator's images."""
     webui.load_scripts()
     seeds = (21, 22, 23, 24)
-    gen = ToyGenerator(ToySettings(sampler=key, growth=DEFAULT_SCHEDULE, scheduler=scheduler, steps=10, cfg_scale=2.0))
+    gen = ToyGenerator(ToySettings(sampler=key, growth=SAMPLERS[key].default_growth, scheduler=scheduler, steps=10, cfg_scale=2.0))
     ref = gen.generate(GenerationRequest(PROMPT, "", seeds))
     expected = (ref.images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8).astype(np.int16)
     rows = RowRecorder(webui)
     res = _generate(webui, prompt=PROMPT, seed=seeds[0], batch_size=len(seeds), sampler_name=name, steps=10, cfg_scale=2.0,
                     scheduler=scheduler.capitalize())
     assert np.abs(_pixels(res.images) - expected).max() <= 1
-    plan = plan_growth(len(seeds), 10, DEFAULT_SCHEDULE)
+    plan = plan_growth(len(seeds), 10, SAMPLERS[key].default_growth)
     assert rows.images_per_call[0] == 1 and max(rows.images_per_call) == len(seeds)
     assert sum(rows.images_per_call) == plan.model_rows(SAMPLERS[key].evals(10))
 
@@ -319,7 +319,7 @@ def test_brownian_noise_is_seeded_even_when_the_webui_declines_to_build_it(webui
 def test_1_8_names_select_their_schedule(webui: Any, name: str, key: str, scheduler: str) -> None:
     webui.load_scripts()
     seeds = (31, 32, 33)
-    gen = ToyGenerator(ToySettings(sampler=key, growth=DEFAULT_SCHEDULE, scheduler=scheduler, steps=8, cfg_scale=2.0))
+    gen = ToyGenerator(ToySettings(sampler=key, growth=SAMPLERS[key].default_growth, scheduler=scheduler, steps=8, cfg_scale=2.0))
     expected = (gen.generate(GenerationRequest(PROMPT, "", seeds)).images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
     res = _generate(webui, prompt=PROMPT, seed=seeds[0], batch_size=3, sampler_name=name, steps=8, cfg_scale=2.0)
     assert np.abs(_pixels(res.images) - expected.astype(np.int16)).max() <= 1
