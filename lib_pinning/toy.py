@@ -475,7 +475,8 @@ class ToyModel:
         """
         key = (cond, getattr(cond, "_version", None), uncond, getattr(uncond, "_version", None), guided, n, device)
         cached = self._log_weights_cache
-        if cached is not None and len(cached[0]) == len(key) and all(
+        # Tensors by identity (the cache holds them, so an id is never reused), the rest by value.
+        if cached is not None and all(
             a is b or (not isinstance(a, torch.Tensor) and a == b) for a, b in zip(cached[0], key)
         ):
             return cached[1]
