@@ -548,6 +548,8 @@ def test_prompt_space_basics() -> None:
     x = np.array([0.1, -1.2, 0.5, -0.00001])
     assert space.render(x) == (SCHEDULE_GUARD + "(cat:1.3), (dog:0.2)", SCHEDULE_GUARD + "(ugly:1.5), (blurry:0.909)")
     assert PromptSpace("cat", "", schedule_guard=False).render([0.2]) == ("(cat:1.2)", "")
+    # What a person sees and copies has the same weights and no guard.
+    assert space.display(x) == ("(cat:1.3), (dog:0.2)", "(ugly:1.5), (blurry:0.909)")
     assert PromptSpace("cat dog", "").render([0.0, 0.0]) == ("cat dog", "")  # no brackets, no guard
     assert space.weights(x) == [(1.3,), (0.2,), (1.5,), (0.909,)]
     assert space.weights(np.zeros(4))[3] == (1 / 1.1,)

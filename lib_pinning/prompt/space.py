@@ -100,6 +100,16 @@ class PromptSpace:
         options = {"weight_range": self.weight_range, "guard": self.schedule_guard}
         return render_prompt(self.positive, pos, **options), render_prompt(self.negative, neg, **options)
 
+    def display(self, x: Sequence[float] | np.ndarray) -> tuple[str, str]:
+        """:meth:`render` without the schedule guard: the prompts to show a person and to copy.
+
+        The guard only spares the WebUI's parser time; it reads as a stray backslash and line
+        break in a prompt box, and the weights and tokens are the same without it.
+        """
+        pos, neg = self._split(x)
+        return (render_prompt(self.positive, pos, weight_range=self.weight_range),
+                render_prompt(self.negative, neg, weight_range=self.weight_range))
+
     def weights(self, x: Sequence[float] | np.ndarray) -> list[tuple[float, ...]]:
         """Per unit, the weights the rendered prompts really use (rounded where changed)."""
         pos, neg = self._split(x)
