@@ -653,6 +653,16 @@ def test_the_tokenizer_is_found_where_each_webui_keeps_it() -> None:
     assert model_tokenizer(None) is None
 
 
+def test_the_planned_batches_line_adds_the_sweep_and_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lib_pinning.webui import progress
+
+    monkeypatch.setattr(progress, "LAST_TIMING", {"seconds_per_batch": 10.0})
+    text = ui.plan_text(PROMPT, "", ui_values(**SMALL_RUN, sweep_batches=4))
+    assert text == ("Planned: at most 7 batches (baseline + 2 generations x 3; 2 weights), fewer when the search "
+                    "settles, then 4 batches of sensitivity sweep. At the last run's 10.0 s per batch: at most 2 min.")  # 11 batches
+    assert "sweep" not in ui.plan_text(PROMPT, "", ui_values(**SMALL_RUN))
+
+
 def test_progress_text_names_what_comes_next() -> None:
     from types import SimpleNamespace
 
