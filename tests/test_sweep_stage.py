@@ -187,6 +187,18 @@ def test_the_demo_prints_the_sweeps_summary(tmp_path, capsys):
     assert "tightest units (sensitivity sweep, 4 batches): " in out and out.rstrip().splitlines()[-1].startswith("report:")
 
 
+def test_ctrl_c_in_the_demos_sweep_exits_130_and_says_what_was_kept(tmp_path, capsys, monkeypatch):
+    import lib_pinning.cli as cli
+
+    monkeypatch.setattr(cli, "ToyGenerator", lambda settings: Counting(fail_at=SEARCH + 2, error=KeyboardInterrupt()))
+    assert main(["demo", "--runs-dir", str(tmp_path), "--generations", "2", "--cma-lambda", "3", "--granularity",
+                 "phrase", "--stop-early", "false", "--sweep-batches", "4"]) == 130
+    out = capsys.readouterr().out
+    assert "status:        finished" in out
+    assert "sweep:         Sensitivity sweep interrupted after 1 of 4 batches: dropped" in out
+    assert "tightest units: " in out  # the run's own influence, the sweep being dropped
+
+
 # remote servers ----------------------------------------------------------------------------------------
 
 
