@@ -287,8 +287,9 @@ def rebuild_generator(description: dict[str, Any], args: argparse.Namespace, com
             raise ValueError("--server and --api-auth are for runs made with `pin`; this run used the toy model")
         return ToyGenerator.from_description(description)
     what = "the WebUI's own process" if backend == "webui" else "a backend the command line does not know"
-    advice = (f"run it again in the WebUI with 'Sensitivity sweep after the search (batches)' (sweep_batches) above 0"
-              if command == "sweep" else "resume it in the WebUI by running the same generation again")
+    label = PinningOptions.spec("sweep_batches").label
+    advice = (f"run the generation again in the WebUI with '{label}' (sweep_batches) above 0" if command == "sweep"
+              else "the WebUI cannot continue a run: run the generation again there (a new run)")
     raise ValueError(f"`{command}` cannot rebuild this run's backend ({backend!r}: {what}): {advice}, or pin the "
                      f"prompt on a WebUI started with --api (`pin --server URL`), whose runs `{command} RUN_DIR "
                      "--server URL` can rebuild")

@@ -184,7 +184,8 @@ def test_the_demo_prints_the_sweeps_summary(tmp_path, capsys):
     assert main(["demo", "--runs-dir", str(tmp_path), "--batch-size", "3", "--steps", "6", "--generations", "2",
                  "--cma-lambda", "3", "--granularity", "phrase", "--sweep-batches", "4"]) == 0
     out = capsys.readouterr().out
-    assert "tightest units (sensitivity sweep, 4 batches): " in out and out.rstrip().splitlines()[-1].startswith("report:")
+    assert "tightest units (sensitivity sweep, 4 batches): " in out
+    assert out.rstrip().splitlines()[-1].startswith("report:")
 
 
 def test_ctrl_c_in_the_demos_sweep_exits_130_and_says_what_was_kept(tmp_path, capsys, monkeypatch):
@@ -237,6 +238,9 @@ def test_the_sweep_command_refuses_a_backend_it_cannot_rebuild(tmp_path, capsys)
     err = capsys.readouterr().err
     assert caught.value.code == 2 and "cannot rebuild this run's backend ('webui'" in err
     assert "sweep_batches" in err and "--server URL" in err
+    with pytest.raises(SystemExit) as caught:  # resume rebuilds backends the same way
+        main(["resume", str(result.run_dir)])
+    assert caught.value.code == 2 and "the WebUI cannot continue a run" in capsys.readouterr().err
     with pytest.raises(SystemExit) as caught:  # a folder that is not a run
         main(["sweep", str(tmp_path / "nothing"), "--budget", "2"])
     assert caught.value.code == 2
