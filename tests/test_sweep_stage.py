@@ -229,6 +229,16 @@ def test_a_remote_run_sweeps_on_its_servers_and_the_sweep_command_rebuilds_them(
     assert influence_of(result.run_dir)["sweep"]["batches"] == 2
 
 
+def test_pins_dry_run_names_the_sweep(tmp_path, images, capsys):
+    from lib_pinning.remote.fake import FakeWebUI
+
+    with FakeWebUI(images) as a:
+        assert main(["pin", "--server", a.url, "--runs-dir", str(tmp_path), "--dry-run", "--prompt", PROMPT,
+                     "--width", "64", "--height", "64", "--sweep-batches", "4"]) == 0
+        assert a.calls.generations == []
+    assert "sweep:         then 4 batches of sensitivity sweep around the best\n" in capsys.readouterr().out
+
+
 def test_the_sweep_command_refuses_a_backend_it_cannot_rebuild(tmp_path, capsys):
     result = start(tmp_path, Counting()).execute()
     store = RunStore.open(result.run_dir)
