@@ -186,7 +186,8 @@ def influence_lines(result: RunResult) -> list[str]:
         data = read_json(path) if path.is_file() else None
     except RunDirectoryError:
         return []
-    lines = [result.sweep.message] if result.sweep is not None and result.sweep.status != DONE else []
+    swept_outcome = getattr(result, "sweep", None)  # a RunResult; callers with only run_dir get no sweep line
+    lines = [swept_outcome.message] if swept_outcome is not None and swept_outcome.status != DONE else []
     if not isinstance(data, dict):
         return lines
     swept = isinstance(data.get("sweep"), dict) and bool(data["sweep"].get("units"))
