@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pin_command(commands)
 
     sweep = commands.add_parser(
-        "sweep", help="measure each unit's influence one at a time around the run's best (extra batches, same seeds)"
+        "sweep", help="measure each unit's influence one at a time around the run's best (extra batches, same seeds); "
+        "a run made with `pin` is swept on servers given with --server"
     )
     sweep.add_argument("run_dir", type=Path)
     sweep.add_argument(
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--step", type=float, default=DEFAULT_SWEEP_STEP,
                        help=f"the weight change up and down [default: {DEFAULT_SWEEP_STEP:g}]")
+    add_resume_flags(sweep)
 
     report = commands.add_parser("report", help="rebuild a run's plots, GIFs and index.html from its files")
     report.add_argument("run_dir", type=Path)
@@ -132,6 +134,8 @@ class _Progress:
         postfix = {"gen": event.generation}
         if event.best_fitness is not None:
             postfix["best"] = f"{event.best_fitness:.5f}"
+        if event.kind == "sweep":
+            postfix["sweep"] = f"{event.sweep_done}/{event.sweep_total}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
         if event.kind == "end":
@@ -161,6 +165,8 @@ def _print_result(result: RunResult) -> None:
     if result.best.degenerate:
         counts = guard.describe(guard.summarize_reasons(result.best.degenerate_reasons), len(result.best.degenerate_reasons))
         out.write(f"warning:       the best batch has degenerate images ({counts})\n")
+    if result.sweep is not None and result.sweep.status != "done":
+        out.write(f"sweep:         {result.sweep.message}\n")
     # Before the paths: scripts (and users) read the report's path from the last line.
     for line in _influence_lines(result.run_dir):
         out.write(line + "\n")
@@ -169,9 +175,10 @@ def _print_result(result: RunResult) -> None:
 
 
 def _influence_lines(run_dir: Path) -> list[str]:
-    """The three tightest and loosest units, from the influence.json the final report wrote (or
-    computed here when the report did not write one)."""
+    """The three tightest and loosest units (measured by the sensitivity sweep when the run has one),
+    from the influence.json the final report wrote (or computed here when the report did not write one)."""
     from lib_pinning.analysis import influence
+    from lib_pinning.sweep_stage import summary_lines
     from lib_pinning.store import RunStore, read_json
 
     path = run_dir / influence.INFLUENCE_FILE
@@ -180,7 +187,7 @@ def _influence_lines(run_dir: Path) -> list[str]:
     except (OSError, RunDirectoryError, ValueError) as e:
         log.warning("no influence summary: %s", e)
         return []
-    return influence.summary_lines(data) if isinstance(data, dict) else []
+    return summary_lines(data) if isinstance(data, dict) else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,28 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError("--from-cluster starts a toy-model run; for a run made with `pin`, use `pin` "
                                      "with the cluster's prompt (see the report's weight map)")
                 run = _run_from_cluster(args.run_dir, args.from_cluster, changes)
-            elif description.get("backend") == "remote":
-                from lib_pinning.remote.cli import resume_generator
-
-                generator = resume_generator(description, args)
-                run = PinningRun.resume(args.run_dir, generator, changes)
-                # Where the run goes on (--server may have moved it), for its report and the next resume.
-                run.run_info["generator"] = generator.describe()
             else:
-                if args.server or args.api_auth:
-                    raise ValueError("--server and --api-auth are for runs made with `pin`; this run used the toy model")
-                run = PinningRun.resume(args.run_dir, ToyGenerator.from_description(description), changes)
+                generator = rebuild_generator(description, args, "resume")
+                run = PinningRun.resume(args.run_dir, generator, changes)
+                if description.get("backend") == "remote":
+                    # Where the run goes on (--server may have moved it), for its report and the next resume.
+                    run.run_info["generator"] = generator.describe()
         elif args.command == "sweep":
-            from lib_pinning.analysis.sweep import sweep, sweep_lines
-            from lib_pinning.store import RunStore
-
-            generator = ToyGenerator.from_description(_generator_description(args.run_dir))
-            data = sweep(RunStore.open(args.run_dir), generator, args.budget, args.step)
-            sys.stdout.write("".join(line + "\n" for line in sweep_lines(data["sweep"])))
-            # Not rebuilt here: a rebuild redraws the weight map too (UMAP: tens of seconds).
-            sys.stderr.write(f"written to {args.run_dir / 'influence.json'}; `python -m lib_pinning report "
-                             f"{args.run_dir}` shows it in the report\n")
-            return 0
+            return _sweep_command(args)
         else:
             from lib_pinning.report import rebuild
 
@@ -275,7 +268,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("interrupted" + (f"; run directory: {run.store.root}" if run is not None else "") + "\n")
         return EXIT_INTERRUPTED
     _print_result(result)
+    if result.sweep is not None and result.sweep.status == "interrupted":
+        return EXIT_INTERRUPTED  # the search finished, but Ctrl-C cut the sweep that was asked for
     return {"failed": 1, "interrupted": EXIT_INTERRUPTED}.get(result.status, 0)
+
+
+def rebuild_generator(description: dict[str, Any], args: argparse.Namespace, command: str) -> Any:
+    """The backend a run was made with, for `resume` and `sweep`: the toy model from its recorded
+    settings, a `pin` run's servers (recorded or given with --server, checked: the run's
+    checkpoint); a ValueError (exit 2) saying what to do for a backend the command line cannot rebuild."""
+    backend = description.get("backend")
+    if backend == "remote":
+        from lib_pinning.remote.cli import resume_generator
+
+        return resume_generator(description, args)
+    if backend == "toy":
+        if args.server or args.api_auth:
+            raise ValueError("--server and --api-auth are for runs made with `pin`; this run used the toy model")
+        return ToyGenerator.from_description(description)
+    what = "the WebUI's own process" if backend == "webui" else "a backend the command line does not know"
+    label = PinningOptions.spec("sweep_batches").label
+    advice = (f"run the generation again in the WebUI with '{label}' (sweep_batches) above 0" if command == "sweep"
+              else "the WebUI cannot continue a run: run the generation again there (a new run)")
+    raise ValueError(f"`{command}` cannot rebuild this run's backend ({backend!r}: {what}): {advice}, or pin the "
+                     f"prompt on a WebUI started with --api (`pin --server URL`), whose runs `{command} RUN_DIR "
+                     "--server URL` can rebuild")
+
+
+def _sweep_command(args: argparse.Namespace) -> int:
+    """`sweep RUN_DIR`: the sweep around the run's best with the run's own backend."""
+    from lib_pinning.analysis.sweep import sweep, sweep_lines
+    from lib_pinning.store import RunStore
+
+    store = RunStore.open(args.run_dir)  # a folder that is not a run is refused before any server is asked
+    generator = rebuild_generator(_generator_description(args.run_dir), args, "sweep")
+    try:
+        data = sweep(store, generator, args.budget, args.step)
+    finally:
+        if hasattr(generator, "close"):
+            generator.close()
+    sys.stdout.write("".join(line + "\n" for line in sweep_lines(data["sweep"])))
+    # Not rebuilt here: a rebuild redraws the weight map too (UMAP: tens of seconds).
+    sys.stderr.write(f"written to {args.run_dir / 'influence.json'}; `python -m lib_pinning report "
+                     f"{args.run_dir}` shows it in the report\n")
+    return 0
 
 
 def _generator_description(run_dir: Path) -> dict[str, Any]:

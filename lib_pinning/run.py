@@ -59,6 +59,7 @@ from lib_pinning.stopping import (
     planned_batches,
 )
 from lib_pinning.store import RUN_KEYS, GenerationRecord, IndividualRecord, RunDirectoryError, RunStore, StoreError
+from lib_pinning.sweep_stage import SweepOutcome, sweep_after_search
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ MAX_CONSECUTIVE_FAILURES = 3
 class RunEvent:
     """Progress for front ends (CLI progress bar, WebUI job counters)."""
 
-    kind: str  # "start", "individual", "generation", "end"
+    kind: str  # "start", "individual", "generation", "sweep" (before each sweep batch), "end"
     generation: int
     done: int  # individuals evaluated so far, baseline included
     total: int  # individuals the whole run evaluates
@@ -80,6 +81,8 @@ class RunEvent:
     batches: int = 0  # batches generated so far (repeats cost none)
     planned_batches: int = 0  # batches the run generates at most (generations and budget)
     elapsed: float = 0.0  # seconds of run time so far, every session of a resumed run included
+    sweep_done: int = 0  # "sweep" events: the sweep's batches done so far, of sweep_total
+    sweep_total: int = 0
 
 
 @dataclass
@@ -98,6 +101,7 @@ class RunResult:
     batches: int = 0  # batches generated (evaluations minus repeats)
     repeats: int = 0  # individuals answered from an identical earlier prompt pair
     report_error: str | None = None  # why the final report refresh failed (None: it was written)
+    sweep: SweepOutcome | None = None  # the sensitivity sweep after the search (None: not asked for)
 
     @property
     def report_path(self) -> Path:
@@ -161,6 +165,8 @@ class PinningRun:
         self._generation_records: list[IndividualRecord] = []
         self._session_started = time.perf_counter()
         self._seconds_before = float(run_info.get("seconds", 0.0))  # earlier sessions' run time
+        self.sweep_outcome: SweepOutcome | None = None
+        self._sweep_seconds = 0.0
 
     # construction ------------------------------------------------------------------------------
 
@@ -305,8 +311,8 @@ class PinningRun:
 
     @property
     def elapsed(self) -> float:
-        """Seconds of run time, all sessions together (what Max minutes counts)."""
-        return self._seconds_before + time.perf_counter() - self._session_started
+        """Seconds of run time, all sessions together (what Max minutes counts), the sweep's left out."""
+        return self._seconds_before + time.perf_counter() - self._session_started - self._sweep_seconds
 
     def execute(
         self,
@@ -321,6 +327,7 @@ class PinningRun:
         status, error = "finished", None
         self._session_started = time.perf_counter()
         self._seconds_before = float(self.run_info.get("seconds", 0.0))
+        self._sweep_seconds = 0.0
         self.stop_decision = None
         self.store.hold_reserve()
         emit(self._event("start"))
@@ -362,7 +369,28 @@ class PinningRun:
             self.stop_decision = StopDecision("failed", f"The run failed: {error}", int(self.run_info.get("generations_done", 0)))
         assert self.stop_decision is not None
         log.info("%s", self.stop_decision.message)
+        self._sweep(status, cancel, emit)
         return self._finalize(status, error, emit, reporter)
+
+    def _sweep(self, status: str, cancel: Callable[[], bool], emit: Callable[[RunEvent], None]) -> None:
+        """The sensitivity sweep (option sweep_batches) once the search has finished, before the
+        final report (lib_pinning.sweep_stage); run.json's `sweep` says what became of it."""
+        budget = self.options.sweep_batches
+
+        def before_batch(done: int) -> None:
+            event = self._event("sweep", message=f"sensitivity sweep, batch {done + 1}/{budget}")
+            event.sweep_done, event.sweep_total = done, budget
+            emit(event)
+
+        started = time.perf_counter()
+        self.sweep_outcome = sweep_after_search(self.store, self.generator, budget, status=status, best=self.best,
+                                                stop=cancel, before_batch=before_batch)
+        # The sweep's time is not the search's: Max minutes of a later resume counts the search alone.
+        self._sweep_seconds = time.perf_counter() - started
+        if self.sweep_outcome is None:
+            self.run_info.pop("sweep", None)
+        else:
+            self.run_info["sweep"] = {**self.sweep_outcome.to_json(), "seconds": round(self._sweep_seconds, 3)}
 
     def mark_interrupted(self) -> None:
         """Record the run as interrupted when Ctrl-C came outside `execute` (its handler not yet
@@ -594,7 +622,7 @@ class PinningRun:
             degenerate_generations=list(self.run_info.get("degenerate_generations", [])),
             stop_criterion=self.stop_decision.criterion if self.stop_decision else "",
             stop_reason=self.stop_decision.message if self.stop_decision else "",
-            batches=self.batches, repeats=self.repeats, report_error=report_error,
+            batches=self.batches, repeats=self.repeats, report_error=report_error, sweep=self.sweep_outcome,
         )
 
     def _refresh_report(self, reporter: Reporter | None, final: bool) -> str | None:

@@ -459,6 +459,44 @@ def test_interrupt_during_the_baseline_returns_no_images(webui: Any, reporter: R
     assert RunStore.open(run_dir_of(processed)).read_run()["status"] == "interrupted"
 
 
+def test_a_run_with_the_sweep_option_sweeps_in_the_webui_and_says_so(webui: Any, reporter: RecordingReporter) -> None:
+    shared = webui.shared
+    seen: list[tuple[int, int, Any, str]] = []
+    watcher = BatchWatcher(webui)
+    watcher.on_batch = lambda index: seen.append(  # type: ignore[method-assign]
+        (shared.state.job_no, shared.state.job_count, shared.total_tqdm.total, shared.state.textinfo))
+    processed = run_script(webui, ui_values(**SMALL_RUN, sweep_batches=4))
+    search = 1 + 2 * 3
+    assert len(seen) == search + 4  # the search's batches, then the sweep's 4
+    sweep = seen[search:]
+    assert [s[:3] for s in sweep] == [(k, 4, 6 * 4) for k in range(4)]  # the bar restarts over the sweep
+    assert [s[3].split(", best")[0] for s in sweep] == [f"Pinning: sensitivity sweep, batch {k}/4" for k in range(1, 5)]
+    run_dir = run_dir_of(processed)
+    info = RunStore.open(run_dir).read_run()
+    assert info["status"] == "finished" and info["batches"] == search and info["sweep"]["status"] == "done"
+    swept = json.loads((run_dir / "influence.json").read_text())["sweep"]
+    assert swept["batches"] == 4 and swept["seeds"] == [5, 6, 7, 8]
+    assert "Per-unit influence (loss change per weight step, measured by the sensitivity sweep): tightest units " \
+        "(sensitivity sweep, 4 batches)" in processed.comments
+    assert all("Pin sweep batches: 4" in t for t in processed.infotexts)
+    assert len(processed.images) == 8 and reporter.calls[-1] is True
+
+
+def test_interrupt_during_the_sweep_keeps_the_search_and_drops_the_sweep(webui: Any, reporter: RecordingReporter) -> None:
+    Trigger(webui, 1 + 2 * 3 + 1, "interrupt")  # the sweep's second batch
+    processed = run_script(webui, ui_values(**SMALL_RUN, sweep_batches=4))
+    store = RunStore.open(run_dir_of(processed))
+    info = store.read_run()
+    assert info["status"] == "finished" and len(completed(store)) == 7
+    assert (info["sweep"]["status"], info["sweep"]["batches"]) == ("interrupted", 1)
+    assert "sweep" not in json.loads((store.root / "influence.json").read_text())
+    assert "Sensitivity sweep interrupted after 1 of 4 batches: dropped (the search's result is complete); " \
+        "run the generation again to sweep it." in processed.comments
+    assert "from the run's own evaluations" in processed.comments
+    assert len(processed.images) == 8 and processed.prompt == info["best"]["prompt"]
+    assert reporter.calls[-1] is True
+
+
 @pytest.mark.parametrize("webui", ["1.10", "1.8"], indirect=True)
 def test_stop_generating_finishes_the_current_batch_first(webui: Any, reporter: RecordingReporter) -> None:
     Trigger(webui, 3, "stop_generating")
@@ -520,6 +558,8 @@ def test_a_broken_backend_fails_the_run_and_still_shows_the_best(webui: Any, rep
         ({"initial_std": 5.0}, ["Initial std", "initial_std", "[0.001, 2]"]),
         ({"generations": "many"}, ["Generations", "generations", "or empty for automatic"]),
         ({"granularity": "letter"}, ["Weight units", "'word'"]),
+        ({"sweep_batches": 3}, ["Sensitivity sweep after the search (batches)", "sweep_batches", "is odd"]),
+        ({"sweep_batches": -2}, ["sweep_batches", "[0, 1000]"]),
     ],
 )
 def test_an_invalid_value_names_the_option_and_its_range(webui: Any, changes: dict[str, Any], expected: list[str]) -> None:
@@ -545,7 +585,7 @@ NON_DEFAULTS = dict(
     size_limit=0.5, size_limit_error="0.01", size_limit_weight="7.5", cma_lambda="8", cma_mu="3",
     cma_weights="linear", cma_cs="0.3", cma_damps="1.5", cma_ccum="0.25", cma_ccov1="0.01", cma_ccovmu="0.02",
     hyperbatch_weights=False, hyperbatch_weights_any_sampler=True, hyperbatch_weight_type="Polynomial",
-    hyperbatch_weight_scale=2.0,
+    hyperbatch_weight_scale=2.0, sweep_batches=6,
 )
 
 
@@ -611,6 +651,16 @@ def test_the_tokenizer_is_found_where_each_webui_keeps_it() -> None:
     assert model_tokenizer(SimpleNamespace(text_processing_engine_l=SimpleNamespace(tokenizer=hf))) is hf
     assert model_tokenizer(SimpleNamespace(cond_stage_model=SimpleNamespace())) is None
     assert model_tokenizer(None) is None
+
+
+def test_the_planned_batches_line_adds_the_sweep_and_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lib_pinning.webui import progress
+
+    monkeypatch.setattr(progress, "LAST_TIMING", {"seconds_per_batch": 10.0})
+    text = ui.plan_text(PROMPT, "", ui_values(**SMALL_RUN, sweep_batches=4))
+    assert text == ("Planned: at most 7 batches (baseline + 2 generations x 3; 2 weights), fewer when the search "
+                    "settles, then 4 batches of sensitivity sweep. At the last run's 10.0 s per batch: at most 2 min.")  # 11 batches
+    assert "sweep" not in ui.plan_text(PROMPT, "", ui_values(**SMALL_RUN))
 
 
 def test_progress_text_names_what_comes_next() -> None:

@@ -152,6 +152,8 @@ def _print_plan(generator: RemoteGenerator, servers: dict[str, Any], plan: _Plan
     out.write(f"weights:       {space.dim} ({options.granularity} units)\n")
     out.write(f"search:        {cma.generations} generations of {cma.lambda_}, at most "
               f"{planned_batches(options, cma.generations, cma.lambda_)} batches of {len(seeds)} images\n")
+    if options.sweep_batches:
+        out.write(f"sweep:         then {options.sweep_batches} batches of sensitivity sweep around the best\n")
     out.write(f"seeds:         {', '.join(str(s) for s in seeds)}\n")
     out.write(f"first request: POST /sdapi/v1/{generator.settings.mode} {json.dumps(payload)}\n")
 

@@ -97,10 +97,23 @@ class WebUIProgress:
             self.start(event.total, event.done)
         elif event.kind in ("individual", "generation"):
             self.state.job_no = event.done * self.jobs_per_individual
+        elif event.kind == "sweep":
+            self.sweep(event)
+            return
         if event.kind != "end":
             self.state.textinfo = self.text(event.done, event.best_fitness) + budget_text(event)
         if event.batches:
             LAST_TIMING["seconds_per_batch"] = event.elapsed / event.batches
+
+    def sweep(self, event: RunEvent) -> None:
+        """Before each batch of the sensitivity sweep: the bar restarts over the sweep's batches
+        (the search's are done), and the text says which sweep batch is next."""
+        if event.sweep_done == 0:
+            self.state.job_count = event.sweep_total * self.jobs_per_individual
+            self.total_tqdm.updateTotal(event.sweep_total * self.steps_per_individual)
+        self.state.job_no = event.sweep_done * self.jobs_per_individual
+        best = "" if event.best_fitness is None else f", best {event.best_fitness:.5g}"
+        self.state.textinfo = f"Pinning: sensitivity sweep, batch {event.sweep_done + 1}/{event.sweep_total}{best}"
 
     def text(self, done: int, best: float | None) -> str:
         """What is being generated next: the baseline, or generation g's individual i."""

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 from lib_pinning import guard
 from lib_pinning.analysis import influence
+from lib_pinning.sweep_stage import DONE, summary_lines
 from lib_pinning.run import RunResult
 from lib_pinning.store import IndividualRecord, RunDirectoryError, RunStore, read_json, to_uint8_image
 from lib_pinning.webui import TITLE
@@ -177,17 +178,21 @@ def report_lines(result: RunResult) -> list[str]:
 
 
 def influence_lines(result: RunResult) -> list[str]:
-    """The three tightest and loosest units (lib_pinning.analysis.influence), from the influence.json
-    the final report wrote; nothing when there is none (the report failed)."""
+    """The three tightest and loosest units (the sensitivity sweep's when the run has one, else
+    lib_pinning.analysis.influence's), from the influence.json the final report wrote (nothing when
+    there is none: the report failed), and what became of a sweep that was asked for and not done."""
     path = Path(result.run_dir) / influence.INFLUENCE_FILE
     try:
         data = read_json(path) if path.is_file() else None
     except RunDirectoryError:
         return []
+    swept_outcome = getattr(result, "sweep", None)  # a RunResult; callers with only run_dir get no sweep line
+    lines = [swept_outcome.message] if swept_outcome is not None and swept_outcome.status != DONE else []
     if not isinstance(data, dict):
-        return []
-    return ["Per-unit influence (loss change per weight step, from the run's own evaluations): "
-            + " · ".join(influence.summary_lines(data))]
+        return lines
+    swept = isinstance(data.get("sweep"), dict) and bool(data["sweep"].get("units"))
+    source = "measured by the sensitivity sweep" if swept else "from the run's own evaluations"
+    return [f"Per-unit influence (loss change per weight step, {source}): " + " · ".join(summary_lines(data)), *lines]
 
 
 def guard_lines(result: RunResult) -> list[str]:

@@ -186,6 +186,9 @@ def plan_text(prompt: str, negative_prompt: str, values: Sequence[Any]) -> str:
             f"; {where})")
     if options.stop_early:
         text += ", fewer when the search settles"
+    if options.sweep_batches:
+        text += f", then {options.sweep_batches} batches of sensitivity sweep"
+        planned += options.sweep_batches  # in the time estimate too
     per_batch = LAST_TIMING.get("seconds_per_batch")
     if per_batch:
         text += f". At the last run's {per_batch:.1f} s per batch: at most {format_duration(planned * per_batch)}"
