@@ -156,9 +156,10 @@ def _print_result(result: RunResult) -> None:
     out.write(f"stopped:       {result.stop_reason}\n")
     out.write(f"baseline loss: {result.baseline.loss:.5f}\n")
     out.write(f"best loss:     {result.best.loss:.5f} (generation {result.best.generation}, #{result.best.index})\n")
-    out.write(f"best prompt:   {result.best.prompt}\n")
-    if result.best.negative_prompt:
-        out.write(f"best negative: {result.best.negative_prompt}\n")
+    prompt, negative = result.shown(result.best)
+    out.write(f"best prompt:   {prompt}\n")
+    if negative:
+        out.write(f"best negative: {negative}\n")
     if result.degenerate_generations:
         listed = ", ".join(str(g) for g in result.degenerate_generations)
         out.write(f"degenerate:    most images of generation(s) {listed} were broken (black, flat or fried)\n")

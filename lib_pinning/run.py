@@ -102,10 +102,18 @@ class RunResult:
     repeats: int = 0  # individuals answered from an identical earlier prompt pair
     report_error: str | None = None  # why the final report refresh failed (None: it was written)
     sweep: SweepOutcome | None = None  # the sensitivity sweep after the search (None: not asked for)
+    space: PromptSpace | None = None  # the run's prompt space, for :meth:`shown`
 
     @property
     def report_path(self) -> Path:
         return self.run_dir / "index.html"
+
+    def shown(self, record: IndividualRecord) -> tuple[str, str]:
+        """``(prompt, negative_prompt)`` of `record` as a person should see and copy them: without
+        the schedule guard the generated prompts start with (see PromptSpace.display)."""
+        if self.space is None:
+            return record.prompt, record.negative_prompt
+        return self.space.display(record.x_evaluated)
 
 
 class Reporter(Protocol):
@@ -595,8 +603,8 @@ class PinningRun:
         decision = self.stop_decision if status != "running" else None
         info["stop_criterion"] = None if decision is None else decision.criterion
         info["stop_reason"] = None if decision is None else decision.message
-        info["best"] = self.store.summary_of(self.best)
-        info["baseline"] = self.store.summary_of(self.baseline)
+        info["best"] = self.store.summary_of(self.best, self.space)
+        info["baseline"] = self.store.summary_of(self.baseline, self.space)
         self.store.write_run(info)
 
     def _finalize(
@@ -623,6 +631,7 @@ class PinningRun:
             stop_criterion=self.stop_decision.criterion if self.stop_decision else "",
             stop_reason=self.stop_decision.message if self.stop_decision else "",
             batches=self.batches, repeats=self.repeats, report_error=report_error, sweep=self.sweep_outcome,
+            space=self.space,
         )
 
     def _refresh_report(self, reporter: Reporter | None, final: bool) -> str | None:

@@ -29,11 +29,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from lib_pinning.prompt import PromptSpace
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
@@ -383,11 +386,12 @@ class RunStore:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def summary_of(self, record: IndividualRecord | None) -> dict[str, Any] | None:
-        """How run.json names an individual (its best and baseline): where it is and what it scored."""
+    def summary_of(self, record: IndividualRecord | None, space: PromptSpace | None = None) -> dict[str, Any] | None:
+        """How run.json names an individual (its best and baseline): where it is and what it scored.
+        With the run's `space`, also the prompts as shown to a person (PromptSpace.display)."""
         if record is None:
             return None
-        return {
+        summary = {
             "generation": record.generation,
             "index": record.index,
             "fitness": record.fitness,
@@ -396,6 +400,9 @@ class RunStore:
             "negative_prompt": record.negative_prompt,
             "path": self.relative(self.individual_dir(record.generation, record.index)),
         }
+        if space is not None:
+            summary["shown_prompt"], summary["shown_negative_prompt"] = space.display(record.x_evaluated)
+        return summary
 
     def save_batch_images(self, generation: int, index: int, images: torch.Tensor, seeds: Sequence[int]) -> list[str]:
         folder = self.individual_dir(generation, index)

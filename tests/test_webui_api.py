@@ -151,7 +151,7 @@ def make_run(root: Path, prompt: str = "a cat", status: str = "finished", create
     store = RunStore.create(root)
     store.write_run({"run_id": store.run_id, "status": status, "created": created, "prompt": prompt,
                      "negative_prompt": "", "generations_done": 2, "evaluations": 9,
-                     "best": {"fitness": [0.25], "prompt": f"({prompt}:1.1)"}})
+                     "best": {"fitness": [0.25], "prompt": f"\\\n({prompt}:1.1)", "shown_prompt": f"({prompt}:1.1)"}})
     (store.root / "index.html").write_text("<html>report</html>")
     (store.root / "gen-000" / "ind-000").mkdir(parents=True)
     (store.root / "gen-000" / "ind-000" / "00-5.png").write_bytes(b"png")
@@ -169,6 +169,7 @@ def test_runs_are_listed_newest_first_across_tabs(roots: dict[str, Path]) -> Non
     (roots["txt2img"] / "not-a-run").mkdir()
     runs = api.list_runs(roots)["runs"]
     assert [(r["run_id"], r["tab"]) for r in runs] == [(second.name, "img2img"), (first.name, "txt2img")]
+    # The listing shows the prompt a person copies, without the schedule guard it was generated with.
     assert runs[0]["best_fitness"] == 0.25 and runs[0]["best_prompt"] == "(a dog:1.1)"
     assert runs[1]["report_url"] == f"prompt-pinning/v1/runs/{first.name}/files/index.html?tab=txt2img"
     assert runs[1]["report_exists"] and runs[1]["report_path"] == str((first / "index.html").resolve())

@@ -208,7 +208,7 @@ def test_a_new_run_from_a_cluster_starts_at_its_centre(tmp_path, monkeypatch):
     centre = next(c for c in data["clusters"] if c["id"] == 1)["centre"]
     old = RunStore.open(root).read_run()
     start = region_start(root, 1)
-    assert (start.prompt, start.negative_prompt) == PromptSpace.from_json(old["space"]).render(centre)
+    assert (start.prompt, start.negative_prompt) == PromptSpace.from_json(old["space"]).display(centre)
     assert start.seeds == old["seeds"] and MIN_STD <= start.initial_std <= old["options"]["initial_std"]
     with pytest.raises(ValueError, match="no cluster 5; its clusters: 0, 1"):
         region_start(root, 5)

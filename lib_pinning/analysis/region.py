@@ -1,10 +1,11 @@
 """Pin to a region: a new run that starts at the centre of one of a run's weight-map clusters.
 
 The new run's prompts are the old run's prompts rendered at the cluster's centre (mean offsets of
-its members), so the region's weights become the new run's base weights, and its search starts
-with a step size about the cluster's own spread instead of the original one: it refines the
-region rather than leaving it. Everything else (seeds, objectives, options, the generator) is the
-old run's, so the new run's losses are comparable with the old run's.
+its members; as shown to a person, without the schedule guard the new run adds back), so the
+region's weights become the new run's base weights, and its search starts with a step size about
+the cluster's own spread instead of the original one: it refines the region rather than leaving
+it. Everything else (seeds, objectives, options, the generator) is the old run's, so the new run's
+losses are comparable with the old run's.
 
 A new run rather than a continued one: the old run's CMA-ES state (mean, covariance, evolution
 paths) describes the whole search, and grafting a new mean onto it would make its checkpoint and
@@ -81,7 +82,7 @@ def region_start(run_dir: Path, cluster_id: int) -> RegionStart:
     cluster = clusters[cluster_id]
     space = PromptSpace.from_json(run["space"])
     centre = np.asarray(cluster["centre"], dtype=float)
-    prompt, negative = space.render(centre)
+    prompt, negative = space.display(centre)
     members = np.asarray(
         [p["x"] for p in data.get("points") or [] if p.get("cluster") == cluster_id], dtype=float
     )

@@ -16,6 +16,7 @@ rewriting the page costs a string join.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,9 +26,12 @@ from markupsafe import Markup
 
 from lib_pinning import __version__, guard
 from lib_pinning.options import PinningOptions
+from lib_pinning.prompt import PromptSpace
 from lib_pinning.report import layout
 from lib_pinning.report.state import Entry, GenerationState, RunCache
 from lib_pinning.store import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -198,6 +202,24 @@ class PageModel:
         self.cache = cache
         self._units: tuple[list[str], list[str]] | None = None
         self._units_resolved = False
+        self._space: PromptSpace | None = None
+        self._space_resolved = False
+
+    def shown_prompts(self, entry: Entry) -> tuple[str, str]:
+        """The entry's prompts as a person should copy them (PromptSpace.display: no schedule guard);
+        its generated prompts where the run's space cannot be read back."""
+        if not self._space_resolved and self.cache.run:
+            try:
+                self._space = PromptSpace.from_json(self.cache.run.get("space"))
+            except (ValueError, KeyError, TypeError):
+                self._space = None
+            self._space_resolved = True
+        if self._space is not None and len(entry.offsets) == self._space.dim:
+            try:
+                return self._space.display(entry.offsets)
+            except (ValueError, RuntimeError):
+                logger.warning("cannot render individual %s/%s without the guard", entry.generation, entry.index)
+        return entry.prompt, entry.negative_prompt
 
     def units(self) -> tuple[list[str], list[str]] | None:
         if not self._units_resolved and self.cache.run:
@@ -258,6 +280,7 @@ class PageModel:
                 unit_views(positive, entry.offsets[:n], entry.weights[:n]),
                 unit_views(negative, entry.offsets[n:], entry.weights[n:]),
             )
+        shown = self.shown_prompts(entry)
         return {
             "label": label,
             "generation": entry.generation,
@@ -266,8 +289,8 @@ class PageModel:
             "loss": entry.loss,
             "fitness": entry.fitness,
             "degenerate": guard.describe(entry.degenerate, len(entry.images)) if entry.degenerate_images else None,
-            "prompt": entry.prompt,
-            "negative_prompt": entry.negative_prompt,
+            "prompt": shown[0],
+            "negative_prompt": shown[1],
             "units": views[0],
             "negative_units": views[1],
             "folder": entry.folder,

@@ -114,7 +114,7 @@ def summary(tab: str, run_dir: Path, *, full: bool,
         out = {k: info.get(k) for k in ("status", "created", "updated", "prompt", "negative_prompt",
                                         "generations_done", "evaluations", "error")}
         out["best_fitness"] = (best.get("fitness") or [None])[0]
-        out["best_prompt"] = best.get("prompt")
+        out["best_prompt"] = best.get("shown_prompt", best.get("prompt"))
     out.update({
         "run_id": run_dir.name,
         "tab": tab,

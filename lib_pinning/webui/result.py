@@ -9,7 +9,9 @@ generation info that "Save" writes into the saved PNGs. Both boxes are escaped p
 
 Infotexts. Each image keeps the WebUI's own infotext of its generation (the pinned prompt, Steps,
 Sampler, Seed, Model, ...), which already carries "Pin run" and the changed options (the generator
-adds them to every individual's extra_generation_params), plus:
+adds them to every individual's extra_generation_params). Its prompts are told without the schedule
+guard the generated ones start with (PromptSpace.display: the same weights and tokens), so that
+pasting fills clean prompt boxes. Added entries:
 
     Pin image: best | baseline      which batch the image belongs to
     Pin fitness, Pin baseline fitness
@@ -66,12 +68,25 @@ def with_params(infotext: str, params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def fallback_infotext(record: IndividualRecord, seed: int, params: dict[str, Any]) -> str:
+def _prompt_head(prompt: str, negative: str) -> str:
+    """How an infotext starts (modules/processing.py create_infotext: the prompt, the negative
+    prompt's line when there is one, then the parameters line)."""
+    return prompt + (f"\nNegative prompt: {negative}" if negative else "") + "\n"
+
+
+def with_shown_prompts(infotext: str, generated: tuple[str, str], shown: tuple[str, str]) -> str:
+    """`infotext` of a batch generated with the prompts `generated`, telling the `shown` ones instead
+    (the same weights without the schedule guard), so that pasting it fills clean prompt boxes.
+    An infotext that does not start with the generated prompts is left as it is."""
+    head = _prompt_head(*generated)
+    if generated == shown or not infotext.startswith(head):
+        return infotext
+    return _prompt_head(*shown) + infotext[len(head):]
+
+
+def fallback_infotext(prompts: tuple[str, str], seed: int, params: dict[str, Any]) -> str:
     """An infotext for an image whose WebUI infotext is not at hand (an individual of another run)."""
-    text = record.prompt
-    if record.negative_prompt:
-        text += f"\nNegative prompt: {record.negative_prompt}"
-    return with_params(f"{text}\nSeed: {seed}", params)
+    return with_params(f"{_prompt_head(*prompts)}Seed: {seed}", params)
 
 
 def images_of(store: RunStore, record: IndividualRecord) -> list[Any]:
@@ -119,24 +134,25 @@ def build_processed(
     all_seeds: list[int] = []
     for record, extra in entries:
         batch = images_of(store, record)
+        shown_prompts = result.shown(record)
         known = infotexts_for(record.prompt, record.negative_prompt, tuple(record.seeds))
         for i, image in enumerate(batch):
             seed = int(record.seeds[i])
             if known is not None and i < len(known):
                 # The WebUI wrote run_params itself (the generator's extra_generation_params).
-                text = with_params(known[i], extra)
+                generated = (record.prompt, record.negative_prompt)
+                text = with_params(with_shown_prompts(known[i], generated, shown_prompts), extra)
             else:
-                text = fallback_infotext(record, seed, {**run_params, **extra})
+                text = fallback_infotext(shown_prompts, seed, {**run_params, **extra})
             if enable_pnginfo:
                 image.info["parameters"] = text
             images.append(image)
             infotexts.append(text)
-            prompts.append(record.prompt)
-            negatives.append(record.negative_prompt)
+            prompts.append(shown_prompts[0])
+            negatives.append(shown_prompts[1])
             all_seeds.append(seed)
     shown = copy.copy(p)
-    shown.prompt = best.prompt
-    shown.negative_prompt = best.negative_prompt
+    shown.prompt, shown.negative_prompt = result.shown(best)
     shown.batch_size = len(seeds)
     shown.n_iter = 1
     shown.comments = {**dict(getattr(p, "comments", None) or {}), **dict.fromkeys(comments, 1)}
