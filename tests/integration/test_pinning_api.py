@@ -61,7 +61,9 @@ def test_a_run_folder_has_its_report_plots_and_gifs(webui_server: Server) -> Non
     folder = Path(run["run_dir"])
     stored = json.loads((folder / "run.json").read_text())
     assert stored["status"] == "finished" and stored["generations_done"] == 2
-    assert stored["best"]["prompt"] == checks.info(answer)["prompt"]
+    # The answer tells the prompt a person copies: the generated one without the schedule guard.
+    assert stored["best"]["shown_prompt"] == checks.info(answer)["prompt"]
+    assert not any(text.startswith("\\\n") for text in checks.info(answer)["infotexts"])
     html = (folder / "index.html").read_text()
     assert stored["best"]["prompt"].split(",")[0].split(":")[0].strip("( ") in html
     assert list(folder.glob("*.png")), "no plot in the run folder"
