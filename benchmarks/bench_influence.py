@@ -143,15 +143,18 @@ def sample_frequencies(model: ToyModel, prompt: str, negative: str, cfg: float) 
     return torch.softmax(log_q, dim=0).numpy()
 
 
-def true_gradient(model: ToyModel, space: PromptSpace, x: np.ndarray, mode: int, cfg: float) -> np.ndarray:
-    """d miss / d x_j (miss = 1 - q_mode) at x, by central differences on the rendered prompts."""
+def true_gradient(model: ToyModel, space: PromptSpace, x: np.ndarray, mode: int, cfg: float,
+                  h: float = TRUTH_STEP) -> np.ndarray:
+    """d miss / d x_j (miss = 1 - q_mode) at x, by central differences of half-width h on the
+    rendered prompts (TRUTH_STEP: the truth; the sweep's step: what a central difference over the
+    sweep's own span would see of the closed form, for the missed-units table)."""
     gradient = np.empty(space.dim)
     for j in range(space.dim):
         step = np.zeros(space.dim)
-        step[j] = TRUTH_STEP
+        step[j] = h
         up = sample_frequencies(model, *space.render(x + step), cfg)[mode]
         down = sample_frequencies(model, *space.render(x - step), cfg)[mode]
-        gradient[j] = -(up - down) / (2 * TRUTH_STEP)
+        gradient[j] = -(up - down) / (2 * h)
     return gradient
 
 
@@ -222,6 +225,14 @@ class Pinned:
     data: dict
     gradient: np.ndarray
     result: PromptResult
+    x: np.ndarray
+    mode: int
+    cfg: float
+
+    def gradient_over(self, h: float) -> np.ndarray:
+        """The closed form's central difference over +-h (the sweep's step) at the best weights."""
+        space = PromptSpace.from_json(self.store.read_run()["space"])
+        return true_gradient(self.generator.model, space, self.x, self.mode, self.cfg, h)
 
 
 def pin(
@@ -257,7 +268,7 @@ def pin(
     units = _score_units(data["units"], gradient, index, [max(w) for w in space.weights(x)])
     result = PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode],
                           len(set(shown)), explained_by_assignment([r.loss for r in records], shown), units)
-    return Pinned(store, generator, data, gradient, result)
+    return Pinned(store, generator, data, gradient, result, x, mode, settings.cfg_scale)
 
 
 def _score_units(entries: Sequence[dict], gradient: np.ndarray, index: int,
@@ -289,7 +300,8 @@ def measure_sweep(pinned: Pinned, budget: int, step: float) -> tuple[PromptResul
                for j, u in enumerate(pinned.data["units"])]
     units = _score_units(entries, pinned.gradient, pinned.result.units[0].prompt if pinned.result.units else 0,
                          [u.weight for u in pinned.result.units])
-    return replace(pinned.result, units=units), data["sweep"]
+    # The closed form over the sweep's own span, for the missed-units table (not in influence.json).
+    return replace(pinned.result, units=units), dict(data["sweep"], over_step=pinned.gradient_over(step).tolist())
 
 
 def share(flags: Sequence[bool]) -> float:
@@ -380,22 +392,25 @@ def sweep_row(budget: int, results: Sequence[PromptResult], sweeps: Sequence[dic
     inert = sum(1 for u in units if u.estimate == INERT)
     seed_sets = [e["seed_sets"] for s in sweeps for e in s["units"]]
     mean_sets = sum(seed_sets) / len(units) if units else float("nan")
+    onsets = sum(1 for s in sweeps for e in s["units"] if e.get("failures"))
     return (f"| {budget} | {mean_sets:.1f} | {t['agreement']:.0%} | {t['strict']:.0%} | "
             f"{t['inert_ok']:.0%} of {t['inert_words']} | {len(claimed)} | {wrong} | {inert} | "
-            f"{t['cannot_tell']:.0%} | {share([u.agrees for u in clear]):.0%} of {len(clear)} |")
+            f"{t['cannot_tell']:.0%} | {share([u.agrees for u in clear]):.0%} of {len(clear)} | {onsets} |")
 
 
 SWEEP_HEADER = (
     "| budget (batches per prompt) | seed sets per unit (mean) | agreement | strict | inert words inert or "
     "cannot tell | tightening/loosening claims | wrong claims | inert claims | cannot tell | agreement, "
-    "\\|g\\| >= 0.1 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "\\|g\\| >= 0.1 | units with a failure onset |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+    "| ---: |"
 )
 
 
 def missed_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str:
     """The units one budget's sweep disagrees on, with their true g and the sweep's interval."""
-    lines = ["| # | unit | weight at best | g | truth | sweep | slope [interval] | images | unseen-jump bound |",
-             "| ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
+    lines = ["| # | unit | weight at best | g | g over ±step | truth | sweep | slope [interval] | images "
+             "| unseen-jump bound | steps +/- | failure onset |",
+             "| ---: | --- | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- | --- |"]
     for k, (r, s) in enumerate(zip(results, sweeps), 1):
         swept = {e["index"]: e for e in s["units"]}
         for j, u in enumerate(r.units):
@@ -405,9 +420,14 @@ def missed_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str
             low, high = e.get("interval") or [None, None]
             interval = "-" if e.get("slope") is None else f"{e['slope']:+.3f} [{low:+.3f}, {high:+.3f}]"
             where = " (neg)" if u.side == "negative" else ""
-            lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {u.truth} | {u.estimate} | "
-                         f"{interval} | "
-                         f"{e.get('samples', 0)} | {e.get('unseen') or float('nan'):.3f} |")
+            over = s.get("over_step")
+            over = "-" if over is None else f"{over[j]:+.3f}"
+            steps = "-" if not e else f"+{e.get('step_up', e.get('step')):g} / -{e.get('step_down', e.get('step')):g}"
+            onsets = "; ".join(f"{f['direction']} to {f['weight']}: {f['kind']} ({f['flagged']}/{f['images']})"
+                               for f in e.get("failures") or []) or "-"
+            lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {over} | {u.truth} | "
+                         f"{u.estimate} | {interval} | "
+                         f"{e.get('samples', 0)} | {e.get('unseen') or float('nan'):.3f} | {steps} | {onsets} |")
     return "\n".join(lines)
 
 
