@@ -431,9 +431,35 @@ def missed_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str
     return "\n".join(lines)
 
 
+def interval_claim(entry: dict, band: float) -> str:
+    """The sweep entry's class if a tightening or loosening claim needed its whole interval beyond
+    the band (the sweep claims a sign when the interval excludes 0 and the estimate lies beyond the
+    band; inert needs the whole interval inside it). A diagnostic for the units just inside the
+    truth's band, not the sweep's rule."""
+    low, high = entry.get("interval") or [None, None]
+    if entry.get("slope") is None or low is None or high is None:
+        return UNKNOWN
+    if high < -band:
+        return TIGHTENING
+    if low > band:
+        return LOOSENING
+    return INERT if entry.get("class") == INERT else UNKNOWN
+
+
+def with_interval_claims(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> list[PromptResult]:
+    """The same sweeps scored with `interval_claim`."""
+    out = []
+    for r, s in zip(results, sweeps):
+        swept = {e["index"]: e for e in s["units"]}
+        out.append(replace(r, units=[replace(u, estimate=interval_claim(swept[j], s["band"]) if j in swept else UNKNOWN)
+                                     for j, u in enumerate(r.units)]))
+    return out
+
+
 def sweep_report(by_budget: dict[int, tuple[list[PromptResult], list[dict]]], step: float, seconds: float,
                  command: str, generated: int) -> str:
-    """The sweep subsection body: command and machine, the agreement-vs-budget table, the misses."""
+    """The sweep subsection body: command and machine, the agreement-vs-budget table (and the same
+    sweeps with claims that need the whole interval beyond the band), the misses."""
     largest = max(by_budget)
     return "\n".join([
         f"`{command}` at commit {git_commit()}; {machine_line()}; {seconds:.0f} s, {generated} sweep batches "
@@ -441,6 +467,12 @@ def sweep_report(by_budget: dict[int, tuple[list[PromptResult], list[dict]]], st
         "",
         SWEEP_HEADER,
         *(sweep_row(b, *by_budget[b]) for b in sorted(by_budget)),
+        "",
+        "The same sweeps, a tightening or loosening claim needing the whole interval beyond the band "
+        "(`interval_claim`, a diagnostic):",
+        "",
+        SWEEP_HEADER,
+        *(sweep_row(b, with_interval_claims(*by_budget[b]), by_budget[b][1]) for b in sorted(by_budget)),
         "",
         f"Units the sweep disagrees on at {largest} batches per prompt:",
         "",
