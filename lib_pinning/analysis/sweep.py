@@ -402,7 +402,7 @@ def sweep_lines(sweep_data: dict[str, Any]) -> list[str]:
                      f"{unit.get('samples', 0)} paired samples, {unit.get('seed_sets', 0)} seed set(s)"
                      + (f", {unit['degenerate']} degenerate" if unit.get("degenerate") else "")
                      + onset.steps_note(unit))
-        onsets.extend(f"failure onset: {onset.describe(unit['text'] + where, f)}; measured up to "
+        onsets.extend(f"failure onset: {onset.describe(unit['text'], f, where)}; measured up to "
                       f"{f.get('clear_weight')}" for f in unit.get("failures") or [])
     return lines + onsets
 

@@ -124,14 +124,15 @@ def failure_entry(direction: str, weight: float, step: float, seen: StepCheck) -
     }
 
 
-def describe(text: str, failure: dict[str, Any]) -> str:
-    """E.g. "raising 'quietly' to 1.69 drifts the images toward a failure (the guard flags 0/8)"."""
+def describe(text: str, failure: dict[str, Any], where: str = "") -> str:
+    """E.g. "raising 'quietly' to 1.69 drifts the images toward a failure (the guard flags 0/8)";
+    where: said after the unit, e.g. " (negative)"."""
     verb = "raising" if failure.get("direction") == "up" else "lowering"
     kind = failure.get("kind")
     flagged = f"{failure.get('flagged', 0)}/{failure.get('images', '?')}"
     what = (f"drifts the images toward a failure (the guard flags {flagged})" if kind == DRIFT
             else f"makes {flagged} images {kind}")
-    return f"{verb} {text!r} to {failure.get('weight')} {what}"
+    return f"{verb} {text!r}{where} to {failure.get('weight')} {what}"
 
 
 def steps_note(unit: dict[str, Any]) -> str:

@@ -105,7 +105,8 @@ def _sweep_view(sweep: Any) -> dict[str, Any] | None:
             "samples": u.get("samples", "-"), "seed_sets": u.get("seed_sets", 1),
             "degenerate": u.get("degenerate", 0), "steps": sweep_steps_note(u),
         })
-        onsets.extend(f"{describe_onset(str(u.get('text', '')), f)}; measured up to {f.get('clear_weight')}"
+        where = " (negative prompt)" if u.get("side") == "negative" else ""
+        onsets.extend(f"{describe_onset(str(u.get('text', '')), f, where)}; measured up to {f.get('clear_weight')}"
                       for f in u.get("failures") or [] if isinstance(f, dict))
     return {
         "onsets": onsets,
