@@ -10,7 +10,7 @@ Where the frying shows up (measured on the toy, docs/benchmarks.md "Sensitivity 
 in gradually. From 1.5 the toy blurs the images and draws them toward a colour field by a
 smoothstep amount, and the guard (lib_pinning.guard) flags them only near 2.0, where the images
 are saturated, clipped and without detail. Between the two the objective already sees the ramp:
-from a best weight of 1.49 a step to 1.69 moves every image (mean pixel change 0.07 of the range)
+from a best weight of 1.49 a step to 1.69 moves every image (mean pixel change 0.075 of the range)
 while the guard flags none. The guard's verdict alone would let those steps through. So a step is
 judged by two signals of the guard:
 
@@ -25,10 +25,11 @@ judged by two signals of the guard:
   failure mode sets in on one side of the best, a model on which every image moves a little with
   any weight change (a real checkpoint) moves both sides alike.
 
-On the toy, from a best weight of 1.49 (two seed sets of 8, images quantised as saved), the drift
-is 0.007-0.011 at 1.52, 0.02 at 1.58, 0.04 at 1.63, 0.16 at 1.65 and 0.9 at 1.69, where the
-guard still flags nothing; steps of a word that stay below 1.5 drift by exactly 0 (an image that
-keeps its picture keeps its pixels, one that takes another picture is a minority).
+On the toy, from a best weight of 1.49 (benchmarks/bench_sweep_onset.py: two seed sets of 8,
+images quantised as saved), the drift is 0.007-0.011 at 1.52-1.55, 0.016 at 1.58, 0.025 at 1.6,
+0.04 at 1.63, 0.16-0.17 at 1.65 and 0.9 at 1.69, while the guard flags nothing below 2.0 (8/8
+from 2.0); a step that stays below 1.5 drifts by exactly 0 (an image that keeps its picture keeps
+its pixels, one that takes another picture is a minority).
 
 A side that is not clear records its failure onset (the weight, the failure's kind: the guard's
 reasons, or "drift" when it flagged nothing yet) and is measured again with half the step, at the
