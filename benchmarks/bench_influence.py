@@ -456,6 +456,25 @@ def with_interval_claims(results: Sequence[PromptResult], sweeps: Sequence[dict]
     return out
 
 
+def onset_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str:
+    """The units whose sweep ran into a failure onset: where, what, and what it measured instead."""
+    lines = ["| # | unit | weight at best | g | truth | sweep | steps +/- | failure onset (weights tried: drift or guard) "
+             "| measured up to |",
+             "| ---: | --- | ---: | ---: | --- | --- | --- | --- | --- |"]
+    for k, (r, s) in enumerate(zip(results, sweeps), 1):
+        swept = {e["index"]: e for e in s["units"]}
+        for j, u in enumerate(r.units):
+            e = swept.get(j, {})
+            for f in e.get("failures") or []:
+                tried = ", ".join(f"{t['weight']}: {t['kind'] if t['flagged'] else 'drift ' + format(t['drift'], '.3f')}"
+                                  for t in f.get("tried") or [f])
+                where = " (neg)" if u.side == "negative" else ""
+                lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {u.truth} | {u.estimate} "
+                             f"| +{e['step_up']:g} / -{e['step_down']:g} | {f['direction']}: {tried} "
+                             f"| {f.get('clear_weight')} |")
+    return "\n".join(lines)
+
+
 def sweep_report(by_budget: dict[int, tuple[list[PromptResult], list[dict]]], step: float, seconds: float,
                  command: str, generated: int) -> str:
     """The sweep subsection body: command and machine, the agreement-vs-budget table (and the same
@@ -477,6 +496,11 @@ def sweep_report(by_budget: dict[int, tuple[list[PromptResult], list[dict]]], st
         f"Units the sweep disagrees on at {largest} batches per prompt:",
         "",
         missed_units(*by_budget[largest]),
+        "",
+        f"Units whose steps ran into a failure onset at {largest} batches per prompt (the onset is found at the "
+        "first seed set, so every budget has the same):",
+        "",
+        onset_units(*by_budget[largest]),
     ])
 
 
