@@ -7,7 +7,7 @@ batch at the starting weight with the same seeds (images quantised as saved, as 
 sweep judge them):
 
 * flagged: images the degenerate-image guard flags (lib_pinning.guard, default thresholds);
-* drift: the sweep's soft signal (lib_pinning.analysis.sweep_onset.drift): the median image's
+* drift: the sweep's soft signal (lib_pinning.analysis.sweep_onset.drift): the lower-quartile image's
   largest change of the guard's saturation, clipped share and detail, over their thresholds;
 * pixels: the mean absolute pixel change (what an image loss such as FLIP reacts to).
 

@@ -16,10 +16,11 @@ def _stats(saturation: float = 0.4, clipped: float = 0.0, detail: float = 0.1) -
     return guard.ImageStats(level=0.9, std=0.2, saturation=saturation, clipped=clipped, detail=detail)
 
 
-def test_the_drift_is_the_median_images_largest_change_over_its_threshold():
+def test_the_drift_is_the_lower_quartile_images_largest_change_over_its_threshold():
     centre = [_stats()] * 4
-    # One image taking another picture (a big change) does not move the median image.
+    # Images taking another picture (a big change) do not make a drift, even half of the batch.
     assert onset.drift([_stats(detail=0.02)] + [_stats()] * 3, centre, T) == 0.0
+    assert onset.drift([_stats(detail=0.02)] * 2 + [_stats()] * 2, centre, T) == 0.0
     # Every image losing detail does: 0.012 / 0.06.
     assert onset.drift([_stats(detail=0.088)] * 4, centre, T) == pytest.approx(0.2)
     assert onset.drift([_stats(saturation=0.44)] * 4, centre, T) == pytest.approx(0.05)
