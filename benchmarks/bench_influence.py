@@ -143,15 +143,18 @@ def sample_frequencies(model: ToyModel, prompt: str, negative: str, cfg: float) 
     return torch.softmax(log_q, dim=0).numpy()
 
 
-def true_gradient(model: ToyModel, space: PromptSpace, x: np.ndarray, mode: int, cfg: float) -> np.ndarray:
-    """d miss / d x_j (miss = 1 - q_mode) at x, by central differences on the rendered prompts."""
+def true_gradient(model: ToyModel, space: PromptSpace, x: np.ndarray, mode: int, cfg: float,
+                  h: float = TRUTH_STEP) -> np.ndarray:
+    """d miss / d x_j (miss = 1 - q_mode) at x, by central differences of half-width h on the
+    rendered prompts (TRUTH_STEP: the truth; the sweep's step: what a central difference over the
+    sweep's own span would see of the closed form, for the missed-units table)."""
     gradient = np.empty(space.dim)
     for j in range(space.dim):
         step = np.zeros(space.dim)
-        step[j] = TRUTH_STEP
+        step[j] = h
         up = sample_frequencies(model, *space.render(x + step), cfg)[mode]
         down = sample_frequencies(model, *space.render(x - step), cfg)[mode]
-        gradient[j] = -(up - down) / (2 * TRUTH_STEP)
+        gradient[j] = -(up - down) / (2 * h)
     return gradient
 
 
@@ -222,6 +225,14 @@ class Pinned:
     data: dict
     gradient: np.ndarray
     result: PromptResult
+    x: np.ndarray
+    mode: int
+    cfg: float
+
+    def gradient_over(self, h: float) -> np.ndarray:
+        """The closed form's central difference over +-h (the sweep's step) at the best weights."""
+        space = PromptSpace.from_json(self.store.read_run()["space"])
+        return true_gradient(self.generator.model, space, self.x, self.mode, self.cfg, h)
 
 
 def pin(
@@ -257,7 +268,7 @@ def pin(
     units = _score_units(data["units"], gradient, index, [max(w) for w in space.weights(x)])
     result = PromptResult(prompt, negative, data["points_available"], data["r2"], model.prototype_names[mode],
                           len(set(shown)), explained_by_assignment([r.loss for r in records], shown), units)
-    return Pinned(store, generator, data, gradient, result)
+    return Pinned(store, generator, data, gradient, result, x, mode, settings.cfg_scale)
 
 
 def _score_units(entries: Sequence[dict], gradient: np.ndarray, index: int,
@@ -289,7 +300,8 @@ def measure_sweep(pinned: Pinned, budget: int, step: float) -> tuple[PromptResul
                for j, u in enumerate(pinned.data["units"])]
     units = _score_units(entries, pinned.gradient, pinned.result.units[0].prompt if pinned.result.units else 0,
                          [u.weight for u in pinned.result.units])
-    return replace(pinned.result, units=units), data["sweep"]
+    # The closed form over the sweep's own span, for the missed-units table (not in influence.json).
+    return replace(pinned.result, units=units), dict(data["sweep"], over_step=pinned.gradient_over(step).tolist())
 
 
 def share(flags: Sequence[bool]) -> float:
@@ -380,22 +392,25 @@ def sweep_row(budget: int, results: Sequence[PromptResult], sweeps: Sequence[dic
     inert = sum(1 for u in units if u.estimate == INERT)
     seed_sets = [e["seed_sets"] for s in sweeps for e in s["units"]]
     mean_sets = sum(seed_sets) / len(units) if units else float("nan")
+    onsets = sum(1 for s in sweeps for e in s["units"] if e.get("failures"))
     return (f"| {budget} | {mean_sets:.1f} | {t['agreement']:.0%} | {t['strict']:.0%} | "
             f"{t['inert_ok']:.0%} of {t['inert_words']} | {len(claimed)} | {wrong} | {inert} | "
-            f"{t['cannot_tell']:.0%} | {share([u.agrees for u in clear]):.0%} of {len(clear)} |")
+            f"{t['cannot_tell']:.0%} | {share([u.agrees for u in clear]):.0%} of {len(clear)} | {onsets} |")
 
 
 SWEEP_HEADER = (
     "| budget (batches per prompt) | seed sets per unit (mean) | agreement | strict | inert words inert or "
     "cannot tell | tightening/loosening claims | wrong claims | inert claims | cannot tell | agreement, "
-    "\\|g\\| >= 0.1 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "\\|g\\| >= 0.1 | units with a failure onset |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+    "| ---: |"
 )
 
 
 def missed_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str:
     """The units one budget's sweep disagrees on, with their true g and the sweep's interval."""
-    lines = ["| # | unit | weight at best | g | truth | sweep | slope [interval] | images | unseen-jump bound |",
-             "| ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
+    lines = ["| # | unit | weight at best | g | g over ±step | truth | sweep | slope [interval] | images "
+             "| unseen-jump bound | steps +/- | failure onset |",
+             "| ---: | --- | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | --- | --- |"]
     for k, (r, s) in enumerate(zip(results, sweeps), 1):
         swept = {e["index"]: e for e in s["units"]}
         for j, u in enumerate(r.units):
@@ -405,15 +420,65 @@ def missed_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str
             low, high = e.get("interval") or [None, None]
             interval = "-" if e.get("slope") is None else f"{e['slope']:+.3f} [{low:+.3f}, {high:+.3f}]"
             where = " (neg)" if u.side == "negative" else ""
-            lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {u.truth} | {u.estimate} | "
-                         f"{interval} | "
-                         f"{e.get('samples', 0)} | {e.get('unseen') or float('nan'):.3f} |")
+            over = s.get("over_step")
+            over = "-" if over is None else f"{over[j]:+.3f}"
+            steps = "-" if not e else f"+{e.get('step_up', e.get('step')):g} / -{e.get('step_down', e.get('step')):g}"
+            onsets = "; ".join(f"{f['direction']} to {f['weight']}: {f['kind']} ({f['flagged']}/{f['images']})"
+                               for f in e.get("failures") or []) or "-"
+            lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {over} | {u.truth} | "
+                         f"{u.estimate} | {interval} | "
+                         f"{e.get('samples', 0)} | {e.get('unseen') or float('nan'):.3f} | {steps} | {onsets} |")
+    return "\n".join(lines)
+
+
+def interval_claim(entry: dict, band: float) -> str:
+    """The sweep entry's class if a tightening or loosening claim needed its whole interval beyond
+    the band (the sweep claims a sign when the interval excludes 0 and the estimate lies beyond the
+    band; inert needs the whole interval inside it). A diagnostic for the units just inside the
+    truth's band, not the sweep's rule."""
+    low, high = entry.get("interval") or [None, None]
+    if entry.get("slope") is None or low is None or high is None:
+        return UNKNOWN
+    if high < -band:
+        return TIGHTENING
+    if low > band:
+        return LOOSENING
+    return INERT if entry.get("class") == INERT else UNKNOWN
+
+
+def with_interval_claims(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> list[PromptResult]:
+    """The same sweeps scored with `interval_claim`."""
+    out = []
+    for r, s in zip(results, sweeps):
+        swept = {e["index"]: e for e in s["units"]}
+        out.append(replace(r, units=[replace(u, estimate=interval_claim(swept[j], s["band"]) if j in swept else UNKNOWN)
+                                     for j, u in enumerate(r.units)]))
+    return out
+
+
+def onset_units(results: Sequence[PromptResult], sweeps: Sequence[dict]) -> str:
+    """The units whose sweep ran into a failure onset: where, what, and what it measured instead."""
+    lines = ["| # | unit | weight at best | g | truth | sweep | steps +/- | failure onset (weights tried: drift or guard) "
+             "| measured up to |",
+             "| ---: | --- | ---: | ---: | --- | --- | --- | --- | --- |"]
+    for k, (r, s) in enumerate(zip(results, sweeps), 1):
+        swept = {e["index"]: e for e in s["units"]}
+        for j, u in enumerate(r.units):
+            e = swept.get(j, {})
+            for f in e.get("failures") or []:
+                tried = ", ".join(f"{t['weight']}: {t['kind'] if t['flagged'] else 'drift ' + format(t['drift'], '.3f')}"
+                                  for t in f.get("tried") or [f])
+                where = " (neg)" if u.side == "negative" else ""
+                lines.append(f"| {k} | {u.text}{where} | {u.weight:.2f} | {u.gradient:+.3f} | {u.truth} | {u.estimate} "
+                             f"| +{e['step_up']:g} / -{e['step_down']:g} | {f['direction']}: {tried} "
+                             f"| {f.get('clear_weight')} |")
     return "\n".join(lines)
 
 
 def sweep_report(by_budget: dict[int, tuple[list[PromptResult], list[dict]]], step: float, seconds: float,
                  command: str, generated: int) -> str:
-    """The sweep subsection body: command and machine, the agreement-vs-budget table, the misses."""
+    """The sweep subsection body: command and machine, the agreement-vs-budget table (and the same
+    sweeps with claims that need the whole interval beyond the band), the misses."""
     largest = max(by_budget)
     return "\n".join([
         f"`{command}` at commit {git_commit()}; {machine_line()}; {seconds:.0f} s, {generated} sweep batches "
@@ -422,9 +487,20 @@ def sweep_report(by_budget: dict[int, tuple[list[PromptResult], list[dict]]], st
         SWEEP_HEADER,
         *(sweep_row(b, *by_budget[b]) for b in sorted(by_budget)),
         "",
+        "The same sweeps, a tightening or loosening claim needing the whole interval beyond the band "
+        "(`interval_claim`, a diagnostic):",
+        "",
+        SWEEP_HEADER,
+        *(sweep_row(b, with_interval_claims(*by_budget[b]), by_budget[b][1]) for b in sorted(by_budget)),
+        "",
         f"Units the sweep disagrees on at {largest} batches per prompt:",
         "",
         missed_units(*by_budget[largest]),
+        "",
+        f"Units whose steps ran into a failure onset at {largest} batches per prompt (the onset is found at the "
+        "first seed set, so every budget has the same):",
+        "",
+        onset_units(*by_budget[largest]),
     ])
 
 

@@ -78,3 +78,11 @@ def test_the_sweep_mode_on_one_tiny_prompt(tmp_path):
     assert row.startswith("| 12 | 2.0 | ")
     text = bench.sweep_report({2: ([small], [small_sweep]), 12: ([large], [large_sweep])}, 0.2, 1.0, "cmd", 22)
     assert "| 2 | 0.3 |" in text and "| 12 | 2.0 |" in text and "at 12 batches per prompt" in text
+
+
+def test_interval_claims_need_the_whole_interval_beyond_the_band():
+    assert bench.interval_claim({"slope": 0.019, "interval": [0.005, 0.033], "class": LOOSENING}, 0.01) == UNKNOWN
+    assert bench.interval_claim({"slope": 0.037, "interval": [0.016, 0.058], "class": LOOSENING}, 0.01) == LOOSENING
+    assert bench.interval_claim({"slope": -0.05, "interval": [-0.08, -0.02], "class": TIGHTENING}, 0.01) == TIGHTENING
+    assert bench.interval_claim({"slope": 0.0, "interval": [-0.001, 0.001], "class": INERT}, 0.01) == INERT
+    assert bench.interval_claim({"slope": None, "interval": [None, None], "class": UNKNOWN}, 0.01) == UNKNOWN

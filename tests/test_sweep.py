@@ -21,18 +21,30 @@ from lib_pinning.prompt import PromptSpace
 from lib_pinning.report import Reporter
 from lib_pinning.run import PinningRun, derive_seeds
 from lib_pinning.store import RunStore
+from lib_pinning.toy import ToyConfig
+
+
+# The budget, seed-set and schema tests sweep a toy without failure modes: the fixture run's best
+# has a word past the frying onset, which the onset tests below exercise on purpose.
+CLEAN = ToyConfig(failure_modes=False)
+
+
+def _toy() -> ToyGenerator:
+    return ToyGenerator(ToySettings(steps=6), CLEAN)
 
 
 class _Counting(ToyGenerator):
-    def __init__(self, settings: ToySettings, black_for: str | None = None) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: ToySettings, black_for: str | None = None, config: ToyConfig = CLEAN,
+                 black_seeds: tuple[int, ...] | None = None) -> None:
+        super().__init__(settings, config)
         self.requests = []
-        self.black_for = black_for
+        self.black_for, self.black_seeds = black_for, black_seeds
 
     def generate(self, request):
         self.requests.append(request)
         batch = super().generate(request)
-        if self.black_for is not None and self.black_for in request.prompt:
+        if (self.black_for is not None and self.black_for in request.prompt
+                and self.black_seeds in (None, tuple(request.seeds))):
             batch.images = torch.zeros_like(batch.images)
         return batch
 
@@ -41,7 +53,7 @@ class _Counting(ToyGenerator):
 def toy_run(tmp_path_factory) -> Path:
     options = PinningOptions(generations=3, cma_lambda=4, cli_log=False, stop_early=False)
     run = PinningRun.start(
-        generator=ToyGenerator(ToySettings(steps=6)), prompt="a red circle, (blue square:1.2)",
+        generator=_toy(), prompt="a red circle, (blue square:1.2)",
         negative_prompt="green", seeds=derive_seeds(5, 3), options=options, runs_dir=tmp_path_factory.mktemp("runs"),
     )
     return run.execute(reporter=Reporter(budget=None)).run_dir
@@ -94,7 +106,7 @@ def test_a_larger_budget_adds_derived_seed_sets_for_every_unit(toy_run, tmp_path
     dim = len(store.read_run()["space"]["units"])
     data = sweep(store, generator, budget=4 * dim + 2)  # 2 seed sets each, one unit a third
     sweep_data = data["sweep"]
-    assert sweep_data["format"] == 2 and sweep_data["batches"] == len(generator.requests) == 4 * dim + 2
+    assert sweep_data["format"] == 3 and sweep_data["batches"] == len(generator.requests) == 4 * dim + 2
     run_seeds = tuple(store.read_run()["seeds"])
     assert sweep_data["seed_sets"] == [list(seed_set(run_seeds, k)) for k in range(3)]
     assert {r.seeds for r in generator.requests} == {seed_set(run_seeds, k) for k in range(3)}
@@ -113,34 +125,120 @@ def test_a_step_too_small_to_change_the_prompt_scores_as_the_run_did(toy_run, tm
     """The sweep's images and objective are the run's: the best individual's loss comes back, and
     no image moving at 3 images is no evidence of inert."""
     store = _copy(toy_run, tmp_path)
-    data = sweep(store, ToyGenerator(ToySettings(steps=6)), budget=2, step=1e-9)
+    data = sweep(store, _toy(), budget=2, step=1e-9)
     (unit,) = data["sweep"]["units"]
     assert unit["loss_up"] == pytest.approx(data["center"]["loss"], abs=1e-9)
     assert unit["loss_down"] == pytest.approx(data["center"]["loss"], abs=1e-9)
     assert unit["interval"] == [0.0, 0.0] and unit["class"] == UNKNOWN
 
 
-def test_degenerate_batches_are_left_out(toy_run, tmp_path):
-    store = _copy(toy_run, tmp_path)
-    first = sweeping._order(json.loads((store.root / influence.INFLUENCE_FILE).read_text()),
-                            len(store.read_run()["space"]["units"]))[0]
-    # Black images whenever the first swept unit's weight is raised (its weight is then rendered).
-    centre = json.loads((store.root / influence.INFLUENCE_FILE).read_text())["center"]["x"]
+def _raised(store: RunStore, step: float) -> tuple[int, str]:
+    """The first swept unit and the positive prompt rendered with its weight raised by `step`."""
+    data = json.loads((store.root / influence.INFLUENCE_FILE).read_text())
     space = PromptSpace.from_json(store.read_run()["space"])
+    first = sweeping._order(data, space.dim)[0]
     delta = np.zeros(space.dim)
-    delta[first] = sweeping.DEFAULT_STEP
-    raised = space.render(np.asarray(centre) + delta)[0]
+    delta[first] = step
+    return first, space.render(np.asarray(data["center"]["x"]) + delta)[0]
+
+
+def test_a_step_the_guard_flags_is_retried_at_half_the_step_with_the_same_seeds(toy_run, tmp_path):
+    """The smaller-step path: the raised batch is black at the full step only; the sweep records the
+    onset and measures that side at half the step, the interval over the span measured."""
+    store = _copy(toy_run, tmp_path)
+    first, raised = _raised(store, sweeping.DEFAULT_STEP)
+    generator = _Counting(ToySettings(steps=6), black_for=raised)
+    data = sweep(store, generator, budget=3)
+    (unit,) = data["sweep"]["units"]
+    assert unit["index"] == first and data["sweep"]["batches"] == len(generator.requests) == 3
+    assert unit["step_up"] == sweeping.DEFAULT_STEP / 2 and unit["step_down"] == sweeping.DEFAULT_STEP
+    assert len({r.seeds for r in generator.requests}) == 1  # the retry uses the same seeds
+    (failure,) = unit["failures"]
+    assert failure["direction"] == "up" and failure["kind"] == "black" and failure["flagged"] == failure["images"] == 3
+    assert failure["measured_step"] == sweeping.DEFAULT_STEP / 2 and failure["clear_weight"] < failure["weight"]
+    assert unit["samples"] == 3 and unit["degenerate"] == 0
+    span = 1.5 * sweeping.DEFAULT_STEP
+    assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / span, rel=0.01)
+    lines = sweeping.sweep_lines(data["sweep"])
+    assert "measured at +0.1 / -0.2" in lines[1]
+    assert lines[-1].startswith(f"failure onset: raising {unit['text']!r} to {failure['weight']} makes 3/3 images black")
+
+
+def test_without_budget_for_a_retry_the_side_is_left_out_one_sided(toy_run, tmp_path):
+    store = _copy(toy_run, tmp_path)
+    _, raised = _raised(store, sweeping.DEFAULT_STEP)
     data = sweep(store, _Counting(ToySettings(steps=6), black_for=raised), budget=2)
     (unit,) = data["sweep"]["units"]
-    assert unit["degenerate"] == 1 and unit["samples"] == 0 and unit["slope"] is None
-    assert unit["class"] == UNKNOWN and unit["loss_up"] is None
+    assert data["sweep"]["batches"] == 2 and unit["step_up"] == 0 and unit["failures"][0]["measured_step"] == 0
+    # One-sided: the best batch's own images (no batch generated) against the lowered one.
+    assert unit["loss_up"] == pytest.approx(data["center"]["loss"], abs=1e-9)
+    assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / sweeping.DEFAULT_STEP, rel=0.01)
+    assert "(one-sided)" in sweeping.sweep_lines(data["sweep"])[1]
+
+
+def test_degenerate_batches_at_a_later_seed_set_are_left_out(toy_run, tmp_path):
+    store = _copy(toy_run, tmp_path)
+    _, raised = _raised(store, sweeping.DEFAULT_STEP)
+    later = seed_set(tuple(store.read_run()["seeds"]), 1)
+    dim = len(store.read_run()["space"]["units"])
+    data = sweep(store, _Counting(ToySettings(steps=6), black_for=raised, black_seeds=later), budget=2 * dim + 2)
+    unit = next(u for u in data["sweep"]["units"] if u["seed_sets"] == 2)
+    assert unit["degenerate"] == 1 and unit["samples"] == 3 and unit["failures"] == []
+
+
+@pytest.fixture(scope="module")
+def near_onset(tmp_path_factory) -> Path:
+    """A toy run (the toy's default 20 steps) whose analysed best is its baseline, the prompt as
+    written: the inert word "quietly" at 1.45, just below the toy's frying onset (1.5), so a step
+    of 0.2 up reaches 1.65."""
+    config = ToyConfig(inert_words=("quietly",))
+    options = PinningOptions(generations=1, cma_lambda=4, cli_log=False, stop_early=False)
+    run = PinningRun.start(
+        generator=ToyGenerator(ToySettings(), config), prompt="green circle, (quietly:1.45)",
+        negative_prompt="", seeds=derive_seeds(5, 4), options=options, runs_dir=tmp_path_factory.mktemp("onset"),
+    )
+    store = RunStore.open(run.execute(reporter=None).run_dir)
+    data = influence.write_influence(store)
+    baseline = next(r for r in store.iter_individuals() if r.generation == 0)
+    data["center"] = {"generation": baseline.generation, "index": baseline.index, "x": list(baseline.x_evaluated),
+                      "loss": baseline.loss}
+    (store.root / influence.INFLUENCE_FILE).write_text(json.dumps(data))
+    return store.root
+
+
+def test_a_best_weight_just_below_the_frying_onset_claims_nothing_from_fried_images(near_onset, tmp_path):
+    """The onset path: the guard flags nothing at 1.65 (the toy's frying is a ramp), but the images
+    drift; the sweep records the onset, measures "quietly" clear of it, and does not call the inert
+    word loosening (with the full step up it would: the fried images raise the loss)."""
+    store = RunStore.open(shutil.copytree(near_onset, tmp_path / near_onset.name))
+    generator = _Counting(ToySettings(), config=ToyConfig(inert_words=("quietly",)))
+    data = sweep(store, generator, budget=24)
+    quietly = next(u for u in data["sweep"]["units"] if u["text"] == "quietly")
+    (failure,) = quietly["failures"]
+    assert failure["direction"] == "up" and failure["kind"] == "drift" and failure["flagged"] == 0
+    assert failure["tried"][0]["weight"] == pytest.approx(1.65) and failure["tried"][0]["drift"] > sweeping.onset.DRIFT_LIMIT
+    assert quietly["step_up"] < sweeping.DEFAULT_STEP and quietly["step_down"] == sweeping.DEFAULT_STEP
+    assert quietly["class"] in (INERT, UNKNOWN)
+    assert all(u["failures"] == [] for u in data["sweep"]["units"] if u["text"] != "quietly")
+    assert any(line.startswith("failure onset: raising 'quietly' to ") and "drifts the images" in line
+               for line in sweeping.sweep_lines(data["sweep"]))
+
+
+def test_the_full_step_across_the_onset_would_claim_loosening(near_onset, tmp_path, monkeypatch):
+    """What the previous test guards against: without the drift check the +0.2 step measures the
+    frying ramp and the inert word comes out loosening."""
+    monkeypatch.setattr(sweeping.onset, "DRIFT_LIMIT", float("inf"))
+    store = RunStore.open(shutil.copytree(near_onset, tmp_path / near_onset.name))
+    data = sweep(store, ToyGenerator(ToySettings(), ToyConfig(inert_words=("quietly",))), budget=24)
+    quietly = next(u for u in data["sweep"]["units"] if u["text"] == "quietly")
+    assert quietly["failures"] == [] and quietly["class"] == influence.LOOSENING
 
 
 def test_batch_by_batch_when_a_part_has_no_per_image_terms(toy_run, tmp_path, monkeypatch):
     monkeypatch.setattr(sweeping, "per_image_terms", lambda *args: None)
     store = _copy(toy_run, tmp_path)
     dim = len(store.read_run()["space"]["units"])
-    data = sweep(store, ToyGenerator(ToySettings(steps=6)), budget=4 * dim)
+    data = sweep(store, _toy(), budget=4 * dim)
     assert data["sweep"]["per_image"] is False
     for unit in data["sweep"]["units"]:
         assert unit["samples"] == unit["seed_sets"] == 2
@@ -149,9 +247,9 @@ def test_batch_by_batch_when_a_part_has_no_per_image_terms(toy_run, tmp_path, mo
 def test_bad_steps_and_bands_are_refused(toy_run, tmp_path):
     store = _copy(toy_run, tmp_path)
     with pytest.raises(ValueError, match="step"):
-        sweep(store, ToyGenerator(ToySettings(steps=6)), budget=4, step=0)
+        sweep(store, _toy(), budget=4, step=0)
     with pytest.raises(ValueError, match="band"):
-        sweep(store, ToyGenerator(ToySettings(steps=6)), budget=4, band=-1)
+        sweep(store, _toy(), budget=4, band=-1)
 
 
 class _Sections(HTMLParser):
@@ -207,8 +305,10 @@ def test_without_the_best_batchs_images_each_batch_keeps_its_own_target(toy_run,
     centre = json.loads((store.root / influence.INFLUENCE_FILE).read_text())["center"]
     for png in store.individual_dir(centre["generation"], centre["index"]).glob("*.png"):
         png.unlink()
-    data = sweep(store, ToyGenerator(ToySettings(steps=6)), budget=2)
+    generator = _Counting(ToySettings(steps=6))
+    data = sweep(store, generator, budget=3)  # the centre is generated: one batch of the budget
     assert data["sweep"]["pinned_to_best"] is False and "unreadable" in caplog.text
+    assert data["sweep"]["batches"] == len(generator.requests) == 3
     (unit,) = data["sweep"]["units"]
     assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / (2 * sweeping.DEFAULT_STEP))
 
@@ -223,5 +323,31 @@ def test_the_unseen_jumps_are_at_least_the_gap_between_a_batchs_images():
 
 def test_a_sweep_records_a_picture_sized_jump(toy_run, tmp_path):
     store = _copy(toy_run, tmp_path)
-    data = sweep(store, ToyGenerator(ToySettings(steps=6)), budget=2, step=0.01)
+    data = sweep(store, _toy(), budget=2, step=0.01)
     assert data["sweep"]["resolution"] > 0.05  # the run's images show different pictures
+
+
+def test_the_report_shows_the_failure_onsets_and_a_format_2_sweep_still_renders(toy_run, tmp_path):
+    from lib_pinning.report import rebuild
+
+    store = _copy(toy_run, tmp_path)
+    _, raised = _raised(store, sweeping.DEFAULT_STEP)
+    data = sweep(store, _Counting(ToySettings(steps=6), black_for=raised), budget=3)
+    (unit,) = data["sweep"]["units"]
+    rebuild(store.root)
+    section = (store.root / "index.html").read_text().split('id="influence"', 1)[1].split("</section>", 1)[0]
+    assert "Failure onsets the sweep ran into" in section and "measured at +0.1 / -0.2" in section
+    assert f"to {unit['failures'][0]['weight']} makes 3/3 images black; measured up to" in section
+    # A format-2 file (written before the onsets): no steps per side, no failures.
+    path = store.root / influence.INFLUENCE_FILE
+    old = json.loads(path.read_text())
+    old["sweep"]["format"] = 2
+    for entry in old["sweep"]["units"]:
+        for key in ("step_up", "step_down", "failures"):
+            del entry[key]
+    path.write_text(json.dumps(old))
+    rebuild(store.root)
+    section = (store.root / "index.html").read_text().split('id="influence"', 1)[1].split("</section>", 1)[0]
+    assert "image by image" in section and "Failure onsets" not in section and "measured at" not in section
+    assert f">{unit['text']}</span></td><td>{unit['side']}</td><td>{unit['class']}</td>" in section
+    assert len(sweeping.sweep_lines(old["sweep"])) == 2

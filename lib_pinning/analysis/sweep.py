@@ -17,11 +17,20 @@ before all), one seed set at a time: with a budget of B batches and d units each
 B // (2 d) seed sets and the first (B // 2) mod d units one more. The order depends on the
 surrogate alone, never on what the sweep saw, so the interval keeps its meaning.
 
-A batch the degenerate-image guard flags has a loss that is the guard's, not the objective's: its
-seed set is left out for that unit (counted as "degenerate").
+Failure modes (lib_pinning.analysis.sweep_onset): a step whose batch the guard flags, or whose
+images drift as a failure mode sets in (the toy fries gradually from 1.5, the guard flags near 2),
+measures the failure, not the word. At the unit's first seed set such a side records the failure
+onset (the weight, the failure's kind) and is retried at half the step, at most twice, same seeds;
+a side with no clear step is left out and the unit measured one-sided from the best point (the
+centre's batch at each seed set: the best batch's saved images for the run's seeds, one generated
+batch per further seed set). The interval divides by the span actually measured. A batch the guard
+flags at a later seed set has a loss that is the guard's, not the objective's: that seed set is
+left out for that unit (counted as "degenerate"). Every batch, probes and centres included, counts
+against the budget.
 
-The result goes into influence.json under "sweep" (format 2; format-1 sweeps, one pair at the run's
-seeds without an interval, stay readable by the report). The sweep's batches are not run records:
+The result goes into influence.json under "sweep" (format 3, which adds each unit's `step_up`,
+`step_down` and `failures`; format-2 and format-1 sweeps, the latter one pair at the run's seeds
+without an interval, stay readable by the report). The sweep's batches are not run records:
 they do not enter the report's tables, the run's best or a resume.
 """
 
@@ -37,6 +46,7 @@ import torch
 
 from lib_pinning import guard
 from lib_pinning.analysis import influence
+from lib_pinning.analysis import sweep_onset as onset
 from lib_pinning.analysis.sweep_stats import BAND, CONFIDENCE, paired_estimate, per_image_terms, pinned_target_weights
 from lib_pinning.evaluation import quantize
 from lib_pinning.generator import Batch, GenerationRequest, Generator
@@ -48,7 +58,7 @@ from lib_pinning.store import RunStore, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 # The weight step. On the toy (docs/benchmarks.md, "Sensitivity sweep"), a step of 0.1 agrees with
 # the closed-form truth less than 0.2 at the same budget (56% against 64% of 61 units at 128
 # batches per prompt): at fixed seeds few images change their picture for so small a change. A
@@ -56,8 +66,9 @@ FORMAT = 2
 # often: 0.2 already makes most of its wrong claims there, and 0.4 made more of them in an
 # exploration on 4 prompts, which is why the default stops at 0.2.
 DEFAULT_STEP = 0.2
-METHOD = ("one unit at a time, weight +-step, paired per-image differences of the run's objective "
-          "(common seeds), Student-t interval over the images; inert also needs the unseen-jump bound in the band")
+METHOD = ("one unit at a time, weight +-step (a side landing in a failure mode halved, or left out: one-sided), "
+          "paired per-image differences of the run's objective (common seeds), Student-t interval over the images; "
+          "inert also needs the unseen-jump bound in the band")
 
 
 def _order(data: dict[str, Any], dim: int) -> list[int]:
@@ -100,6 +111,15 @@ def jump_size(jumps: list[float], spread: float, scale: float) -> float:
 
 
 @dataclass
+class _Side:
+    """One side (up or down) of a unit: the step it is measured at (0: at the best point itself, the
+    side left out) and the failure onset it ran into, if any (lib_pinning.analysis.sweep_onset)."""
+
+    step: float
+    failure: dict[str, Any] | None = None
+
+
+@dataclass
 class _Unit:
     """What the sweep saw of one unit: its paired differences and batch losses."""
 
@@ -108,17 +128,37 @@ class _Unit:
     losses_down: list[float] = field(default_factory=list)
     seed_sets: int = 0
     degenerate: int = 0
+    sides: dict[str, _Side] | None = None  # decided at the unit's first seed set
+
+    @property
+    def span(self) -> float:
+        return sum(side.step for side in (self.sides or {}).values())
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """One scored batch: its loss, per-image terms (None: a part without them) and the guard's check."""
+
+    loss: float
+    terms: np.ndarray | None
+    check: onset.StepCheck
+    stats: tuple[guard.ImageStats, ...]
 
 
 class _Scorer:
-    """Generates and scores one batch as the run did: (loss, per-image terms or None), or None for a
-    batch the guard flags."""
+    """Generates and scores batches as the run did (quantised, sanitised, the guard's verdict), within
+    the sweep's budget of batches."""
 
     def __init__(self, generator: Generator, objective: CompositeObjective, space: PromptSpace,
-                 thresholds: guard.GuardThresholds) -> None:
+                 thresholds: guard.GuardThresholds, budget: int) -> None:
         self.generator, self.objective, self.space, self.thresholds = generator, objective, space, thresholds
         self.target_weights: dict[str, np.ndarray] | None = None
         self.target_spread = 0.0
+        self.budget, self.batches = budget, 0
+        self._centres: dict[int, _Measured] = {}
+
+    def affords(self, batches: int) -> bool:
+        return self.batches + batches <= self.budget
 
     def measure_targets(self, targets: torch.Tensor, x: np.ndarray) -> None:
         """The gap between the terms of the run's own target pictures (the baseline's images,
@@ -129,7 +169,8 @@ class _Scorer:
 
     def pin_to(self, store: RunStore, centre: dict[str, Any], x: np.ndarray) -> bool:
         """Hold the best batch's target weights fixed in the terms (sweep_stats._flip_terms), from
-        its saved images (what the run scored: no batch generated). False when they are unreadable."""
+        its saved images (what the run scored: no batch generated), which are also the centre of
+        seed set 0. False when they are unreadable."""
         record = store.read_individual(int(centre["generation"]), int(centre["index"]))
         try:
             images = store.load_batch_images(record) if record is not None else None
@@ -141,16 +182,105 @@ class _Scorer:
             return False
         scored = self.objective.score(Batch(images=images, seeds=tuple(record.seeds)), x)
         self.target_weights = pinned_target_weights(self.objective, scored, len(images))
+        if tuple(record.seeds) == tuple(int(s) for s in store.read_run()["seeds"]):
+            self._centres[0] = self._scored(images, (False,) * len(images), scored, x, None)
         return True
 
-    def __call__(self, x: np.ndarray, seeds: tuple[int, ...]) -> tuple[float, np.ndarray | None] | None:
+    def centre_cost(self, k: int) -> int:
+        """Batches the centre of seed set k still costs (0 once generated, or read from the best batch)."""
+        return 0 if k in self._centres else 1
+
+    def centre(self, x: np.ndarray, k: int, seeds: tuple[int, ...]) -> _Measured:
+        if k not in self._centres:
+            self._centres[k] = self(x, seeds, None)
+        return self._centres[k]
+
+    def _scored(self, images: torch.Tensor, nonfinite: tuple[bool, ...], scored: Any, x: np.ndarray,
+                centre: _Measured | None) -> _Measured:
+        verdict = guard.inspect(images, nonfinite, self.thresholds)
+        check = onset.check(verdict, centre.stats if centre is not None else None, self.thresholds)
+        terms = per_image_terms(self.objective, scored, x, len(images), self.target_weights)
+        return _Measured(float(scored.loss), terms, check, verdict.stats)
+
+    def __call__(self, x: np.ndarray, seeds: tuple[int, ...], centre: _Measured | None) -> _Measured:
+        """One batch at x (one of the budget), checked against `centre`'s images (the same seeds)."""
+        if not self.affords(1):
+            raise RuntimeError("the sweep's budget is spent")  # the caller checks `affords` first
+        self.batches += 1
         prompt, negative = self.space.render(x)
         batch = self.generator.generate(GenerationRequest(prompt, negative, seeds))
         images, nonfinite = guard.sanitize(batch.images, batch.nonfinite)
-        if guard.inspect(images, nonfinite, self.thresholds).count:
-            return None
-        scored = self.objective.score(replace(batch, images=quantize(images), nonfinite=nonfinite), x)
-        return float(scored.loss), per_image_terms(self.objective, scored, x, len(images), self.target_weights)
+        images = quantize(images)  # judged and scored as saved, as the run does
+        scored = self.objective.score(replace(batch, images=images, nonfinite=nonfinite), x)
+        return self._scored(images, nonfinite, scored, x, centre)
+
+
+_SIGN = {"up": 1.0, "down": -1.0}
+
+
+def _weight(space: PromptSpace, x: np.ndarray, j: int) -> float:
+    """The weight unit j's words are rendered with at x (what a user reads as "raising it to 1.6")."""
+    return max(abs(w) for w in space.weights(x)[j])
+
+
+def _first_sides(score: _Scorer, unit: _Unit, j: int, centre: np.ndarray, step: float, k: int,
+                 seeds: tuple[int, ...]) -> tuple[_Measured, _Measured] | None:
+    """The unit's first seed set: both steps, each side kept clear of the failure modes by halving
+    or left out (sweep_onset's docstring); the two measurements to difference, or None when the
+    budget cannot pay for the first pair."""
+    if not score.affords(2 + score.centre_cost(k)):
+        return None
+    base = score.centre(centre, k, seeds)
+    first = {}
+    for name, sign in _SIGN.items():
+        delta = np.zeros(score.space.dim)
+        delta[j] = sign * step
+        first[name] = score(centre + delta, seeds, base)
+    unit.sides, chosen = {}, {}
+    for name, sign in _SIGN.items():
+        other = first["down" if name == "up" else "up"].check.drift
+        h, seen, failure = step, first[name], None
+        while not seen.check.clear(other):
+            delta = np.zeros(score.space.dim)
+            delta[j] = sign * h
+            tried = onset.failure_entry(name, _weight(score.space, centre + delta, j), h, seen.check)
+            failure = failure or {**tried, "tried": []}
+            failure["tried"].append(tried)
+            failure["weight"] = tried["weight"]  # the failing weight nearest the best: the onset's bound
+            # The kind the guard names (fried, black...) wherever it flagged; "drift" when it never did.
+            failure["kind"] = next((t["kind"] for t in failure["tried"] if t["kind"] != onset.DRIFT), onset.DRIFT)
+            h /= 2
+            if len(failure["tried"]) > onset.HALVINGS or not score.affords(1):
+                h, seen = 0.0, base
+                break
+            delta[j] = sign * h
+            seen = score(centre + delta, seeds, base)
+        if failure is not None:
+            delta = np.zeros(score.space.dim)
+            delta[j] = sign * h
+            failure["clear_weight"] = round(_weight(score.space, centre + delta, j), 3)
+            failure["measured_step"] = h
+        unit.sides[name] = _Side(h, failure)
+        chosen[name] = seen
+    return chosen["up"], chosen["down"]
+
+
+def _later_sides(score: _Scorer, unit: _Unit, j: int, centre: np.ndarray, k: int,
+                 seeds: tuple[int, ...]) -> tuple[_Measured, _Measured] | None:
+    """A later seed set at the steps the first one chose (None when the budget cannot pay for it)."""
+    sides = unit.sides or {}
+    steps = [sides[name].step for name in _SIGN]
+    if not score.affords(sum(h > 0 for h in steps) + (score.centre_cost(k) if 0.0 in steps else 0)):
+        return None
+    out = []
+    for (name, sign), h in zip(_SIGN.items(), steps):
+        if h > 0:
+            delta = np.zeros(score.space.dim)
+            delta[j] = sign * h
+            out.append(score(centre + delta, seeds, None))
+        else:
+            out.append(score.centre(centre, k, seeds))
+    return out[0], out[1]
 
 
 def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFAULT_STEP,
@@ -174,7 +304,7 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     targets = store.load_targets(run["targets"])
     objective = build_objective(options, targets, masks=masks, generator=generator,
                                 device=getattr(generator, "device", "cpu"))
-    score = _Scorer(generator, objective, space, guard.GuardThresholds.from_options(options))
+    score = _Scorer(generator, objective, space, guard.GuardThresholds.from_options(options), budget)
     pinned = score.pin_to(store, data["center"], centre)
     if len(targets) > 1:
         score.measure_targets(targets, centre)
@@ -182,39 +312,46 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     seen: dict[int, _Unit] = {}
     per_image = True
     spread = score.target_spread  # the largest difference between two images' terms in one batch
+    used: set[int] = set()
     for j, k in pairs:
-        delta = np.zeros(space.dim)
-        delta[j] = step
-        at = seed_set(seeds, k)
-        up, down = score(centre + delta, at), score(centre - delta, at)
         unit = seen.setdefault(j, _Unit())
+        if unit.sides is not None and unit.span == 0:
+            continue  # neither side clear of the failure modes: nothing to measure at more seeds
+        at = seed_set(seeds, k)
+        measured = (_first_sides(score, unit, j, centre, step, k, at) if unit.sides is None
+                    else _later_sides(score, unit, j, centre, k, at))
+        if measured is None:
+            break  # the budget is spent: the plan's later pairs cost at least as much
+        used.add(k)
         unit.seed_sets += 1
-        if up is None or down is None:
+        if unit.span == 0:
+            continue
+        up, down = measured
+        if up.check.flagged or down.check.flagged:
             unit.degenerate += 1
             continue
-        unit.losses_up.append(up[0])
-        unit.losses_down.append(down[0])
-        if up[1] is None or down[1] is None:
+        unit.losses_up.append(up.loss)
+        unit.losses_down.append(down.loss)
+        if up.terms is None or down.terms is None:
             # A part without per-image terms (the same for every batch: it depends on the objective
             # alone): whole batches, one difference per seed set.
             per_image = False
-            unit.differences.append(up[0] - down[0])
+            unit.differences.append(up.loss - down.loss)
         else:
-            unit.differences.extend((up[1] - down[1]).tolist())
-            spread = max(spread, float(np.ptp(up[1])), float(np.ptp(down[1])))
+            unit.differences.extend((up.terms - down.terms).tolist())
+            spread = max(spread, float(np.ptp(up.terms)), float(np.ptp(down.terms)))
     jumps = [abs(v) for u in seen.values() for v in u.differences]
     resolution = jump_size(jumps, spread, float(sum(p.weight for p in objective.parts) or 1.0))
 
     units = influence.units_from_space(run.get("space"), space.dim)
-    entries = [_entry(units[j], seen[j], step, band, resolution) for j in sorted(seen)]
+    entries = [_entry(units[j], seen[j], step, band, resolution) for j in sorted(seen) if seen[j].sides is not None]
     for entry in entries:
         log.debug("sweep: %r slope %s %s: %s", entry["text"], entry["slope"], entry["interval"], entry["class"])
-    used = sorted({k for _, k in pairs})
     data["sweep"] = {
-        "format": FORMAT, "method": METHOD, "budget": budget, "batches": 2 * len(pairs), "step": step,
+        "format": FORMAT, "method": METHOD, "budget": budget, "batches": score.batches, "step": step,
         "band": band, "confidence": CONFIDENCE, "per_image": per_image, "pinned_to_best": pinned,
-        "resolution": resolution,
-        "seeds": list(seeds), "seed_sets": [list(seed_set(seeds, k)) for k in used],
+        "resolution": resolution, "onset_rule": onset.RULE,
+        "seeds": list(seeds), "seed_sets": [list(seed_set(seeds, k)) for k in sorted(used)],
         "seed_rule": "set 0: the run's seeds; set k: derive_seeds(max(run seeds) + 1 + (k - 1) x batch, batch)",
         "units": entries,
     }
@@ -227,25 +364,35 @@ def _finite(value: float) -> float | None:
 
 
 def _entry(unit: influence.UnitInfo, seen: _Unit, step: float, band: float, resolution: float) -> dict[str, Any]:
-    estimate = paired_estimate(seen.differences, step, resolution, band=band)
-    slope = _finite(estimate.slope)
+    sides = seen.sides or {}
+    span = seen.span
+    if span > 0:
+        estimate = paired_estimate(seen.differences, step, resolution, band=band, span=span)
+        slope, low, high = _finite(estimate.slope), estimate.interval[0], estimate.interval[1]
+        samples, unseen, cls = estimate.samples, estimate.unseen, estimate.cls
+    else:
+        slope, low, high, samples, unseen, cls = None, math.inf, math.inf, 0, math.inf, influence.UNKNOWN
     return {
         "index": unit.index, "side": unit.side, "text": unit.text, "step": step,
-        "seed_sets": seen.seed_sets, "degenerate": seen.degenerate, "samples": estimate.samples,
-        "unseen": _finite(estimate.unseen),
+        "step_up": sides["up"].step if sides else step, "step_down": sides["down"].step if sides else step,
+        "failures": [side.failure for side in sides.values() if side.failure is not None],
+        "seed_sets": seen.seed_sets, "degenerate": seen.degenerate, "samples": samples,
+        "unseen": _finite(unseen),
         "loss_up": float(np.mean(seen.losses_up)) if seen.losses_up else None,
         "loss_down": float(np.mean(seen.losses_down)) if seen.losses_down else None,
-        "slope": slope, "interval": [_finite(estimate.interval[0]), _finite(estimate.interval[1])],
+        "slope": slope, "interval": [_finite(low), _finite(high)],
         "up": None if slope is None else slope * step, "down": None if slope is None else -slope * step,
-        "class": estimate.cls,
+        "class": cls,
     }
 
 
 def sweep_lines(sweep_data: dict[str, Any]) -> list[str]:
-    """The CLI's lines for a sweep of influence.json: what it cost, then one line per unit."""
+    """The CLI's lines for a sweep of influence.json: what it cost, then one line per unit, then one
+    line per failure onset the sweep ran into (format 3)."""
     lines = [f"sweep: {sweep_data.get('batches')} batches, step {sweep_data.get('step')}, "
              f"{len(sweep_data.get('seed_sets') or [])} seed set(s); inert within +-{sweep_data.get('band')} "
              f"loss per unit weight; {round(100 * float(sweep_data.get('confidence') or 0))}% intervals"]
+    onsets = []
     for unit in sweep_data.get("units") or []:
         low, high = unit.get("interval") or [None, None]
         where = " (negative)" if unit.get("side") == "negative" else ""
@@ -253,5 +400,9 @@ def sweep_lines(sweep_data: dict[str, Any]) -> list[str]:
         interval = "" if low is None or high is None else f" [{low:+.3f}, {high:+.3f}]"
         lines.append(f"{repr(unit['text']) + where:26} {unit['class']:12} slope {slope}{interval} loss per unit weight, "
                      f"{unit.get('samples', 0)} paired samples, {unit.get('seed_sets', 0)} seed set(s)"
-                     + (f", {unit['degenerate']} degenerate" if unit.get("degenerate") else ""))
-    return lines
+                     + (f", {unit['degenerate']} degenerate" if unit.get("degenerate") else "")
+                     + onset.steps_note(unit))
+        onsets.extend(f"failure onset: {onset.describe(unit['text'], f, where)}; measured up to "
+                      f"{f.get('clear_weight')}" for f in unit.get("failures") or [])
+    return lines + onsets
+

@@ -193,19 +193,25 @@ def paired_estimate(
     *,
     band: float = BAND,
     confidence: float = CONFIDENCE,
+    span: float | None = None,
 ) -> PairedEstimate:
     """The slope (loss per unit weight) from paired up - down differences at a step of `step`.
 
     resolution: the largest change of one difference this sweep can show (the largest jump seen
     anywhere in it, or the loss's whole scale when nothing moved), for the unseen jumps.
+    span: the weight distance between the two sides when it is not 2 x step (a side measured at a
+    smaller step, or one-sided from the best point: lib_pinning.analysis.sweep_onset).
     """
     d = np.asarray(differences, dtype=float)
     n = len(d)
+    width = 2 * step if span is None else span
+    if not width > 0:
+        raise ValueError(f"the two sides must be apart, got a span of {width}")
     if n < 2:
-        slope = float(d.mean()) / (2 * step) if n else math.nan
+        slope = float(d.mean()) / width if n else math.nan
         return PairedEstimate(slope, (-math.inf, math.inf), math.inf, n, UNKNOWN)
     mean = float(d.mean())
     half = t_quantile(1 - (1 - confidence) / 2, n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
-    slope, low, high = mean / (2 * step), (mean - half) / (2 * step), (mean + half) / (2 * step)
-    unseen = unseen_share(n, confidence) * resolution / (2 * step)
+    slope, low, high = mean / width, (mean - half) / width, (mean + half) / width
+    unseen = unseen_share(n, confidence) * resolution / width
     return PairedEstimate(slope, (low, high), unseen, n, classify(slope, low, high, unseen, band))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lib_pinning.analysis import cluster_process, influence, weight_map
+from lib_pinning.analysis.sweep_onset import describe as describe_onset, steps_note as sweep_steps_note
 from lib_pinning.report import analysis_plots
 from lib_pinning.store import RunDirectoryError, RunStore, atomic_write_bytes, read_json
 
@@ -87,10 +88,11 @@ def _parts_text(components: dict[str, Any]) -> str:
 
 def _sweep_view(sweep: Any) -> dict[str, Any] | None:
     """The sensitivity sweep (lib_pinning.analysis.sweep), None when there was none. A format-1
-    sweep (one pair at the run's seeds, no interval) shows its loss changes with '-' intervals."""
+    sweep (one pair at the run's seeds, no interval) shows its loss changes with '-' intervals;
+    format 3 adds the failure onsets the sweep ran into and the steps it measured at instead."""
     if not isinstance(sweep, dict):
         return None
-    rows = []
+    rows, onsets = [], []
     for u in sweep.get("units") or []:
         if not isinstance(u, dict):
             continue
@@ -101,9 +103,13 @@ def _sweep_view(sweep: Any) -> dict[str, Any] | None:
             "interval": "-" if low is None or high is None else f"[{_number(low)}, {_number(high)}]",
             "up": _number(u.get("up")), "down": _number(u.get("down")), "step": u.get("step"),
             "samples": u.get("samples", "-"), "seed_sets": u.get("seed_sets", 1),
-            "degenerate": u.get("degenerate", 0),
+            "degenerate": u.get("degenerate", 0), "steps": sweep_steps_note(u),
         })
+        where = " (negative prompt)" if u.get("side") == "negative" else ""
+        onsets.extend(f"{describe_onset(str(u.get('text', '')), f, where)}; measured up to {f.get('clear_weight')}"
+                      for f in u.get("failures") or [] if isinstance(f, dict))
     return {
+        "onsets": onsets,
         "rows": rows, "batches": sweep.get("batches"), "step": sweep.get("step"), "band": sweep.get("band"),
         "seed_sets": len(sweep.get("seed_sets") or [sweep.get("seeds")]), "per_image": sweep.get("per_image"),
         "format": sweep.get("format", 1),
