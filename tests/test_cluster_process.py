@@ -23,6 +23,7 @@ from lib_pinning.analysis.cluster_process import ClusterProcess
 from lib_pinning.generator import ToyGenerator, ToySettings
 from lib_pinning.options import PinningOptions
 from lib_pinning.report import Reporter
+from lib_pinning.report.analysis import INFLUENCE_PLOT, WEIGHT_MAP_PLOT
 from lib_pinning.run import PinningRun, derive_seeds
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn is not installed")
@@ -220,6 +221,7 @@ def test_a_run_starts_the_helper_with_its_report_and_leaves_no_process(tmp_path,
         return
     (labels,) = answers
     assert labels is not None and data["clustered"]
+    assert (root / WEIGHT_MAP_PLOT).is_file() and (root / INFLUENCE_PLOT).is_file()  # the plots still drawn
     vectors = np.array([p["x"] for p in data["points"]])
     assert labels.tolist() == [p["cluster"] for p in data["points"]] == weight_map_here(vectors)
 
