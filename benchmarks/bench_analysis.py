@@ -19,9 +19,15 @@ interleaved over --repeats rounds so that load on the machine hits them alike:
 --cpus pins every demo (and so its helper) to those cores, e.g. --cpus 0 for a 1-core machine.
 Measured per run: the process's wall time and CPU time (user + system, from the child's rusage,
 which includes the helper's: the demo waits for it; less sensitive than wall time to other
-processes on the cores), the run's own time (run.json
+processes on the cores), the CPU that other processes used meanwhile (the machine's busy time
+from /proc/stat less the demo's own, in cores: how noisy that run's wall time is), the run's own
+time (run.json
 "seconds") and, in the runs with the analyses, the seconds of each analysis step inside the
-final report update. Reported as medians over the rounds and as the ratio with / without.
+final report update. Reported as medians over the rounds and as the ratio with / without, and
+the paired ratio again over the quiet rounds only (no run of the round shared the machine with
+more than QUIET_OTHERS cores of other work). --quiet-wait waits, before each demo, up to that many
+seconds for a second in which the machine is idle but for QUIET_OTHERS cores, so that more rounds
+are quiet on a shared machine.
 
     .venv/bin/python benchmarks/bench_analysis.py [--repeats 5] [--no-umap] [--cpus 0] [--modes without,late,helper]
         [--update-doc docs/benchmarks.md]
@@ -57,6 +63,8 @@ ALL_CORES = "### All cores"
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = "bench_timings.json"
 MODES = ("without", "with", "late", "helper", "umap")
+# Other processes' CPU, in cores, below which a run counts as quiet.
+QUIET_OTHERS = 0.3
 
 # The code each demo process runs: the CLI's own main() with the mode's patches, plus timers
 # around the analysis steps (a perf_counter pair each: nothing measurable).
@@ -117,6 +125,30 @@ class DemoRun:
     helpers: int  # helper processes started (cluster_process: none on one core)
     answered: bool  # the helper gave the clusters (it was ready when the final report asked)
     load: float | None  # the 1-minute load average as the run started
+    others: float | None = None  # cores' worth of other processes' CPU during the run (/proc/stat)
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds all cores have been busy since boot (/proc/stat; None where there is none)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(limit: float) -> bool:
+    """Wait up to `limit` seconds for a second in which other processes use at most QUIET_OTHERS
+    cores; whether one came."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = _machine_busy()
+        time.sleep(1.0)
+        after = _machine_busy()
+        if before is None or after is None or after - before <= QUIET_OTHERS:
+            return True
+    return False
 
 
 def demo_run(runs_dir: Path, mode: str, cpus: set[int] | None = None) -> DemoRun:
@@ -124,22 +156,27 @@ def demo_run(runs_dir: Path, mode: str, cpus: set[int] | None = None) -> DemoRun
     load = load_average()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = _machine_busy()
     started = time.perf_counter()
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     subprocess.run([sys.executable, "-c", RUNNER, mode, str(runs_dir)], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     wall = time.perf_counter() - started
+    busy_after = _machine_busy()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    others = (None if busy_before is None or busy_after is None
+              else max(0.0, busy_after - busy_before - cpu) / wall)
     (run_dir,) = [p for p in runs_dir.iterdir() if p.is_dir()]
     info = json.loads((run_dir / "run.json").read_text())
     map_file = run_dir / "weight_map.json"
     embedding = json.loads(map_file.read_text())["method"]["embedding"] if map_file.is_file() else None
     measured = json.loads((runs_dir / TIMINGS).read_text())
     return DemoRun(
-        wall=wall, cpu=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        wall=wall, cpu=cpu,
         run_seconds=float(info["seconds"]), batches=int(info["batches"]), embedding=embedding,
         timings=measured["timings"], helpers=int(measured["helpers"]), answered=bool(measured.get("answered")),
-        load=load,
+        load=load, others=others,
     )
 
 
@@ -154,19 +191,24 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str], cores: int) -> s
               "late": "with the analyses, scikit-learn imported late", "helper": "with the analyses, helper forced",
               "umap": "with the analyses, UMAP forced"}
     lines = [
-        "| demo | wall time | CPU time | wall / without | CPU / without | paired wall ratio | run's own time | embedding | clusters fitted by the helper |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| demo | wall time | CPU time | wall / without | CPU / without | paired wall ratio | paired, quiet rounds | run's own time | other processes' CPU | embedding | clusters fitted by the helper |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+    quiet = [r for r in rounds if all(run.others is not None and run.others <= QUIET_OTHERS for run in r.values())]
     for mode in modes:
         runs = by_mode[mode]
         paired = statistics.median(r.wall / w.wall for r, w in zip(runs, without))
+        paired_quiet = (f"{statistics.median(r[mode].wall / r['without'].wall for r in quiet):.3f} ({len(quiet)})"
+                        if quiet else "– (0)")
+        others = [r.others for r in runs if r.others is not None]
+        others_text = f"{statistics.median(others):.2f} cores (up to {max(others):.2f})" if others else "–"
         embeddings = ", ".join(sorted({str(r.embedding) for r in runs})) if mode != "without" else "–"
         helped = (f"{sum(r.answered for r in runs)} of {len(runs)} runs (started in {sum(r.helpers > 0 for r in runs)})"
                   if mode in ("with", "helper", "umap") else "–")
         lines.append(
             f"| {labels[mode]} | {_median(runs, 'wall'):.2f} s | {_median(runs, 'cpu'):.2f} s "
             f"| {_median(runs, 'wall') / _median(without, 'wall'):.3f} | {_median(runs, 'cpu') / _median(without, 'cpu'):.3f} "
-            f"| {paired:.3f} | {_median(runs, 'run_seconds'):.2f} s | {embeddings} | {helped} |"
+            f"| {paired:.3f} | {paired_quiet} | {_median(runs, 'run_seconds'):.2f} s | {others_text} | {embeddings} | {helped} |"
         )
     lines += ["", "Seconds of each analysis step inside the final report update (medians over the rounds):", "",
               "| step | " + " | ".join(labels[m] for m in modes if m != "without") + " |",
@@ -180,6 +222,16 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str], cores: int) -> s
             values = [r.timings[step] for r in by_mode[mode] if step in r.timings]
             cells.append(f"{statistics.median(values):.3f} s" if values else "–")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    # The analysis step's own seconds against its run's wall time: measured inside each run, so
+    # load on the machine scales both alike, where the ratio of two runs' wall times also carries
+    # the difference in load between them.
+    shares = []
+    for mode in modes:
+        values = [r.timings["analysis (all)"] / r.wall for r in by_mode[mode] if "analysis (all)" in r.timings]
+        if values:
+            shares.append(f"{labels[mode]}: median {statistics.median(values):.1%} (from {min(values):.1%} to {max(values):.1%})")
+    if shares:
+        lines += ["", "The analysis step's share of its own run's wall time: " + "; ".join(shares) + "."]
     loads = sorted(r.load for m in modes for r in by_mode[m] if r.load is not None)
     if loads:
         lines += ["", f"1-minute load average as each demo started: {loads[0]:.1f} to {loads[-1]:.1f}, "
@@ -195,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-umap", action="store_true", help="skip the runs with UMAP forced (35 s each)")
     parser.add_argument("--cpus", default=None, help="comma-separated cores every demo is pinned to (e.g. 0)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated ways, of {', '.join(MODES)}")
+    parser.add_argument("--quiet-wait", type=float, default=0.0,
+                        help="seconds to wait before each demo for the machine to be quiet (other processes' CPU)")
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -216,8 +270,11 @@ def main(argv: list[str] | None = None) -> int:
             # Each round in another order, so that no way always runs first (after the previous
             # round's slowest) or last.
             for mode in modes[n % len(modes):] + modes[:n % len(modes)]:
+                if args.quiet_wait > 0 and not wait_quiet(args.quiet_wait):
+                    log.info("round %d, %s: the machine stayed busy for %.0f s; running anyway", n + 1, mode, args.quiet_wait)
                 results[mode] = demo_run(Path(tmp) / f"round-{n}-{mode}", mode, cpus)
-                log.info("round %d, %s: wall %.2f s, cpu %.2f s", n + 1, mode, results[mode].wall, results[mode].cpu)
+                log.info("round %d, %s: wall %.2f s, cpu %.2f s, others %.2f cores", n + 1, mode, results[mode].wall,
+                         results[mode].cpu, results[mode].others or 0.0)
             rounds.append(results)
     load_after = load_average()
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])
