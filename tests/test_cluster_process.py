@@ -69,7 +69,7 @@ def test_the_helper_gives_the_labels_of_a_fit_here_and_ends():
     labels = helper.labels(vectors, PARAMS)
     assert labels is not None and labels.tolist() == here(vectors).tolist()
     assert sorted(set(labels.tolist())) == [0, 1]
-    assert process.returncode is not None  # it ended with its answer
+    assert process.wait(timeout=READY) is not None  # it ended with its answer
     assert helper.labels(vectors, PARAMS) is None  # used once
 
 
@@ -92,7 +92,7 @@ def test_a_helper_still_importing_is_ended_and_the_fit_made_here(caplog):
             labels = weight_map.cluster(vectors)
     assert "still importing scikit-learn; clustering here" in caplog.text
     assert labels.tolist() == here(vectors).tolist()
-    assert process.returncode is not None  # ended, not left to finish its import
+    assert process.wait(timeout=READY) == -signal.SIGKILL  # ended, not left to finish its import
 
 
 def test_a_crashed_helper_leaves_the_fit_to_this_process(caplog):
@@ -130,7 +130,7 @@ def test_a_helper_too_slow_to_answer_is_ended_and_the_fit_made_here(caplog, monk
             labels = weight_map.cluster(vectors)
     assert "gave no answer in 0.5 s; clustering here" in caplog.text
     assert labels.tolist() == here(vectors).tolist()
-    assert process.returncode is not None
+    assert process.wait(timeout=READY) == -signal.SIGKILL
 
 
 def test_the_map_asks_the_helper_it_is_served(monkeypatch):
@@ -165,7 +165,7 @@ def test_a_helper_left_from_before_scikit_learn_went_missing_is_not_used(fresh_p
     process = helper._process
     monkeypatch.setitem(sys.modules, "sklearn", None)  # find_spec now fails: "not installed"
     assert cluster_process.take() is None
-    assert process.poll() is not None
+    assert process.wait(timeout=READY) == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("affinity, cpu_count, spare", [({0}, 2, False), ({0, 1}, 2, True), ({3}, 16, False),
@@ -214,7 +214,7 @@ def test_a_run_starts_the_helper_with_its_report_and_leaves_no_process(tmp_path,
     assert len(processes) == 1  # started with the report, before the run
     root = toy_run(tmp_path, generations, reporter)
     assert len(processes) == 1
-    assert processes[0].poll() is not None  # answered, or ended by the final update
+    assert processes[0].wait(timeout=READY) is not None  # answered, or ended by the final update
     data = json.loads((root / weight_map.WEIGHT_MAP_FILE).read_text())
     if generations == 1:
         assert answers == [] and not data["clustered"]
