@@ -210,26 +210,38 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str], cores: int) -> s
             f"| {_median(runs, 'wall') / _median(without, 'wall'):.3f} | {_median(runs, 'cpu') / _median(without, 'cpu'):.3f} "
             f"| {paired:.3f} | {paired_quiet} | {_median(runs, 'run_seconds'):.2f} s | {others_text} | {embeddings} | {helped} |"
         )
+    # The steps' columns: each way with the analyses, and the runs of a way with a helper split by
+    # whether it answered (its clusters come from the helper) or not (imported here): a median over
+    # both would describe neither.
+    columns: list[tuple[str, list[DemoRun]]] = []
+    for mode in modes:
+        if mode == "without":
+            continue
+        runs = by_mode[mode]
+        answered = [r for r in runs if r.answered]
+        if mode in ("with", "helper", "umap") and 0 < len(answered) < len(runs):
+            columns.append((f"{labels[mode]}, helper answered ({len(answered)} runs)", answered))
+            columns.append((f"{labels[mode]}, not ({len(runs) - len(answered)} runs)", [r for r in runs if not r.answered]))
+        else:
+            columns.append((labels[mode], runs))
     lines += ["", "Seconds of each analysis step inside the final report update (medians over the rounds):", "",
-              "| step | " + " | ".join(labels[m] for m in modes if m != "without") + " |",
-              "|---|" + "---:|" * (len(modes) - 1)]
-    steps = sorted({k for m in modes if m != "without" for r in by_mode[m] for k in r.timings})
+              "| step | " + " | ".join(name for name, _ in columns) + " |",
+              "|---|" + "---:|" * len(columns)]
+    steps = sorted({k for _, runs in columns for r in runs for k in r.timings})
     for step in steps:
         cells = []
-        for mode in modes:
-            if mode == "without":
-                continue
-            values = [r.timings[step] for r in by_mode[mode] if step in r.timings]
+        for _, runs in columns:
+            values = [r.timings[step] for r in runs if step in r.timings]
             cells.append(f"{statistics.median(values):.3f} s" if values else "–")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     # The analysis step's own seconds against its run's wall time: measured inside each run, so
     # load on the machine scales both alike, where the ratio of two runs' wall times also carries
     # the difference in load between them.
     shares = []
-    for mode in modes:
-        values = [r.timings["analysis (all)"] / r.wall for r in by_mode[mode] if "analysis (all)" in r.timings]
+    for name, runs in columns:
+        values = [r.timings["analysis (all)"] / r.wall for r in runs if "analysis (all)" in r.timings]
         if values:
-            shares.append(f"{labels[mode]}: median {statistics.median(values):.1%} (from {min(values):.1%} to {max(values):.1%})")
+            shares.append(f"{name}: median {statistics.median(values):.1%} (from {min(values):.1%} to {max(values):.1%})")
     if shares:
         lines += ["", "The analysis step's share of its own run's wall time: " + "; ".join(shares) + "."]
     loads = sorted(r.load for m in modes for r in by_mode[m] if r.load is not None)

@@ -24,8 +24,11 @@ def test_the_section_counts_the_helpers_answers_and_the_analysis_share_of_each_r
     assert cells[6] == "1.040 (1)"  # over the quiet round only: the second shared the machine
     assert cells[8] == "0.45 cores (up to 0.90)"
     assert cells[-1] == "1 of 2 runs (started in 2)"
-    # Each run's analysis step against its own wall time: 0.2/10.4 and 0.6/12.0.
-    assert "with the analyses (as shipped): median 3.5% (from 1.9% to 5.0%)" in text
+    # Each run's analysis step against its own wall time, split by the helper's answer: 0.2/10.4
+    # (answered), 0.6/12.0 (not).
+    assert "with the analyses (as shipped), helper answered (1 runs): median 1.9% (from 1.9% to 1.9%)" in text
+    assert "with the analyses (as shipped), not (1 runs): median 5.0%" in text
+    assert "| analysis (all) | 0.200 s | 0.600 s |" in text
     assert "the demos ran on 2" in text
 
 
