@@ -14,6 +14,8 @@ interleaved over --repeats rounds so that load on the machine hits them alike:
   - with, late import: the same without that helper (the final report imports scikit-learn in
     the run's process, as before cluster_process existed);
   - with, helper forced: the helper started even on one core (what it costs there, --cpus 0);
+  - with, helper at normal priority (nice0): the helper imports without lowering its priority
+    (what nice 19 costs or saves when other processes keep the cores busy);
   - with UMAP forced: choose_embedding always answers UMAP, the cost before the choice (skipped
     with --no-umap).
 --cpus pins every demo (and so its helper) to those cores, e.g. --cpus 0 for a 1-core machine.
@@ -62,7 +64,7 @@ INTRO = ("What the analyses (influence.json, weight_map.json and their plots) ad
 ALL_CORES = "### All cores"
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = "bench_timings.json"
-MODES = ("without", "with", "late", "helper", "umap")
+MODES = ("without", "with", "late", "helper", "nice0", "umap")
 # Other processes' CPU, in cores, below which a run counts as quiet.
 QUIET_OTHERS = 0.3
 
@@ -92,6 +94,10 @@ if mode in ("without", "late"):
 else:
     if mode == "helper":
         cluster_process._spare_core = lambda: True
+    if mode == "nice0":
+        lowering = f"os.setpriority(os.PRIO_PROCESS, 0, {cluster_process.IMPORT_NICE})"
+        assert lowering in cluster_process._HELPER
+        cluster_process._HELPER = cluster_process._HELPER.replace(lowering, "pass")
     spawn = cluster_process.ClusterProcess.spawn.__func__
     cluster_process.ClusterProcess.spawn = classmethod(lambda cls: helpers.append(1) or spawn(cls))
     ask = cluster_process.ClusterProcess.labels
@@ -189,6 +195,7 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str], cores: int) -> s
     without = by_mode["without"]
     labels = {"without": "without the analyses", "with": "with the analyses (as shipped)",
               "late": "with the analyses, scikit-learn imported late", "helper": "with the analyses, helper forced",
+              "nice0": "with the analyses, helper at normal priority",
               "umap": "with the analyses, UMAP forced"}
     lines = [
         "| demo | wall time | CPU time | wall / without | CPU / without | paired wall ratio | paired, quiet rounds | run's own time | other processes' CPU | embedding | clusters fitted by the helper |",
@@ -204,7 +211,7 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str], cores: int) -> s
         others_text = f"{statistics.median(others):.2f} cores (up to {max(others):.2f})" if others else "–"
         embeddings = ", ".join(sorted({str(r.embedding) for r in runs})) if mode != "without" else "–"
         helped = (f"{sum(r.answered for r in runs)} of {len(runs)} runs (started in {sum(r.helpers > 0 for r in runs)})"
-                  if mode in ("with", "helper", "umap") else "–")
+                  if mode in ("with", "helper", "nice0", "umap") else "–")
         lines.append(
             f"| {labels[mode]} | {_median(runs, 'wall'):.2f} s | {_median(runs, 'cpu'):.2f} s "
             f"| {_median(runs, 'wall') / _median(without, 'wall'):.3f} | {_median(runs, 'cpu') / _median(without, 'cpu'):.3f} "
@@ -219,7 +226,7 @@ def section(rounds: list[dict[str, DemoRun]], modes: list[str], cores: int) -> s
             continue
         runs = by_mode[mode]
         answered = [r for r in runs if r.answered]
-        if mode in ("with", "helper", "umap") and 0 < len(answered) < len(runs):
+        if mode in ("with", "helper", "nice0", "umap") and 0 < len(answered) < len(runs):
             columns.append((f"{labels[mode]}, helper answered ({len(answered)} runs)", answered))
             columns.append((f"{labels[mode]}, not ({len(runs) - len(answered)} runs)", [r for r in runs if not r.answered]))
         else:
