@@ -21,3 +21,25 @@ def test_the_map_section_names_the_embedding_it_used() -> None:
 
     assert view(weight_map.UMAP) == "with UMAP"
     assert view(weight_map.PRINCIPAL_AXES) == "on their first two principal axes"
+
+
+def test_the_map_plot_has_its_title_above_the_axes() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from lib_pinning.report.analysis_plots import MAP_TITLE_TOP, weight_map_png
+
+    rng = np.random.default_rng(0)
+    points = [{"xy": xy.tolist(), "loss": float(loss), "cluster": int(k)}
+              for xy, loss, k in zip(rng.normal(size=(20, 2)), rng.uniform(size=20), [0] * 10 + [-1] * 10)]
+    data = {"embedded": True, "points": points, "clusters": [{"id": 0}], "method": {"embedding": weight_map.UMAP},
+            "path": [{"xy": [0.0, 0.0]}, {"xy": [0.5, 0.5]}]}
+    pixels = np.asarray(Image.open(io.BytesIO(weight_map_png(data))).convert("L"))
+    # The band between the title's top edge and the axes (which start at 0.94 of the height) is
+    # white but for the title: the stamped text must be there, dark, and centred.
+    band = pixels[int((1 - MAP_TITLE_TOP) * len(pixels)) - 1: int(0.06 * len(pixels))]
+    dark = np.argwhere(band < 100)
+    assert len(dark) > 200
+    assert abs(dark[:, 1].mean() - pixels.shape[1] / 2) < pixels.shape[1] * 0.1

@@ -110,7 +110,7 @@ def cluster(vectors: np.ndarray) -> np.ndarray:
     # the density estimate local.
     params = {"min_cluster_size": max(5, len(vectors) // 20), "min_samples": MIN_SAMPLES}
     # The report's helper process, which imported scikit-learn while the run generated
-    # (cluster_process.py); else (none, or it failed) here.
+    # (cluster_process.py); else (none, not ready, or it failed) here.
     labels = cluster_process.labels(vectors, params)
     if labels is None:
         hdbscan = _import(cluster_process.MODULE, "the weight map's clusters").HDBSCAN

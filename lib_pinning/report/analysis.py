@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,8 +148,10 @@ class RunAnalysis:
     """Computes, writes and shows the analyses of one run directory."""
 
     def __init__(self) -> None:
+        # The helper that imports scikit-learn for the final update's clusters starts with the
+        # report, i.e. as the run starts (cluster_process.py; at most one per process).
+        cluster_process.ClusterProcess.start()
         self._signature: tuple[int, float] | None = None
-        self._helper: cluster_process.ClusterProcess | None = None
         self.influence: dict[str, Any] | None = None
         self.weight_map: dict[str, Any] | None = None
         self.failed: set[str] = set()  # the analyses whose last computation raised (the page says so)
@@ -162,30 +163,22 @@ class RunAnalysis:
         self._signature = signature
         self.failed.clear()
         self.influence = self._run("influence", lambda: influence.write_influence(store))
-        with cluster_process.serving(self._helper):
-            self.weight_map = self._run("weight map", lambda: weight_map.write_weight_map(store))
-        self.close()
+        helper = cluster_process.take()
+        try:
+            with cluster_process.serving(helper):
+                self.weight_map = self._run("weight map", lambda: weight_map.write_weight_map(store))
+        finally:
+            if helper is not None:
+                helper.close()  # its fit was not needed (too few points) or it answered already
         self._plot(store.root / INFLUENCE_PLOT, lambda: analysis_plots.influence_png(self.influence or {}))
         self._plot(store.root / WEIGHT_MAP_PLOT, lambda: analysis_plots.weight_map_png(self.weight_map or {}))
 
     def load(self, store: RunStore) -> None:
-        """Show what an earlier final update wrote (a live page of a resumed run), and start the
-        helper process that imports scikit-learn for the final update's clusters while the run
-        generates (cluster_process.py; at most one per process)."""
-        if self._helper is None:
-            self._helper = cluster_process.ClusterProcess.start()
-            if self._helper is not None:
-                # A run that never reaches its final update (a test, a crash) must not leave it behind.
-                weakref.finalize(self, self._helper.close)
+        """Show what an earlier final update wrote (a live page of a resumed run)."""
         if self.influence is None:
             self.influence = _read(store.root / influence.INFLUENCE_FILE)
         if self.weight_map is None:
             self.weight_map = _read(store.root / weight_map.WEIGHT_MAP_FILE)
-
-    def close(self) -> None:
-        """End the helper process if it is still running (its fit was not needed)."""
-        if self._helper is not None:
-            self._helper.close()
 
     def _run(self, what: str, job: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         try:

@@ -1,24 +1,36 @@
 """The plots of the run analyses: per-unit influence bars and the weight map.
 
 Drawn once per final report update (they summarise the whole run), the ordinary way: standalone
-figures on their own Agg canvas, no pyplot (see plots.py for why).
+figures on their own Agg canvas, no pyplot (see plots.py for why). Text is most of their cost (the
+glyphs' layout and rendering); the map's long title is stamped with Pillow (canvas.Caption, as the
+loss plots' titles), which took a fifth of the map's drawing as a matplotlib title.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from lib_pinning.analysis.influence import INERT, LOOSENING, TIGHTENING
 from lib_pinning.analysis.weight_map import UMAP
-from lib_pinning.report.canvas import figure_png, new_figure
+from lib_pinning.report.canvas import Caption, canvas_of, new_figure, figure_png
+from lib_pinning.report.media import png_rgb
 
 # The same colours as the page's class legend (report.css .inf-*).
 CLASS_COLOURS = {TIGHTENING: "#2b8a3e", LOOSENING: "#c92a2a", INERT: "#868e96"}
 UNKNOWN_COLOUR = "#f59f00"
 LABEL_CHARACTERS = 28
 CLUSTER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+MAP_TITLE_POINTS = 9
+# The map's axes end at 0.94 of the figure's height; the title's top edge sits in the margin above.
+MAP_TITLE_TOP = 0.985
+
+
+@lru_cache(maxsize=1)
+def _map_title() -> Caption:
+    return Caption(MAP_TITLE_POINTS, top=MAP_TITLE_TOP)
 
 
 def _label(unit: dict[str, Any]) -> str:
@@ -101,8 +113,12 @@ def weight_map_png(data: dict[str, Any]) -> bytes | None:
     colourbar = fig.add_axes((0.88, 0.08, 0.03, 0.86))
     fig.colorbar(scatter, cax=colourbar, label="loss")
     method = "UMAP" if (data.get("method") or {}).get("embedding") == UMAP else "principal axes"
-    ax.set_title(f"searched weights ({method}): colour = loss, marker = cluster (dot: none), ★ best, line = CMA-ES mean",
-                 fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    return figure_png(fig)
+    canvas = canvas_of(fig)
+    canvas.draw()
+    pixels = np.array(canvas.buffer_rgba())  # a copy: the caption is stamped into it
+    title = _map_title()
+    title.text = f"searched weights ({method}): colour = loss, marker = cluster (dot: none), ★ best, line = CMA-ES mean"
+    title.stamp(pixels)
+    return png_rgb(pixels)
