@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torchsde
 
-from .advance import advance, advance_is_exact, draws_are_word_aligned
+from .advance import POSITIONS, advance_is_exact, draws_are_word_aligned
 
 
 def split_seed(seed: int, step: int) -> int:
@@ -71,6 +71,8 @@ class SeededNoise:
     rows' draws are owed, and a row catches up on all it owes in one call (`advance.advance`)
     before its next draw, so every row still gets exactly the values `next()` would give it. On
     the toy, skipping the rows a hyperbatch has not split off yet saved ~40% of their noise cost.
+    A catch-up to a position reached before (a pinning run's next batch of the same seeds) is a
+    jump to the cached generator state (`advance.POSITIONS`), not a draw.
     The catch-up is used only where it is exact (CPU generator, `advance.draws_are_word_aligned`,
     `advance.advance_is_exact`); elsewhere, or with catch_up=False, every row is drawn every time.
     """
@@ -103,7 +105,11 @@ class SeededNoise:
         self._scratch = torch.empty(0, dtype=torch.uint8)
 
     def _make_generators(self, delta: int) -> list[torch.Generator]:
-        return [torch.Generator(self.generator_device).manual_seed(s + delta) for s in self.seeds]
+        # Each generator's seed and the words it consumed since: its position, which a catch-up
+        # looks up in `advance.POSITIONS` (a pinning run's batches share their seeds).
+        self._generator_seeds = [s + delta for s in self.seeds]
+        self._words = [0] * len(self.seeds)
+        return [torch.Generator(self.generator_device).manual_seed(s) for s in self._generator_seeds]
 
     def _draw(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         stop = len(self.seeds) if stop is None else stop
@@ -113,8 +119,12 @@ class SeededNoise:
         for r, owed in enumerate(self._owed):
             if start <= r < stop:
                 if owed:
-                    self._scratch = advance(self._generators[r], owed * values, self._scratch)
+                    self._scratch = POSITIONS.advance(
+                        self._generators[r], self._generator_seeds[r], self._words[r], owed * values, self._scratch
+                    )
+                    self._words[r] += owed * values
                     self._owed[r] = 0
+                self._words[r] += values
             else:
                 self._owed[r] += 1
         return self._stack(range(start, stop))
