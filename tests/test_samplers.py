@@ -137,7 +137,7 @@ CHOSEN_DEFAULTS = {
     "euler_ancestral": ("front", 1.0),
     "dpmpp_2m": ("front", 1.0),
     "dpmpp_sde": ("front", 1.0),
-    "dpmpp_2m_sde": ("front", 1.0),
+    "dpmpp_2m_sde": ("front-early", math.sqrt(0.5)),
 }
 """(growth, split_rho) per sampler as chosen in docs/benchmarks.md, "Fidelity: chosen defaults (toy)"."""
 
@@ -390,7 +390,7 @@ def test_webui_arguments_follow_the_active_rows(name, style):
         model, x, sigmas, extra_args=args, disable=True, noise_sampler=noise,
         callback=lambda info: sizes_seen.append((info["x"].shape[0], info["denoised"].shape[0])),
     )
-    plan = plan_growth(batch_size, steps)
+    plan = plan_growth(batch_size, steps, SAMPLERS[name].default_growth)
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert sizes_seen == [(n, n) for n in plan.sizes]
     assert sum(model.calls) == plan.model_rows(SAMPLERS[name].evals(steps))
