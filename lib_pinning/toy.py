@@ -92,6 +92,7 @@ import hashlib
 import math
 import re
 import struct
+import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -334,6 +335,7 @@ class ToyModel:
         self._mu64_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._log_weights_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
         self._sigma_cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._local = threading.local()
         attr = torch.zeros(NUM_PROTOTYPES, len(ATTRIBUTE_WORDS), dtype=torch.float64)
         for k, proto in enumerate(PROTOTYPES):
             for word in proto.attributes:
@@ -453,10 +455,31 @@ class ToyModel:
         are ~1 (sigma -> 0). In float32 that cancellation, or cdist's own, leaves errors of ~0.04
         in the squared distance, i.e. several units of log-odds at sigma ~ s: far too much.
         """
-        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        n = x.shape[0]
+        flat = self._scratch(torch.float64, x.device, 0, n, x[0].numel())
+        flat.copy_(x.reshape(n, -1))
+        squares = torch.square(flat, out=self._scratch(torch.float64, x.device, 1, n, flat.shape[1]))
         mu, mu_sq = self._mu64(flat.device)
-        sq = torch.addmm(flat.square().sum(dim=1, keepdim=True) + mu_sq, flat, mu.T, alpha=-2.0)
+        sq = torch.addmm(squares.sum(dim=1, keepdim=True) + mu_sq, flat, mu.T, alpha=-2.0)
         return sq.clamp_min_(0.0)
+
+    def _scratch(self, dtype: torch.dtype, device: torch.device, slot: int, rows: int, width: int) -> torch.Tensor:
+        """Rows 0..rows-1 of this thread's scratch buffer `slot` ([>= rows, width], grown as needed).
+
+        The float64 copy of x and its squares are the call's two largest temporaries (96 KB a
+        row on the toy); fresh ones cost page faults at every call, and a hyperbatch, whose row
+        count changes, gets fewer reused blocks from the allocator than a plain batch. The same
+        ops write into kept buffers instead: the same values. One set per thread, as the
+        generator may serve several threads.
+        """
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        key = (dtype, device, slot, width)
+        buffer = buffers.get(key)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = buffers[key] = torch.empty((rows, width), dtype=dtype, device=device)
+        return buffer[:rows]
 
     def _rows(self, name: str, value: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
         """float64 [n, K] log weights from an [n, K] or [1, K] tensor."""
