@@ -664,6 +664,22 @@ def test_split_noise_is_a_pure_function_of_seed_and_step():
     assert wide.std().item() == pytest.approx(1.0, abs=0.35)
 
 
+def test_kept_split_noise_rows_are_the_drawn_values_and_stay_unmodified():
+    """Refresh rows are kept between batches: the kept values are those of a fresh draw, and a
+    caller modifying what it got cannot change the next batch's noise."""
+    from pinning_samplers import noise as noise_module
+    from pinning_samplers.noise import split_noise_rows, split_seed
+
+    noise_module._SPLIT_ROWS.clear()
+    first = split_noise_rows([7, 8], (2, DIM), 4)
+    drawn = torch.randn((2, DIM), generator=torch.Generator().manual_seed(split_seed(8, 4)))
+    assert torch.equal(first[1], drawn)
+    first.add_(1.0)
+    again = split_noise_rows([7, 8], (2, DIM), 4)
+    assert torch.equal(again[1], drawn) and len(noise_module._SPLIT_ROWS) == 2
+    assert not torch.equal(split_noise_rows([7, 8], (2, DIM), 5), again)
+
+
 def test_step_coefficients_are_computed_once_per_schedule_value():
     """A fresh tensor of the same schedule (what the WebUI and the toy pass at every batch) hits the
     cache; another schedule, dtype or eta does not."""
