@@ -84,6 +84,13 @@ def clear_caches() -> None:
     plan_module._planned.cache_clear()
 
 
+def brownian_steps(sampler: str) -> bool:
+    """Whether every step queries Brownian trees (the SDE samplers: seconds a batch on the toy);
+    DPM++ 2M has per-seed trees too but never queries them."""
+    info = SAMPLERS[sampler]
+    return bool(info.stochastic and info.webui_options.get("brownian_noise"))
+
+
 def late_rows(plan: GrowthPlan) -> int:
     """Rows that start after the first draw and catch their generators up once (`SeededNoise`)."""
     return plan.batch_size - plan.sizes[0]
@@ -248,7 +255,7 @@ def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float
            slow_repeats: int | None = None, cold_repeats: int = 0) -> str:
     load_after = load_average()
     per_n, den_fixed, den_row = denoiser
-    slow = [w.sampler for w in walls if SAMPLERS[w.sampler].webui_options.get("brownian_noise")]
+    slow = [w.sampler for w in walls if brownian_steps(w.sampler)]
     repeats_text = f"{repeats} interleaved repeats"
     if slow and slow_repeats is not None and slow_repeats != repeats:
         repeats_text += f" ({slow_repeats} for {', '.join(slow)}, whose Brownian trees make a batch slow)"
@@ -391,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     walls = []
     for sampler in args.samplers:
         logger.info("timing %s", sampler)
-        brownian = SAMPLERS[sampler].webui_options.get("brownian_noise")
-        repeats = args.slow_repeats if brownian and args.slow_repeats is not None else args.repeats
+        slow = brownian_steps(sampler)
+        repeats = args.slow_repeats if slow and args.slow_repeats is not None else args.repeats
         walls.append(time_sampler(sampler, args.steps, repeats, min(cold_repeats, repeats)))
     body = report(walls, denoiser, catch_up, args.repeats, load_before, time.perf_counter() - started,
                   args.slow_repeats, cold_repeats)

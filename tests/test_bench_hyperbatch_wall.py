@@ -47,3 +47,4 @@ def test_each_sampler_is_timed_at_its_own_default_first() -> None:
     assert bench.schedules_for("dpmpp_2m_sde") == ("front-early", "front", "even", "late")
     assert bench.schedules_for("euler_ancestral") == ("front", "even", "late")
     assert bench.late_rows(GrowthPlan(4, 4, (1, 2, 4, 4))) == 3
+    assert [s for s in bench.SAMPLERS_DEFAULT if bench.brownian_steps(s)] == ["dpmpp_sde", "dpmpp_2m_sde"]
