@@ -91,12 +91,13 @@ class ToySettings(OptionsModel):
         help="k-diffusion sampler run on the toy model.",
         infotext=None,
     )
-    growth: Literal["none", "front", "even", "late"] = option(
+    growth: Literal["none", "front", "front-early", "even", "late"] = option(
         "none",
         label="Hyperbatch",
-        help="none: a plain batch; front / even / late: a hyperbatch that starts from one latent and "
-        "splits it during sampling (front splits while the composition is open and ranks prompts "
-        "closest to plain batches; even and late share more steps: cheaper, less variety).",
+        help="none: a plain batch; front / front-early / even / late: a hyperbatch that starts from one "
+        "latent and splits it during sampling (front splits while the composition is open and ranks "
+        "prompts closest to plain batches; front-early, DPM++ 2M SDE's default, splits a little "
+        "earlier; even and late share more steps: cheaper, less variety).",
         infotext=None,
     )
     scheduler: Literal["karras", "exponential"] = option(

@@ -92,6 +92,7 @@ import hashlib
 import math
 import re
 import struct
+import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -103,6 +104,10 @@ from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, NUM_PROTOTYPES, PROTOTYP
 
 # sigma_max per pixel of image side (see ToyConfig.sigma_max).
 SIGMA_MAX_PER_PIXEL = 2.5
+
+# Sigma values whose denoiser terms a model keeps (`ToyModel._sigma_terms`): a schedule's steps at
+# each row count a hyperbatch passes through, several schedules over.
+_SIGMA_CACHE_SIZE = 512
 
 _WORD_RE = re.compile(r"[^\W_]+")
 
@@ -329,6 +334,8 @@ class ToyModel:
         self._proto_cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._mu64_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._log_weights_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
+        self._sigma_cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._local = threading.local()
         attr = torch.zeros(NUM_PROTOTYPES, len(ATTRIBUTE_WORDS), dtype=torch.float64)
         for k, proto in enumerate(PROTOTYPES):
             for word in proto.attributes:
@@ -448,10 +455,31 @@ class ToyModel:
         are ~1 (sigma -> 0). In float32 that cancellation, or cdist's own, leaves errors of ~0.04
         in the squared distance, i.e. several units of log-odds at sigma ~ s: far too much.
         """
-        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        n = x.shape[0]
+        flat = self._scratch(torch.float64, x.device, 0, n, x[0].numel())
+        flat.copy_(x.reshape(n, -1))
+        squares = torch.square(flat, out=self._scratch(torch.float64, x.device, 1, n, flat.shape[1]))
         mu, mu_sq = self._mu64(flat.device)
-        sq = torch.addmm(flat.square().sum(dim=1, keepdim=True) + mu_sq, flat, mu.T, alpha=-2.0)
+        sq = torch.addmm(squares.sum(dim=1, keepdim=True) + mu_sq, flat, mu.T, alpha=-2.0)
         return sq.clamp_min_(0.0)
+
+    def _scratch(self, dtype: torch.dtype, device: torch.device, slot: int, rows: int, width: int) -> torch.Tensor:
+        """Rows 0..rows-1 of this thread's scratch buffer `slot` ([>= rows, width], grown as needed).
+
+        The float64 copy of x and its squares are the call's two largest temporaries (96 KB a
+        row on the toy); fresh ones cost page faults at every call, and a hyperbatch, whose row
+        count changes, gets fewer reused blocks from the allocator than a plain batch. The same
+        ops write into kept buffers instead: the same values. One set per thread, as the
+        generator may serve several threads.
+        """
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        key = (dtype, device, slot, width)
+        buffer = buffers.get(key)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = buffers[key] = torch.empty((rows, width), dtype=dtype, device=device)
+        return buffer[:rows]
 
     def _rows(self, name: str, value: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
         """float64 [n, K] log weights from an [n, K] or [1, K] tensor."""
@@ -501,12 +529,32 @@ class ToyModel:
             )
         return self.component_std**2 + sigma.square()
 
+    def _sigma_terms(self, sigma: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(2 (s^2 + sigma^2) as float64 [n, 1], the shrink s^2 / (s^2 + sigma^2) as x.dtype [n, 1]),
+        kept per sigma value: a sampler calls the model at each step's sigma on a fresh tensor, and
+        these ~9 ops on n values are a third of a one-row call's fixed cost. Computed on a miss
+        with the very ops the formula uses, so the values are the same bits."""
+        if isinstance(sigma, torch.Tensor):
+            key: tuple[Any, ...] = (sigma.dtype, tuple(sigma.shape), tuple(sigma.reshape(-1).tolist()))
+        else:
+            key = (type(sigma), sigma)
+        key += (x.shape[0], x.dtype, x.device)
+        terms = self._sigma_cache.get(key)
+        if terms is None:
+            variance = self._variance(sigma, x)
+            terms = (2.0 * variance[:, None], (self.component_std**2 / variance).to(x.dtype).view(x.shape[0], 1))
+            if len(self._sigma_cache) >= _SIGMA_CACHE_SIZE:
+                self._sigma_cache.pop(next(iter(self._sigma_cache)))
+            self._sigma_cache[key] = terms
+        return terms
+
     @staticmethod
-    def _log_resp(sq_dist: torch.Tensor, variance: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    def _log_resp(sq_dist: torch.Tensor, two_variance: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
         # log N(x; mu_k, v I) up to a term shared by all components ((d/2) log 2 pi v), which
         # log_softmax removes; no exp() of a large number anywhere, so every sigma is safe.
         # log_w may carry a leading branch dimension (cond, uncond): one op serves both.
-        return torch.log_softmax(log_w - sq_dist / (2.0 * variance[:, None]), dim=-1)
+        # two_variance: 2 v as [n, 1].
+        return torch.log_softmax(log_w - sq_dist / two_variance, dim=-1)
 
     def responsibilities(
         self, x: torch.Tensor, sigma: torch.Tensor | float, log_weights: torch.Tensor
@@ -514,7 +562,7 @@ class ToyModel:
         """float64 [n, K]: p(component k | x, sigma) with prior weights exp(log_weights) ([n|1, K])."""
         variance = self._variance(sigma, x)
         log_w = self._rows("log_weights", log_weights, x.shape[0], x.device)
-        return self._log_resp(self._sq_distances(x), variance, log_w).exp()
+        return self._log_resp(self._sq_distances(x), 2.0 * variance[:, None], log_w).exp()
 
     @staticmethod
     def _guidance(cond_scale: float | torch.Tensor, n: int, device: torch.device) -> float | torch.Tensor | None:
@@ -554,17 +602,16 @@ class ToyModel:
             raise ValueError(f"x must be [n, *{self.image_shape}], got {tuple(x.shape)}")
         n = x.shape[0]
         scale = self._guidance(cond_scale, n, x.device)
-        variance = self._variance(sigma, x)
+        two_variance, shrink = self._sigma_terms(sigma, x)
         log_w = self._log_weights(cond, uncond, scale is not None, n, x.device)
         self.calls += 1
         self.rows_evaluated += n
-        resp = self._log_resp(self._sq_distances(x), variance, log_w).exp()
+        resp = self._log_resp(self._sq_distances(x), two_variance, log_w).exp()
         weights = resp[0]
         if scale is not None:
             # Each component's denoised mean is the same in both branches, so mixing the two
             # denoisers is mixing their responsibilities: one matrix product serves both.
             weights = resp[1] + scale * (weights - resp[1])
-        shrink = (self.component_std**2 / variance).to(x.dtype).view(n, 1)
         flat = x.reshape(n, -1)
         mixed = weights.to(x.dtype) @ self._mu(flat)
         # sum_k w_k (mu_k + shrink (x - mu_k)) = mixed + shrink (x - mixed), as sum_k w_k = 1

@@ -27,6 +27,7 @@ function of the seeds.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -34,6 +35,9 @@ from typing import Any
 
 import torch
 
+from .coefficients import dpmpp_2m_steps, euler_ancestral_steps, get_ancestral_step
+from .coefficients import sigma_of_t as _sigma_of_t
+from .coefficients import t_of_sigma as _t_of_sigma
 from .loop import Hyperbatch, NoiseSampler
 from .noise import SeededBrownianNoise
 from .plan import DEFAULT_SCHEDULE, GrowthPlan
@@ -55,6 +59,13 @@ whose variance is below the data's (the usual approximation of ancestral sampler
 split_rho=math.sqrt(0.5) to keep more of that spread at the cost of fewer parted pairs.
 """
 
+DPMPP_2M_SDE_SCHEDULE = "front-early"
+DPMPP_2M_SDE_SPLIT_RHO = math.sqrt(0.5)
+"""DPM++ 2M SDE's defaults (also its Heun variant's, the same function): the fidelity rule's pick
+for it ("Fidelity: chosen defaults (toy)", docs/benchmarks.md): variety Spearman 0.693 and ranking
+0.518 against 0.707 and 0.294 for "front" with rho = 1, within the rule's 0.05 tie on variety, so
+the ranking decides."""
+
 ModelFn = Callable[..., torch.Tensor]
 Callback = Callable[[dict[str, Any]], Any]
 
@@ -62,24 +73,6 @@ Callback = Callable[[dict[str, Any]], Any]
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """The Karras ODE derivative dx/dsigma from a denoiser output."""
     return (x - denoised) / sigma[(...,) + (None,) * (x.ndim - sigma.ndim)]
-
-
-def get_ancestral_step(sigma_from: Any, sigma_to: Any, eta: float = 1.0) -> tuple[Any, Any]:
-    """(sigma_down, sigma_up) of an ancestral step: the deterministic step goes to sigma_down,
-    then noise of std sigma_up brings the level back to sigma_to."""
-    if not eta:
-        return sigma_to, 0.0
-    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
-    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
-    return sigma_down, sigma_up
-
-
-def _sigma_of_t(t: torch.Tensor) -> torch.Tensor:
-    return t.neg().exp()
-
-
-def _t_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
-    return sigma.log().neg()
 
 
 def default_noise_sampler(x: torch.Tensor) -> NoiseSampler:
@@ -120,13 +113,16 @@ def sample_euler_ancestral_hyperbatch(
         split_refresh=_refresh_unless_noisy(eta, s_noise, split_rho), plan_refresh=split_rho,
     )
     state = run.state
+    steps = euler_ancestral_steps(sigmas, eta) if run.steps else ()
+    # x * 1.0 is x, bit for bit: the default s_noise costs no op.
+    unit_noise = type(s_noise) in (int, float) and s_noise == 1
     for i, denoised in run:
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        d = to_d(state.x, sigmas[i], denoised)
-        dt = sigma_down - sigmas[i]
-        state.x = state.x + d * dt
-        if sigmas[i + 1] > 0:
-            state.x = state.x + run.noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+        step = steps[i]  # sigma_down, sigma_up and dt of k-diffusion's step, computed once per schedule
+        d = to_d(state.x, step.sigma, denoised)
+        state.x = state.x + d * step.dt
+        if step.noisy:
+            noise = run.noise(step.sigma, step.sigma_next)
+            state.x = state.x + (noise if unit_noise else noise * s_noise) * step.sigma_up
     return run.result()
 
 
@@ -155,16 +151,17 @@ def sample_dpmpp_2m_hyperbatch(
     )
     state = run.state
     state.old_denoised = None
+    steps = dpmpp_2m_steps(sigmas) if run.steps else ()
     for i, denoised in run:
-        t, t_next = _t_of_sigma(sigmas[i]), _t_of_sigma(sigmas[i + 1])
-        h = t_next - t
-        if state.old_denoised is None or sigmas[i + 1] == 0:
-            state.x = (_sigma_of_t(t_next) / _sigma_of_t(t)) * state.x - (-h).expm1() * denoised
+        step = steps[i]  # ratio, expm1(-h) and the 2M weights of k-diffusion's step, once per schedule
+        # k-diffusion's expressions, with each result written into a temporary of the same
+        # expression (0-d coefficients never change a dtype; x * y == y * x bit for bit): the same
+        # values with half the fresh buffers, whose page faults cost the toy more than the math.
+        if step.first_order:
+            state.x = (step.ratio * state.x).sub_(step.em1 * denoised)
         else:
-            h_last = t - _t_of_sigma(sigmas[i - 1])
-            r = h_last / h
-            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * state.old_denoised
-            state.x = (_sigma_of_t(t_next) / _sigma_of_t(t)) * state.x - (-h).expm1() * denoised_d
+            denoised_d = (step.c_new * denoised).sub_(step.c_old * state.old_denoised)
+            state.x = (step.ratio * state.x).sub_(denoised_d.mul_(step.em1))
         state.old_denoised = denoised
     return run.result()
 
@@ -231,10 +228,11 @@ def sample_dpmpp_2m_sde_hyperbatch(
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
     solver_type: str = "midpoint",
-    split_rho: float = DEFAULT_SPLIT_RHO,
-    growth: GrowthPlan | str = DEFAULT_SCHEDULE,
+    split_rho: float = DPMPP_2M_SDE_SPLIT_RHO,
+    growth: GrowthPlan | str = DPMPP_2M_SDE_SCHEDULE,
 ) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE, on a growing batch."""
+    """DPM-Solver++(2M) SDE, on a growing batch (its own default growth and rho, see
+    `DPMPP_2M_SDE_SCHEDULE`)."""
     if solver_type not in {"heun", "midpoint"}:
         raise ValueError("solver_type must be 'heun' or 'midpoint'")
     noise_sampler = default_brownian_noise_sampler(x, sigmas) if noise_sampler is None else noise_sampler

@@ -34,8 +34,17 @@ def test_skipped_draws_count_the_first_draw_and_the_steps_before_a_row_appears()
 def test_it_runs_and_reports_every_schedule(capsys) -> None:
     assert bench.main(["--samplers", "dpmpp_2m", "euler_ancestral", "--steps", "6", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| euler_ancestral | front | " in out and "catch-up ms per step" in out
+    assert "| euler_ancestral | front (default) | " in out and "later batches: jumps ms" in out
     assert "- dpmpp_2m, late: " in out and "- euler_ancestral, front: " in out and "catching up" in out
-    for schedule in bench.SCHEDULES:
+    for schedule in bench.SCHEDULES[1:]:
         assert f"| dpmpp_2m | {schedule} | " in out
     assert "fit F + n P" in out and "| dpmpp_2m | 6 | " in out
+    assert "| dpmpp_2m | front (default) | " in out and "A run's first batch" in out
+    assert "| euler_ancestral | front | 0." in out.split("A run's first batch (")[1]
+
+
+def test_each_sampler_is_timed_at_its_own_default_first() -> None:
+    assert bench.schedules_for("dpmpp_2m_sde") == ("front-early", "front", "even", "late")
+    assert bench.schedules_for("euler_ancestral") == ("front", "even", "late")
+    assert bench.late_rows(GrowthPlan(4, 4, (1, 2, 4, 4))) == 3
+    assert [s for s in bench.SAMPLERS_DEFAULT if bench.brownian_steps(s)] == ["dpmpp_sde", "dpmpp_2m_sde"]

@@ -409,3 +409,16 @@ def test_a_noisy_solver_refreshes_only_under_a_refreshing_plan():
             if i == 1:
                 assert torch.equal(run.state.x[0], run.state.x[1]) is not refresh
                 break
+
+
+def test_front_early_is_the_former_front_point_the_fidelity_sweep_measured():
+    """DPM++ 2M SDE's default: the last split at 0.55 of the steps, every copy refreshed (the sweep's
+    "front q=0.55" candidate, benchmarks/hyperbatch_fidelity.py), 0.569 of the rows at B=8, S=20."""
+    from benchmarks.hyperbatch_fidelity import front_plan
+
+    plan = plan_growth(8, 20, "front-early")
+    assert plan.sizes == front_plan(0.55, True)(8, 20).sizes
+    assert plan.refresh and plan.schedule == "front-early"
+    assert plan.split_steps == (4, 7, 11) and round(plan.cost_ratio(), 3) == 0.569
+    assert SAMPLERS["dpmpp_2m_sde"].default_growth == "front-early"
+    assert SAMPLERS["dpmpp_2m_sde"].default_split_rho == math.sqrt(0.5)

@@ -124,3 +124,45 @@ def test_toy_hyperbatch_draws_only_its_starting_rows_and_equals_the_full_first_d
         disable=True, noise_sampler=noise, growth=generator.growth_plan(8),
     )
     assert torch.equal(batch.images, to_images(latents))
+
+
+def test_a_cached_catch_up_position_is_the_state_drawing_leaves(monkeypatch):
+    """The second batch of the same seeds jumps its late rows' generators to the cached states
+    (no random_ call), and those are exactly the states of drawing every skipped row."""
+    advance_module.POSITIONS.clear()
+    pattern = [1, 1, 1, 2, 2, 4, 4]
+    seeds = [21, 22, 23, 24]
+    _pattern(SeededNoise(seeds, TOY_SHAPE), pattern)  # fills the cache
+    calls = []
+    real = advance_module.advance
+    monkeypatch.setattr(advance_module, "advance", lambda *a: calls.append(1) or real(*a))
+    lazy = SeededNoise(seeds, TOY_SHAPE)
+    rows = _pattern(lazy, pattern)
+    assert not calls
+    eager = SeededNoise(seeds, TOY_SHAPE, catch_up=False)
+    for stop, drawn in zip(pattern, rows):
+        assert torch.equal(drawn, eager.next()[:stop])
+    for a, b in zip(lazy._generators, eager._generators):
+        assert torch.equal(a.get_state(), b.get_state())
+    advance_module.POSITIONS.clear()
+    _pattern(SeededNoise(seeds, TOY_SHAPE), pattern)
+    assert len(calls) == 3  # rows 1, 2 and 3 catch up, each once
+
+
+def test_cached_positions_count_the_rows_own_draws():
+    """A row that drew, skipped and caught up is at another position than one that only skipped as
+    many draws: a later batch with another growth pattern must not get the first row's state."""
+    advance_module.POSITIONS.clear()
+    seeds = [31, 32]
+    for pattern in ([2, 2, 1, 2], [1, 2, 2], [1, 1, 1, 1, 2]):
+        eager = SeededNoise(seeds, TOY_SHAPE, catch_up=False)
+        for stop, drawn in zip(pattern, _pattern(SeededNoise(seeds, TOY_SHAPE), pattern)):
+            assert torch.equal(drawn, eager.next()[:stop])
+
+
+def test_position_cache_is_bounded():
+    cache = advance_module.PositionCache(capacity=2)
+    scratch = torch.empty(0, dtype=torch.uint8)
+    for seed in range(4):
+        cache.advance(torch.Generator().manual_seed(seed), seed, 0, 32, scratch)
+    assert len(cache._states) == 2

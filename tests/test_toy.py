@@ -334,6 +334,68 @@ def test_cached_log_weights_follow_the_callers_tensors(model):
     torch.testing.assert_close(model(x, sigma, **shared), ToyModel()(x, sigma, **shared), rtol=0, atol=0)
 
 
+def test_cached_sigma_terms_follow_the_sigma_values_dtype_and_rows(model):
+    """The denoiser keeps its per-sigma terms by value: every call must give what a fresh model
+    computes, bit for bit, whatever sigmas, dtypes and row counts came before."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn((3, 3, 64, 64), generator=gen) * 5
+    args = model.extra_args(["red circle"] * 3, cond_scale=1.5)
+    calls = [
+        (x, torch.full((3,), 5.0)),
+        (x, torch.full((3,), 0.5)),
+        (x, torch.tensor([5.0, 0.5, 2.0])),
+        (x, torch.full((3,), 5.0, dtype=torch.float64)),
+        (x * 10.7, 53.3),  # a float becomes float32 53.3, not the float64 53.3
+        (x * 10.7, torch.tensor(53.3, dtype=torch.float64)),
+        (x, torch.tensor(5.0)),
+        (x[:2], torch.full((2,), 5.0)),
+        (x.double(), torch.full((3,), 5.0)),
+        (x, torch.full((3,), 5.0)),
+    ]
+    for inputs, sigma in calls:
+        extra = {k: (v[: inputs.shape[0]] if torch.is_tensor(v) else v) for k, v in args.items()}
+        torch.testing.assert_close(model(inputs, sigma, **extra), ToyModel()(inputs, sigma, **extra), rtol=0, atol=0)
+
+
+def test_scratch_buffers_grow_and_are_per_thread(model):
+    """The denoiser writes its float64 temporaries into kept buffers: more rows than before, and
+    two threads calling one model at once, must each give what a fresh model computes."""
+    import threading
+
+    gen = torch.Generator().manual_seed(9)
+    inputs = [torch.randn((n, 3, 64, 64), generator=gen) * 20 for n in (1, 4, 2, 6)]
+    args = model.extra_args(["blue square"] * 6, cond_scale=1.5)
+    sigma = 20.0
+
+    def call(m, x):
+        return m(x, sigma, cond=args["cond"][: x.shape[0]], uncond=args["uncond"][: x.shape[0]], cond_scale=1.5)
+
+    expected = [call(ToyModel(), x) for x in inputs]
+    for x, want in zip(inputs, expected):
+        torch.testing.assert_close(call(model, x), want, rtol=0, atol=0)
+    shared, failures = ToyModel(), []
+
+    def worker(offset):
+        for k in range(40):
+            i = (k + offset) % len(inputs)
+            if not torch.equal(call(shared, inputs[i]), expected[i]):
+                failures.append(i)
+
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads between any two ops of a call
+    try:
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures
+
+
 # ---- the schedule: when is the component decided? -----------------------------------------------
 
 
