@@ -102,8 +102,8 @@ def sweep_after_search(
     # Refreshed first: a resumed run's best may have moved since an earlier influence.json.
     data = influence.write_influence(store)
     if data.get("center") is None:
-        # The sweep goes around influence.json's centre, which the surrogate sets only once it has
-        # enough points to fit (its note says how many).
+        # The sweep goes around influence.json's centre: the best usable evaluation, which a run
+        # whose every batch failed or was excluded does not have.
         notes = "; ".join(str(n) for n in data.get("notes") or []) or "no usable evaluation"
         return _skip(budget, f"influence.json has no centre to sweep around ({notes}): give the search more "
                              "generations or a larger Lambda")

@@ -109,6 +109,10 @@ def test_deterministic_and_json_safe():
 def test_too_few_points_or_a_wide_interval_cannot_tell():
     few = influence.estimate(synthetic(n=4), UNITS)
     assert [u["class"] for u in few["units"]] == [UNKNOWN] * 3 and "too few" in few["notes"][0]
+    # Still named: the sweep measures around the best usable point.
+    best = min((r for r in synthetic(n=4) if influence.usable(r, 3)), key=lambda r: r.loss)
+    assert few["center"] == {"generation": best.generation, "index": best.index, "x": [float(v) for v in best.x_evaluated],
+                             "loss": best.loss}
     noisy = influence.estimate(synthetic(n=12, noise=2.0), UNITS)
     assert UNKNOWN in {u["class"] for u in noisy["units"]}
 

@@ -161,13 +161,16 @@ def estimate(
     if dim == 0:
         result["units"] = []
         return result
+    if points:
+        # The centre is named even when there are too few points to fit: a sweep measures around it.
+        best = min(points, key=lambda r: r.loss)
+        center = np.asarray(best.x_evaluated, dtype=float)
+        result["center"] = _center_of(best, center)
     if len(points) < dim + 3:
         notes.append(f"only {len(points)} usable evaluations for {dim} units: too few to fit (need {dim + 3})")
         result["units"] = unknown
         return result
 
-    best = min(points, key=lambda r: r.loss)
-    center = np.asarray(best.x_evaluated, dtype=float)
     x = np.asarray([r.x_evaluated for r in points], dtype=float)
     y = np.asarray([[r.loss, *(r.components[n] for n in component_names)] for r in points], dtype=float)
     quadratic_parameters = 1 + 2 * dim
@@ -244,10 +247,13 @@ def estimate(
         entries.append(entry)
     result.update(
         points=len(z), model="quadratic" if quadratic else "linear",
-        center={"generation": best.generation, "index": best.index, "x": center.tolist(), "loss": best.loss},
         r2=_finite(r2[0]), units=entries,
     )
     return result
+
+
+def _center_of(best: IndividualRecord, center: np.ndarray) -> dict[str, Any]:
+    return {"generation": best.generation, "index": best.index, "x": center.tolist(), "loss": best.loss}
 
 
 def _unit_entry(unit: UnitInfo, fit: dict[str, Any] | None) -> dict[str, Any]:
