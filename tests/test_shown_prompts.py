@@ -94,3 +94,21 @@ def test_a_result_without_its_space_shows_the_generated_prompts(result: RunResul
     bare = RunResult(run_dir=Path(result.run_dir), status="finished", best=result.best, baseline=result.baseline,
                      generations_done=1, evaluations=3)
     assert bare.shown(result.best) == (result.best.prompt, result.best.negative_prompt)
+
+
+def test_the_maps_clusters_show_their_best_prompts_without_the_guard(result: RunResult, monkeypatch) -> None:
+    import numpy as np
+
+    from lib_pinning.analysis import weight_map
+    from lib_pinning.report.analysis import weight_map_view
+
+    monkeypatch.setattr(weight_map, "MIN_POINTS", 3)
+    monkeypatch.setattr(weight_map, "cluster", lambda vectors: np.zeros(len(vectors), dtype=int))
+    data = weight_map.write_weight_map(RunStore.open(result.run_dir))
+    (best,) = [c["best"] for c in data["clusters"]]
+    assert best["prompt"].startswith(SCHEDULE_GUARD)  # what was generated
+    record = next(r for r in RunStore.open(result.run_dir).iter_individuals()
+                  if (r.generation, r.index) == (best["generation"], best["index"]))
+    assert (best["shown_prompt"], best["shown_negative_prompt"]) == result.shown(record)
+    (view,) = weight_map_view(data, present=True)["clusters"]
+    assert (view["prompt"], view["negative_prompt"]) == result.shown(record)

@@ -222,5 +222,22 @@ def write_weight_map(store: RunStore) -> dict[str, Any]:
     seconds = run.get("seconds")
     data = build(records, list(store.iter_generations()), dim, store,
                  run_seconds=float(seconds) if isinstance(seconds, (int, float)) else None)
+    _add_shown_prompts(data, run.get("space"))
     atomic_write_json(store.root / WEIGHT_MAP_FILE, data)
     return data
+
+
+def _add_shown_prompts(data: dict[str, Any], space_json: Any) -> None:
+    """Each cluster's best prompts as a person copies them (PromptSpace.display: no schedule guard),
+    beside the generated ones; left out when the run's space cannot be read back."""
+    from lib_pinning.prompt import PromptSpace
+
+    try:
+        space = PromptSpace.from_json(space_json)
+    except (ValueError, KeyError, TypeError):
+        return
+    by_id = {(p["generation"], p["index"]): p["x"] for p in data["points"]}
+    for c in data["clusters"]:
+        x = by_id.get((c["best"]["generation"], c["best"]["index"]))
+        if x is not None and len(x) == space.dim:
+            c["best"]["shown_prompt"], c["best"]["shown_negative_prompt"] = space.display(x)

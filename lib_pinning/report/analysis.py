@@ -123,7 +123,8 @@ def weight_map_view(data: dict[str, Any] | None, present: bool) -> dict[str, Any
         {
             "id": c["id"], "size": c["size"], "mean_loss": c["mean_loss"], "best_loss": c["best"]["loss"],
             "where": f"generation {c['best']['generation']} · individual {c['best']['index']}",
-            "prompt": str(c["best"].get("prompt", "")), "negative_prompt": str(c["best"].get("negative_prompt", "")),
+            "prompt": str(c["best"].get("shown_prompt", c["best"].get("prompt", ""))),
+            "negative_prompt": str(c["best"].get("shown_negative_prompt", c["best"].get("negative_prompt", ""))),
             "image": c["best"].get("image"),
         }
         for c in data.get("clusters") or []
