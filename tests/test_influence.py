@@ -127,6 +127,16 @@ def test_summary_lines_name_the_tightest_and_loosest():
     assert "'C' (negative)" in tight + loose and ", inert)" in tight + loose
 
 
+def test_a_summary_number_leans_the_way_its_unit_is_ranked():
+    # At the bottom of its curve a unit raises the loss both ways (up > 0) while its slope says
+    # which way it leans: the line tells the slope's change, never a "tightest" unit with a rise.
+    unit = {"text": "blue", "side": "positive", "slope": -0.02, "standardized": -0.4, "up": 0.003,
+            "class": influence.UNKNOWN}
+    tight, loose = influence.summary_lines({"units": [unit]})
+    assert tight.startswith(f"tightest units: 'blue' (-0.002 loss at weight +{influence.STEP:g}, cannot tell)")
+    assert loose == "loosest units:  none"
+
+
 # -- a real short toy run ---------------------------------------------------------------------------
 
 

@@ -300,11 +300,13 @@ def ranked(data: dict[str, Any], count: int = 3) -> tuple[list[dict[str, Any]], 
 
 def summary_lines(data: dict[str, Any], count: int = 3) -> list[str]:
     """Two lines for the CLI and the WebUI: the tightest and the loosest units, each with the loss
-    change of a weight step up and, unless it is certain, its class."""
+    change its slope gives a weight step up and, unless it is certain, its class. The slope, not the
+    fitted change of a step (`up`, curvature included), so that the number leans the way the unit is
+    ranked: a unit at the bottom of its curve raises the loss both ways."""
     def describe(unit: dict[str, Any]) -> str:
         where = " (negative)" if unit.get("side") == "negative" else ""
         sure = "" if unit["class"] in (TIGHTENING, LOOSENING) else f", {unit['class']}"
-        return f"{unit['text']!r}{where} ({unit['up']:+.3g} loss at weight +{STEP:g}{sure})"
+        return f"{unit['text']!r}{where} ({unit['slope'] * STEP:+.3g} loss at weight +{STEP:g}{sure})"
 
     tight, loose = ranked(data, count)
     counts = {c: sum(1 for u in data.get("units") or [] if u.get("class") == c) for c in CLASSES}
