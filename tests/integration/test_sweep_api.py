@@ -18,10 +18,12 @@ def test_an_api_run_with_the_sweep_option_writes_the_sweep_into_influence_json(w
     assert all(checks.infotext_fields(t).get("Pin sweep batches") == "4" for t in texts)
     run = checks.pin_run(webui_server, answer)
     assert run["status"] == "finished" and run["batches"] == 1 + 2 * 2  # the search's count is the search's
-    assert run["sweep"]["status"] == "done" and run["sweep"]["batches"] == 4, run["sweep"]
+    # At most the budget: a side whose step lands in a failure mode with no budget left for a
+    # smaller step is measured one-sided from the best batch, which costs nothing.
+    assert run["sweep"]["status"] == "done" and 1 <= run["sweep"]["batches"] <= 4, run["sweep"]
     data = json.loads((Path(run["run_dir"]) / "influence.json").read_text())  # the WebUI's folder, this machine
     swept = data["sweep"]
-    assert swept["batches"] == 4 and swept["seeds"] == run["seeds"] and len(swept["units"]) == 2
+    assert swept["batches"] == run["sweep"]["batches"] and swept["seeds"] == run["seeds"] and len(swept["units"]) == 2
     assert swept["seed_sets"] == [run["seeds"]] and all(u["seed_sets"] == 1 for u in swept["units"])
     assert (data["center"]["generation"], data["center"]["index"]) == (run["best"]["generation"], run["best"]["index"])
     report = webui_server.get(f"/prompt-pinning/v1/runs/{run['run_id']}/files/index.html").ok().text
