@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping, Protocol, runtime_checkable
 
 import torch
 
+from lib_pinning import guard
 from lib_pinning.options_model import OptionsModel, option
 from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
 from pinning_samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
@@ -209,7 +210,7 @@ class ToyGenerator:
         )
         # Over-emphasis frying and NaN latents (toy.FailureModes; off with ToyConfig(failure_modes=False)).
         latents = self.model.failure_modes(request.prompt, request.negative_prompt).apply(latents, seeds)
-        nonfinite = tuple(bool(v) for v in ~torch.isfinite(latents).flatten(1).all(dim=1))
+        nonfinite = tuple(bool(v) for v in guard.nonfinite_rows(latents))
         return Batch(
             images=to_images(latents),
             seeds=seeds,

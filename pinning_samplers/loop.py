@@ -189,7 +189,12 @@ class Hyperbatch:
             eps = self._split_noise(i, before, rows)
             parent_x = self.state.x[: rows - before]
             parent_d = denoised[: rows - before]
-            refreshed = parent_d + math.sqrt(1.0 - rho * rho) * (parent_x - parent_d) + rho * sigma * eps
+            if rho == 1.0:
+                # The default: the copy keeps none of its parent's noise, and the formula's zero
+                # term (0 * (x - D)) would cost two ops of the split's five for the same values.
+                refreshed = parent_d + sigma * eps
+            else:
+                refreshed = parent_d + math.sqrt(1.0 - rho * rho) * (parent_x - parent_d) + rho * sigma * eps
             copies_x = refreshed.to(self.state.x.dtype)
         self.state.grow(rows, copies_x=copies_x)
         return grow_rows(denoised, rows)

@@ -290,3 +290,16 @@ def test_a_style_with_prompt_editing_gets_the_prompt_without_the_schedule_guard(
     assert (edited.prompt, edited.negative_prompt) == ("(red:1.2) circle", "(blurry:0.8)")
     plain = _styled_generator({"photo": ("photo, 35mm", "cartoon")})._copy(request)
     assert (plain.prompt, plain.negative_prompt) == (request.prompt, request.negative_prompt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_nonfinite_rows_flags_exactly_the_rows_isfinite_flags(dtype):
+    """The one-pass check agrees with isfinite().all() per row, including a row of the dtype's
+    largest finite values, whose sum overflows in the dtype itself (but not in float64)."""
+    values = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(3)).to(dtype)
+    values[1, 0, 0, 0] = float("nan")
+    values[2, 2, 3, 3] = float("inf")
+    values[3, 0, 0, 0], values[3, 0, 0, 1] = float("inf"), float("-inf")
+    values[4] = torch.finfo(dtype).max
+    expected = ~torch.isfinite(values).flatten(1).all(dim=1)
+    assert guard.nonfinite_rows(values).tolist() == expected.tolist() == [False, True, True, True, False, False]
