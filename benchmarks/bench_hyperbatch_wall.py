@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import command_line, load_average, machine_line, publish  # noqa: E402
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
 from pinning_samplers import SAMPLERS, GrowthPlan, coefficients, plan_growth  # noqa: E402
+from pinning_samplers import loop as loop_module  # noqa: E402
 from pinning_samplers import advance as advance_module  # noqa: E402
 from pinning_samplers import noise as noise_module  # noqa: E402
 from pinning_samplers import plan as plan_module  # noqa: E402
@@ -158,6 +159,47 @@ class TimedModel:
             self.seconds += time.process_time() - started
 
 
+class Stopwatch:
+    """CPU seconds spent inside calls of one function, added up (wraps it)."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self._function = function
+        self.seconds = 0.0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return self._function(*args, **kwargs)
+        finally:
+            self.seconds += time.process_time() - started
+
+
+class TimedSplits:
+    """Every `Hyperbatch._split` timed while installed (a plain batch makes none)."""
+
+    def __enter__(self) -> Stopwatch:
+        self._original = loop_module.Hyperbatch._split
+        watch = Stopwatch(self._original)
+        loop_module.Hyperbatch._split = lambda run, *args: watch(run, *args)  # type: ignore[method-assign]
+        return watch
+
+    def __exit__(self, *exc: Any) -> None:
+        loop_module.Hyperbatch._split = self._original  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Where one batch's CPU ms go (medians over the repeats): the denoiser calls, the hyperbatch's
+    splits, the rest of the sampler function (solver arithmetic, noise draws, the loop), and
+    `ToyGenerator.generate` outside the sampler (prompt weights, initial latents, failure check,
+    images: per batch or per image, never per model row)."""
+
+    denoiser: float
+    splits: float
+    solver: float
+    outside: float
+
+
 @dataclass(frozen=True)
 class Variant:
     growth: str
@@ -176,6 +218,7 @@ class SamplerWall:
     per_row_ms: float
     schedules: tuple[str, ...] = SCHEDULES
     cold_ms: dict[str, float] | None = None  # "none" and the default schedule, a run's first batch
+    parts: dict[Variant, Parts] | None = None
 
     def plain(self) -> float:
         return self.ms[Variant("none", BATCH)]
@@ -205,28 +248,38 @@ def time_sampler(sampler: str, steps: int, repeats: int, cold_repeats: int = 0) 
     schedules = schedules_for(sampler)
     variants = [Variant("none", b) for b in PLAIN_SIZES] + [Variant(g, BATCH) for g in schedules]
     generators = {v: ToyGenerator(ToySettings(sampler=sampler, growth=v.growth, steps=steps)) for v in variants}
-    timed = {}
+    timed, sampling = {}, {}
     for v, generator in generators.items():
         timed[v] = generator.model = TimedModel(generator.model)  # type: ignore[assignment]
+        sampling[v] = Stopwatch(generator.sampler.function)
+        generator.sampler = replace(generator.sampler, function=sampling[v])
     requests = {v: GenerationRequest(PROMPT, NEGATIVE, tuple(range(100, 100 + v.batch))) for v in variants}
     rows: dict[Variant, int] = {}
     for v in variants:  # warm-up, and the rows each variant evaluates
         rows[v] = generators[v].generate(requests[v]).model_rows
     times: dict[Variant, list[float]] = {v: [] for v in variants}
     inside: dict[Variant, list[float]] = {v: [] for v in variants}
-    for _ in range(repeats):
-        for v in variants:
-            timed[v].seconds = 0.0
-            times[v].append(_cpu_ms(lambda: generators[v].generate(requests[v])))
-            inside[v].append(1e3 * timed[v].seconds)
+    parts: dict[Variant, list[tuple[float, float, float]]] = {v: [] for v in variants}
+    with TimedSplits() as splits:
+        for _ in range(repeats):
+            for v in variants:
+                timed[v].seconds = sampling[v].seconds = splits.seconds = 0.0
+                times[v].append(_cpu_ms(lambda: generators[v].generate(requests[v])))
+                inside[v].append(1e3 * timed[v].seconds)
+                parts[v].append((1e3 * splits.seconds, 1e3 * sampling[v].seconds, times[v][-1]))
     ms = {v: statistics.median(t) for v, t in times.items()}
     denoiser = {v: statistics.median(t) for v, t in inside.items()}
+    breakdown = {}
+    for v in variants:
+        split_ms, sampler_ms, total_ms = (statistics.median(column) for column in zip(*parts[v]))
+        breakdown[v] = Parts(denoiser[v], split_ms, sampler_ms - denoiser[v] - split_ms, total_ms - sampler_ms)
     fixed, per_row = fit_line(PLAIN_SIZES, [ms[Variant("none", b)] for b in PLAIN_SIZES])
     plain_rows = rows[Variant("none", BATCH)]
     calls = plain_rows // BATCH
     return SamplerWall(
         sampler, steps, calls, ms, denoiser, {g: rows[Variant(g, BATCH)] / plain_rows for g in schedules},
         fixed, per_row, schedules, time_cold(sampler, steps, cold_repeats) if cold_repeats else None,
+        breakdown,
     )
 
 
@@ -248,6 +301,47 @@ def time_denoiser(repeats: int) -> tuple[dict[int, float], float, float]:
     medians = {n: statistics.median(v) for n, v in per_n.items()}
     fixed, per_row = fit_line(list(medians), list(medians.values()))
     return medians, fixed, per_row
+
+
+PART_NAMES = {"denoiser": "denoiser calls", "solver": "solver and noise", "splits": "splits",
+              "outside": "generate outside the sampler"}
+
+
+def excess(part_hyper: float, part_plain: float, rows_ratio: float, plain_total: float) -> float:
+    """What one part adds to ratio - r: its hyperbatch ms beyond the rows' share of its plain ms, in
+    units of the plain batch. The parts' excesses add up to ratio - r, which the target bounds by
+    WALL_SLACK."""
+    return (part_hyper - rows_ratio * part_plain) / plain_total
+
+
+def parts_table(walls: Sequence[SamplerWall]) -> list[str]:
+    """Where ratio - r goes, part by part (`Parts`), at B = BATCH."""
+    if not any(w.parts for w in walls):
+        return []
+    lines = [
+        "",
+        "Where ratio - r goes (the target allows +0.1): each part's hyperbatch ms beyond r times its plain "
+        "ms, in units of the plain batch (`excess`); the parts add up to ratio - r, up to the medians. "
+        "Parts: " + "; ".join(f"{label} ({name})" for name, label in PART_NAMES.items()) + ". Plain and "
+        "hyperbatch ms per part in brackets.",
+        "",
+        "| sampler | schedule | r | ratio - r | " + " | ".join(PART_NAMES.values()) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(PART_NAMES),
+    ]
+    for w in walls:
+        if not w.parts:
+            continue
+        plain = w.parts[Variant("none", BATCH)]
+        for g in w.schedules:
+            hyper, r = w.parts[Variant(g, BATCH)], w.rows_ratio[g]
+            cells = [
+                f"{excess(getattr(hyper, name), getattr(plain, name), r, w.plain()):+.3f} "
+                f"({getattr(plain, name):.2f} / {getattr(hyper, name):.2f})"
+                for name in PART_NAMES
+            ]
+            lines.append(f"| {w.sampler} | {g} | {r:.3f} | {w.ms[Variant(g, BATCH)] / w.plain() - r:+.3f} | "
+                         + " | ".join(cells) + " |")
+    return lines
 
 
 def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float, float],
@@ -317,6 +411,7 @@ def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float
                 f"| {ratio:.3f} | {'yes' if ratio <= r + WALL_SLACK else 'no'} | {floor:.3f} | {own:+.3f} "
                 f"| {w.denoiser_ms[v] / w.denoiser_ms[plain_v]:.3f} | {outside:.3f} |"
             )
+    lines += parts_table(walls)
     draw_ms, skip_ms, jump_ms = catch_up
     sequential = [w for w in walls if not SAMPLERS[w.sampler].webui_options.get("brownian_noise")]
     lines += ["", "Reading it, per sampler and schedule (ratio = floor + the hyperbatch's own cost):", ""]

@@ -118,11 +118,20 @@ def sample_euler_ancestral_hyperbatch(
     unit_noise = type(s_noise) in (int, float) and s_noise == 1
     for i, denoised in run:
         step = steps[i]  # sigma_down, sigma_up and dt of k-diffusion's step, computed once per schedule
-        d = to_d(state.x, step.sigma, denoised)
-        state.x = state.x + d * step.dt
+        # k-diffusion's d = to_d(x, sigma, denoised); x = x + d * dt; x = x + noise * sigma_up, with
+        # d's buffer reused for the new x (x + y == y + x bit for bit) and x grown in place by the
+        # noise term: the same values with one fresh buffer a step instead of three. The x the
+        # callback saw is not modified. In place only where every operand has x's dtype: else
+        # k-diffusion's expressions promote (to_d's sigma has x's dims), and so do these.
+        if denoised.dtype == state.x.dtype == step.sigma.dtype:
+            d = (state.x - denoised).div_(step.sigma)
+            state.x = d.mul_(step.dt).add_(state.x)
+        else:
+            state.x = state.x + to_d(state.x, step.sigma, denoised) * step.dt
         if step.noisy:
             noise = run.noise(step.sigma, step.sigma_next)
-            state.x = state.x + (noise if unit_noise else noise * s_noise) * step.sigma_up
+            noise_term = (noise if unit_noise else noise * s_noise) * step.sigma_up
+            state.x = state.x.add_(noise_term) if noise_term.dtype == state.x.dtype else state.x + noise_term
     return run.result()
 
 

@@ -48,3 +48,23 @@ def test_each_sampler_is_timed_at_its_own_default_first() -> None:
     assert bench.schedules_for("euler_ancestral") == ("front", "even", "late")
     assert bench.late_rows(GrowthPlan(4, 4, (1, 2, 4, 4))) == 3
     assert [s for s in bench.SAMPLERS_DEFAULT if bench.brownian_steps(s)] == ["dpmpp_sde", "dpmpp_2m_sde"]
+
+
+def test_the_parts_excesses_add_up_to_ratio_minus_r() -> None:
+    """A hyperbatch whose every part shrinks with the rows adds nothing; the parts' excesses sum to
+    ratio - r (here plain 10 ms, hyper 6 ms at r = 0.5: +0.1)."""
+    plain = bench.Parts(denoiser=6.0, splits=0.0, solver=3.0, outside=1.0)
+    hyper = bench.Parts(denoiser=3.5, splits=0.5, solver=1.5, outside=0.5)
+    excesses = [bench.excess(getattr(hyper, n), getattr(plain, n), 0.5, 10.0) for n in bench.PART_NAMES]
+    assert excesses == pytest.approx([0.05, 0.0, 0.05, 0.0])  # denoiser, solver, splits, outside
+    assert sum(excesses) == pytest.approx(6.0 / 10.0 - 0.5)
+
+
+def test_the_report_splits_each_schedule_into_its_parts(capsys) -> None:
+    assert bench.main(["--samplers", "dpmpp_2m", "--steps", "6", "--repeats", "1", "--cold-repeats", "0"]) == 0
+    table = capsys.readouterr().out.split("Where ratio - r goes")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| dpmpp_2m |")]
+    assert [row.split(" | ")[1] for row in rows] == ["front", "even", "late"]
+    plain_splits = [float(row.split(" | ")[6].split("(")[1].split(" / ")[0]) for row in rows]
+    hyper_splits = [float(row.split(" | ")[6].split(" / ")[1].rstrip(") |")) for row in rows]
+    assert plain_splits == [0.0, 0.0, 0.0] and all(ms > 0 for ms in hyper_splits)

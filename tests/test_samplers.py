@@ -695,3 +695,16 @@ def test_step_coefficients_are_computed_once_per_schedule_value():
     assert coefficients.euler_ancestral_steps(karras(8), 0.5) is not euler
     assert [s.noisy for s in euler] == [True] * 7 + [False]
     assert [s.first_order for s in first] == [True] + [False] * 6 + [True]
+
+
+@pytest.mark.parametrize("x_dtype, sigma_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64), (torch.float16, torch.float16)])
+def test_euler_ancestral_promotes_mixed_dtypes_as_kdiffusion_does(kd, x_dtype, sigma_dtype):
+    """The in-place step applies only where x, denoised, sigma and the noise share a dtype: with
+    latents and sigmas of different dtypes the result has k-diffusion's dtype and values."""
+    sigmas = karras(8).to(sigma_dtype)
+    results = []
+    for function, extra in ((OURS["euler_ancestral"], {"growth": "none"}), (kd.sample_euler_ancestral, {})):
+        x, noise = start([11, 12], (2, DIM), sigmas.float(), "euler_ancestral")
+        results.append(function(MixtureDenoiser(), x.to(x_dtype), sigmas, disable=True, noise_sampler=noise, **extra))
+    assert results[0].dtype == results[1].dtype
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
