@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from benchmarks import bench_hyperbatch as bench
+from benchmarks.sd_unet import UNetConfig
 from benchmarks import fidelity_verdict
 from pinning_samplers import SAMPLERS
 
@@ -66,7 +67,7 @@ def test_quick_profile_trims_only_the_brownian_samplers():
 
 
 def test_unet_code_path_runs_and_counts_rows():
-    config = bench.UNetConfig(model_channels=32, channel_mult=(1, 2), attention_levels=(1,), num_heads=2, context_dim=16)
+    config = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_levels=(1,), num_heads=2, context_dim=16)
     rows, parameters = bench.run_unet(
         config, torch.device("cpu"), ["euler_ancestral"], [4], [6], repeats=1, image_size=64, growths=("none", "even")
     )
