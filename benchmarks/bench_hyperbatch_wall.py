@@ -344,6 +344,22 @@ def parts_table(walls: Sequence[SamplerWall]) -> list[str]:
     return lines
 
 
+def half_batch_lines(walls: Sequence[SamplerWall]) -> list[str]:
+    """What the target asks of a hyperbatch, asked of a plain batch of half the images (rows ratio
+    exactly 0.5, no splits, nothing of its own): where even that batch costs more than 0.5 +
+    WALL_SLACK of the full one, the target is out of reach for any schedule near r = 0.5."""
+    half = BATCH // 2
+    if half not in PLAIN_SIZES:
+        return []
+    lines = ["", f"The same target asked of a plain batch of {half} images (rows ratio 0.5, no splits): "
+             f"its time over the plain batch of {BATCH}:", ""]
+    for w in walls:
+        ratio = w.ms[Variant("none", half)] / w.plain()
+        verdict = "within" if ratio <= 0.5 + WALL_SLACK else "outside"
+        lines.append(f"- {w.sampler}: {ratio:.3f}, {verdict} 0.5 + {WALL_SLACK}.")
+    return lines
+
+
 def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float, float],
            catch_up: tuple[float, float, float], repeats: int, load_before: float | None, seconds: float,
            slow_repeats: int | None = None, cold_repeats: int = 0) -> str:
@@ -411,7 +427,7 @@ def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float
                 f"| {ratio:.3f} | {'yes' if ratio <= r + WALL_SLACK else 'no'} | {floor:.3f} | {own:+.3f} "
                 f"| {w.denoiser_ms[v] / w.denoiser_ms[plain_v]:.3f} | {outside:.3f} |"
             )
-    lines += parts_table(walls)
+    lines += parts_table(walls) + half_batch_lines(walls)
     draw_ms, skip_ms, jump_ms = catch_up
     sequential = [w for w in walls if not SAMPLERS[w.sampler].webui_options.get("brownian_noise")]
     lines += ["", "Reading it, per sampler and schedule (ratio = floor + the hyperbatch's own cost):", ""]

@@ -68,3 +68,12 @@ def test_the_report_splits_each_schedule_into_its_parts(capsys) -> None:
     plain_splits = [float(row.split(" | ")[6].split("(")[1].split(" / ")[0]) for row in rows]
     hyper_splits = [float(row.split(" | ")[6].split(" / ")[1].rstrip(") |")) for row in rows]
     assert plain_splits == [0.0, 0.0, 0.0] and all(ms > 0 for ms in hyper_splits)
+
+
+def test_the_half_batch_reference_is_the_plain_batch_of_half_the_images() -> None:
+    ms = {bench.Variant("none", b): float(b) + 4.0 for b in bench.PLAIN_SIZES}  # A = 4 ms, 1 ms a row
+    wall = bench.SamplerWall("dpmpp_2m", 20, 20, ms, {}, {}, 4.0, 1.0)
+    assert bench.half_batch_lines([wall])[-1] == "- dpmpp_2m: 0.667, outside 0.5 + 0.1."
+    ms = {bench.Variant("none", b): float(b) + 0.5 for b in bench.PLAIN_SIZES}
+    wall = bench.SamplerWall("euler_ancestral", 20, 20, ms, {}, {}, 0.5, 1.0)
+    assert bench.half_batch_lines([wall])[-1] == "- euler_ancestral: 0.529, within 0.5 + 0.1."
