@@ -151,6 +151,9 @@ def summary_lines(data: dict[str, Any], count: int = 3) -> list[str]:
     loose = sorted((u for u in units if u["slope"] > 0), key=lambda u: -u["slope"])[:count]
     classes = [u.get("class") for u in swept.get("units") or []]
     tally = ", ".join(f"{classes.count(c)} {c}" for c in influence.CLASSES if classes.count(c))
+    unmeasured = sum(bool(u.get("unmeasured")) for u in swept.get("units") or [])
+    if unmeasured:  # listed as "cannot tell": the budget did not reach them (lib_pinning.analysis.sweep)
+        tally += f" ({unmeasured} not measured: the budget ran out)"
     return [
         f"tightest units (sensitivity sweep, {swept.get('batches')} batches): "
         + (", ".join(describe(u) for u in tight) or "none") + f"  [{tally}]",

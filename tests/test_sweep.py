@@ -63,12 +63,25 @@ def _copy(toy_run: Path, tmp_path: Path) -> RunStore:
     return RunStore.open(shutil.copytree(toy_run, tmp_path / toy_run.name))
 
 
+def _measured(data: dict) -> list[dict]:
+    """The sweep's units it measured (it lists every unit of the prompt, the unreached ones "unmeasured")."""
+    units = data["sweep"]["units"]
+    assert [u["index"] for u in units] == list(range(len(data["units"])))  # every unit, in order
+    for unit in units:
+        if unit["unmeasured"]:
+            assert unit["unmeasured"] == "budget" and unit["class"] == UNKNOWN and unit["seed_sets"] == 0
+    return [u for u in units if not u["unmeasured"]]
+
+
 def test_the_plan_spends_the_budget_unit_by_unit_then_seed_set_by_seed_set():
     assert plan([2, 0, 1], 5) == [(2, 0), (0, 0)]
     assert plan([2, 0, 1], 12) == [(2, 0), (0, 0), (1, 0), (2, 1), (0, 1), (1, 1)]
     # A larger budget's plan starts with a smaller one's: the order does not depend on the budget.
     assert plan([1, 0], 20)[:3] == plan([1, 0], 7)
     assert plan([], 10) == []
+    # The reservation's plan: a centre batch spent first leaves fewer pairs.
+    assert plan([2, 0, 1], 5, centre=1) == [(2, 0), (0, 0)] and plan([2, 0, 1], 4, centre=1) == [(2, 0)]
+    assert plan([0, 1], 2, centre=1) == []
     with pytest.raises(ValueError, match="at least 2 batches"):
         plan([0], 1)
 
@@ -89,9 +102,9 @@ def test_a_small_budget_sweeps_the_least_certain_units_at_the_runs_seeds(toy_run
     assert all(r.seeds == seeds for r in generator.requests)
     written = json.loads((store.root / influence.INFLUENCE_FILE).read_text())
     assert written["sweep"] == json.loads(json.dumps(data["sweep"], allow_nan=False))
-    swept = [u["index"] for u in written["sweep"]["units"]]
-    assert swept == sorted(swept) and swept == sorted(sweeping._order(data, len(data["units"]))[:2])
-    for unit in written["sweep"]["units"]:
+    swept = [u["index"] for u in _measured(written)]
+    assert swept == sorted(sweeping._order(data, len(data["units"]))[:2])
+    for unit in _measured(written):
         assert unit["class"] in influence.CLASSES and unit["seed_sets"] == 1 and unit["samples"] == 3
         # One seed set: the mean paired difference of the terms is the difference of the losses, up
         # to the target weights held at the best batch's (the same here to within 1%).
@@ -121,12 +134,105 @@ def test_a_larger_budget_adds_derived_seed_sets_for_every_unit(toy_run, tmp_path
     assert 0 < sweep_data["resolution"] <= 1
 
 
+@pytest.fixture(scope="module")
+def phrase_run(tmp_path_factory) -> Path:
+    """A short toy run over 3 phrase units: "a red circle", "blue square" and the negative "green"."""
+    options = PinningOptions(generations=3, cma_lambda=4, cli_log=False, stop_early=False, granularity="phrase")
+    run = PinningRun.start(
+        generator=_toy(), prompt="a red circle, (blue square:1.2)",
+        negative_prompt="green", seeds=derive_seeds(5, 3), options=options, runs_dir=tmp_path_factory.mktemp("phrases"),
+    )
+    store = RunStore.open(run.execute(reporter=None).run_dir)
+    influence.write_influence(store)
+    return store.root
+
+
+def test_a_retry_never_spends_the_next_units_first_pair(phrase_run, tmp_path):
+    """Budget 4 for 2 of the 3 units: the first unit's raised batch is black, and the retry at half
+    the step would spend the batch the second unit's first pair needs. The first unit's up side is
+    left out (one-sided, its onset recorded); the second is measured at the run's seeds; the third,
+    beyond the budget, is listed as not measured."""
+    store = _copy(phrase_run, tmp_path)
+    first, raised = _raised(store, sweeping.DEFAULT_STEP)
+    generator = _Counting(ToySettings(steps=6), black_for=raised)
+    data = sweep(store, generator, budget=4)
+    assert data["sweep"]["batches"] == len(generator.requests) == 4
+    order = sweeping._order(data, 3)
+    units = data["sweep"]["units"]
+    assert len(units) == 3 and [u["index"] for u in _measured(data)] == sorted(order[:2])
+    one_sided, second, unreached = (units[j] for j in order)
+    assert one_sided["step_up"] == 0 and one_sided["step_down"] == sweeping.DEFAULT_STEP
+    (failure,) = one_sided["failures"]
+    assert failure["kind"] == "black" and failure["measured_step"] == 0 and len(failure["tried"]) == 1
+    assert second["seed_sets"] == 1 and second["samples"] == 3 and second["failures"] == []
+    assert second["step_up"] == second["step_down"] == sweeping.DEFAULT_STEP and second["slope"] is not None
+    assert unreached["unmeasured"] == "budget" and unreached["class"] == UNKNOWN and unreached["seed_sets"] == 0
+    seeds = tuple(store.read_run()["seeds"])
+    assert all(r.seeds == seeds for r in generator.requests)
+    assert data["sweep"]["seed_sets"] == [list(seeds)]
+
+
+def test_with_room_for_the_retry_it_is_spent(phrase_run, tmp_path):
+    """The same start with 2 batches more: the retry fits beside both first pairs and is made."""
+    store = _copy(phrase_run, tmp_path)
+    first, raised = _raised(store, sweeping.DEFAULT_STEP)
+    data = sweep(store, _Counting(ToySettings(steps=6), black_for=raised), budget=5)
+    unit = data["sweep"]["units"][first]
+    assert unit["step_up"] == sweeping.DEFAULT_STEP / 2 and len(_measured(data)) == 2
+    assert data["sweep"]["batches"] == 5
+
+
+def test_the_reservation_counts_the_centre_batch_when_the_best_batchs_images_are_unreadable(phrase_run, tmp_path):
+    """Budget 4 without the best batch's images: the centre costs a batch, so the budget reaches one
+    unit (centre and pair: 3), whose retry may then take the last batch; the others are listed."""
+    store = _copy(phrase_run, tmp_path)
+    centre = json.loads((store.root / influence.INFLUENCE_FILE).read_text())["center"]
+    for png in store.individual_dir(centre["generation"], centre["index"]).glob("*.png"):
+        png.unlink()
+    first, raised = _raised(store, sweeping.DEFAULT_STEP)
+    generator = _Counting(ToySettings(steps=6), black_for=raised)
+    data = sweep(store, generator, budget=4)
+    assert data["sweep"]["pinned_to_best"] is False and data["sweep"]["batches"] == len(generator.requests) == 4
+    (unit,) = _measured(data)
+    assert unit["index"] == first and unit["step_up"] == sweeping.DEFAULT_STEP / 2
+
+
+def test_a_budget_below_a_pair_per_unit_lists_the_unreached_units_as_cannot_tell(phrase_run, tmp_path, capsys):
+    from lib_pinning.report import rebuild
+    from lib_pinning.sweep_stage import summary_lines
+
+    store = _copy(phrase_run, tmp_path)
+    data = sweep(store, _toy(), budget=2)
+    units = data["sweep"]["units"]
+    assert len(units) == 3 and len(_measured(data)) == 1 and data["sweep"]["batches"] == 2
+    unreached = [u for u in units if u["unmeasured"]]
+    assert len(unreached) == 2
+    for unit in unreached:
+        assert unit["class"] == UNKNOWN and unit["seed_sets"] == unit["samples"] == 0 and unit["slope"] is None
+        assert unit["interval"] == [None, None] and unit["failures"] == [] and unit["step_up"] is None
+    json.dumps(data["sweep"], allow_nan=False)
+    lines = sweeping.sweep_lines(data["sweep"])
+    assert len(lines) == 4
+    for unit in unreached:
+        line = lines[1 + unit["index"]]
+        assert line.startswith(repr(unit["text"])) and "cannot tell" in line and "slope" not in line
+        assert line.endswith("not measured: the sweep's budget ran out before this unit")
+    cls = _measured(data)[0]["class"]
+    tally = "3 cannot tell" if cls == UNKNOWN else f"1 {cls}, 2 cannot tell"
+    assert summary_lines(data)[0].endswith(f"[{tally} (2 not measured: the budget ran out)]")
+    rebuild(store.root)
+    section = (store.root / "index.html").read_text().split('id="influence"', 1)[1].split("</section>", 1)[0]
+    assert section.count("not measured: the sweep&#39;s budget ran out before this unit") == 2
+    for unit in unreached:
+        assert f">{unit['text']}</span></td><td>{unit['side']}</td><td>cannot tell</td>" in section
+
+
 def test_a_step_too_small_to_change_the_prompt_scores_as_the_run_did(toy_run, tmp_path):
     """The sweep's images and objective are the run's: the best individual's loss comes back, and
     no image moving at 3 images is no evidence of inert."""
     store = _copy(toy_run, tmp_path)
     data = sweep(store, _toy(), budget=2, step=1e-9)
-    (unit,) = data["sweep"]["units"]
+    (unit,) = _measured(data)
     assert unit["loss_up"] == pytest.approx(data["center"]["loss"], abs=1e-9)
     assert unit["loss_down"] == pytest.approx(data["center"]["loss"], abs=1e-9)
     assert unit["interval"] == [0.0, 0.0] and unit["class"] == UNKNOWN
@@ -149,7 +255,7 @@ def test_a_step_the_guard_flags_is_retried_at_half_the_step_with_the_same_seeds(
     first, raised = _raised(store, sweeping.DEFAULT_STEP)
     generator = _Counting(ToySettings(steps=6), black_for=raised)
     data = sweep(store, generator, budget=3)
-    (unit,) = data["sweep"]["units"]
+    (unit,) = _measured(data)
     assert unit["index"] == first and data["sweep"]["batches"] == len(generator.requests) == 3
     assert unit["step_up"] == sweeping.DEFAULT_STEP / 2 and unit["step_down"] == sweeping.DEFAULT_STEP
     assert len({r.seeds for r in generator.requests}) == 1  # the retry uses the same seeds
@@ -160,20 +266,20 @@ def test_a_step_the_guard_flags_is_retried_at_half_the_step_with_the_same_seeds(
     span = 1.5 * sweeping.DEFAULT_STEP
     assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / span, rel=0.01)
     lines = sweeping.sweep_lines(data["sweep"])
-    assert "measured at +0.1 / -0.2" in lines[1]
+    assert "measured at +0.1 / -0.2" in lines[1 + first]
     assert lines[-1].startswith(f"failure onset: raising {unit['text']!r} to {failure['weight']} makes 3/3 images black")
 
 
 def test_without_budget_for_a_retry_the_side_is_left_out_one_sided(toy_run, tmp_path):
     store = _copy(toy_run, tmp_path)
-    _, raised = _raised(store, sweeping.DEFAULT_STEP)
+    first, raised = _raised(store, sweeping.DEFAULT_STEP)
     data = sweep(store, _Counting(ToySettings(steps=6), black_for=raised), budget=2)
-    (unit,) = data["sweep"]["units"]
+    (unit,) = _measured(data)
     assert data["sweep"]["batches"] == 2 and unit["step_up"] == 0 and unit["failures"][0]["measured_step"] == 0
     # One-sided: the best batch's own images (no batch generated) against the lowered one.
     assert unit["loss_up"] == pytest.approx(data["center"]["loss"], abs=1e-9)
     assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / sweeping.DEFAULT_STEP, rel=0.01)
-    assert "(one-sided)" in sweeping.sweep_lines(data["sweep"])[1]
+    assert "(one-sided)" in sweeping.sweep_lines(data["sweep"])[1 + first]
 
 
 def test_degenerate_batches_at_a_later_seed_set_are_left_out(toy_run, tmp_path):
@@ -269,8 +375,11 @@ def test_the_sweep_command_the_report_and_a_rebuild(toy_run, tmp_path, capsys):
     store = _copy(toy_run, tmp_path)
     assert main(["sweep", str(store.root), "--budget", "4", "--step", "0.25"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 3 and out[0].startswith("sweep: 4 batches, step 0.25, 1 seed set(s)")
-    assert all(" slope " in line and "paired samples" in line for line in out[1:])
+    dim = len(store.read_run()["space"]["units"])
+    assert len(out) == 1 + dim and out[0].startswith("sweep: 4 batches, step 0.25, 1 seed set(s)")
+    measured = [line for line in out[1:] if " slope " in line and "paired samples" in line]
+    unreached = [line for line in out[1:] if line.endswith("not measured: the sweep's budget ran out before this unit")]
+    assert len(measured) == 2 and len(unreached) == dim - 2
     before = json.loads((store.root / influence.INFLUENCE_FILE).read_text())["sweep"]
     rebuild(store.root)  # recomputes influence.json: the sweep (made around the same best) stays
     assert json.loads((store.root / influence.INFLUENCE_FILE).read_text())["sweep"] == before
@@ -309,7 +418,7 @@ def test_without_the_best_batchs_images_each_batch_keeps_its_own_target(toy_run,
     data = sweep(store, generator, budget=3)  # the centre is generated: one batch of the budget
     assert data["sweep"]["pinned_to_best"] is False and "unreadable" in caplog.text
     assert data["sweep"]["batches"] == len(generator.requests) == 3
-    (unit,) = data["sweep"]["units"]
+    (unit,) = _measured(data)
     assert unit["slope"] == pytest.approx((unit["loss_up"] - unit["loss_down"]) / (2 * sweeping.DEFAULT_STEP))
 
 
@@ -333,7 +442,7 @@ def test_the_report_shows_the_failure_onsets_and_a_format_2_sweep_still_renders(
     store = _copy(toy_run, tmp_path)
     _, raised = _raised(store, sweeping.DEFAULT_STEP)
     data = sweep(store, _Counting(ToySettings(steps=6), black_for=raised), budget=3)
-    (unit,) = data["sweep"]["units"]
+    (unit,) = _measured(data)
     rebuild(store.root)
     section = (store.root / "index.html").read_text().split('id="influence"', 1)[1].split("</section>", 1)[0]
     assert "Failure onsets the sweep ran into" in section and "measured at +0.1 / -0.2" in section
@@ -342,8 +451,9 @@ def test_the_report_shows_the_failure_onsets_and_a_format_2_sweep_still_renders(
     path = store.root / influence.INFLUENCE_FILE
     old = json.loads(path.read_text())
     old["sweep"]["format"] = 2
+    old["sweep"]["units"] = [u for u in old["sweep"]["units"] if not u["unmeasured"]]  # it listed those only
     for entry in old["sweep"]["units"]:
-        for key in ("step_up", "step_down", "failures"):
+        for key in ("step_up", "step_down", "failures", "unmeasured"):
             del entry[key]
     path.write_text(json.dumps(old))
     rebuild(store.root)

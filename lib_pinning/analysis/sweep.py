@@ -17,20 +17,29 @@ before all), one seed set at a time: with a budget of B batches and d units each
 B // (2 d) seed sets and the first (B // 2) mod d units one more. The order depends on the
 surrogate alone, never on what the sweep saw, so the interval keeps its meaning.
 
+The budget reserves the first pair of every unit it reaches (the first min(d, (B - c) // 2)
+units, c the centre's batch below: 1 when the best batch's images cannot be read, else 0): a retry
+at a smaller step (below) or a batch of a later seed set is spent only when what is left still
+pays for the first up/down pair of every such unit not started yet, so one unit's retries never take the batches another unit's first
+measurement needs. A unit the budget does not reach is still listed, as "cannot tell" with no seed
+set and `"unmeasured": "budget"` (the only reason so far: `sweep_stats.UNMEASURED`, which says
+what the CLI and the report show); a measured unit has `"unmeasured": null`.
+
 Failure modes (lib_pinning.analysis.sweep_onset): a step whose batch the guard flags, or whose
 images drift as a failure mode sets in (the toy fries gradually from 1.5, the guard flags near 2),
 measures the failure, not the word. At the unit's first seed set such a side records the failure
-onset (the weight, the failure's kind) and is retried at half the step, at most twice, same seeds;
-a side with no clear step is left out and the unit measured one-sided from the best point (the
-centre's batch at each seed set: the best batch's saved images for the run's seeds, one generated
+onset (the weight, the failure's kind) and is retried at half the step, at most twice (while the
+reservation above allows), same seeds; a side with no clear step is left out and the unit measured
+one-sided from the best point (the centre's batch at each seed set: the best batch's saved images for the run's seeds, one generated
 batch per further seed set). The interval divides by the span actually measured. A batch the guard
 flags at a later seed set has a loss that is the guard's, not the objective's: that seed set is
 left out for that unit (counted as "degenerate"). Every batch, probes and centres included, counts
 against the budget.
 
 The result goes into influence.json under "sweep" (format 3, which adds each unit's `step_up`,
-`step_down` and `failures`; format-2 and format-1 sweeps, the latter one pair at the run's seeds
-without an interval, stay readable by the report). The sweep's batches are not run records:
+`step_down` and `failures`, and `unmeasured` now that every unit is listed: an earlier format-3
+file lacks it and lists only the units it measured; format-2 and format-1 sweeps, the latter one
+pair at the run's seeds without an interval, stay readable by the report). The sweep's batches are not run records:
 they do not enter the report's tables, the run's best or a resume.
 """
 
@@ -47,7 +56,9 @@ import torch
 from lib_pinning import guard
 from lib_pinning.analysis import influence
 from lib_pinning.analysis import sweep_onset as onset
-from lib_pinning.analysis.sweep_stats import BAND, CONFIDENCE, paired_estimate, per_image_terms, pinned_target_weights
+from lib_pinning.analysis.sweep_stats import (
+    BAND, CONFIDENCE, UNMEASURED_BUDGET, paired_estimate, per_image_terms, pinned_target_weights, unmeasured_note,
+)
 from lib_pinning.evaluation import quantize
 from lib_pinning.generator import Batch, GenerationRequest, Generator
 from lib_pinning.objectives.compose import CompositeObjective, build_objective
@@ -83,14 +94,15 @@ def _order(data: dict[str, Any], dim: int) -> list[int]:
     return sorted(range(dim), key=lambda j: -width(units[j]))
 
 
-def plan(order: list[int], budget: int) -> list[tuple[int, int]]:
+def plan(order: list[int], budget: int, centre: int = 0) -> list[tuple[int, int]]:
     """(unit, seed set) of each up/down pair the budget pays for: every unit at seed set 0 first,
-    then every unit at seed set 1, and so on (module docstring)."""
+    then every unit at seed set 1, and so on (module docstring); `centre`: batches spent on seed
+    set 0's centre first (the reservation's plan)."""
     if budget < 2:
         raise ValueError(f"a sweep needs at least 2 batches (one unit up and down), got {budget}")
     if not order:
         return []
-    return [(order[k % len(order)], k // len(order)) for k in range(budget // 2)]
+    return [(order[k % len(order)], k // len(order)) for k in range(max(budget - centre, 0) // 2)]
 
 
 def seed_set(seeds: tuple[int, ...], k: int) -> tuple[int, ...]:
@@ -155,10 +167,16 @@ class _Scorer:
         self.target_weights: dict[str, np.ndarray] | None = None
         self.target_spread = 0.0
         self.budget, self.batches = budget, 0
+        self.waiting = 0  # units whose first pair is still to come: their batches are reserved
         self._centres: dict[int, _Measured] = {}
 
-    def affords(self, batches: int) -> bool:
-        return self.batches + batches <= self.budget
+    def affords(self, batches: int, centres: tuple[int, ...] = ()) -> bool:
+        """Whether `batches` step batches and the centres of the seed sets `centres` (those still to
+        generate) fit the budget and leave the first pair of every waiting unit paid for (the module
+        docstring's reservation). Seed set 0's centre needs no reserve: the first unit's first pair
+        generates it, before any retry."""
+        own = batches + sum(self.centre_cost(k) for k in set(centres))
+        return self.batches + own + 2 * self.waiting <= self.budget
 
     def measure_targets(self, targets: torch.Tensor, x: np.ndarray) -> None:
         """The gap between the terms of the run's own target pictures (the baseline's images,
@@ -204,7 +222,7 @@ class _Scorer:
 
     def __call__(self, x: np.ndarray, seeds: tuple[int, ...], centre: _Measured | None) -> _Measured:
         """One batch at x (one of the budget), checked against `centre`'s images (the same seeds)."""
-        if not self.affords(1):
+        if self.batches >= self.budget:
             raise RuntimeError("the sweep's budget is spent")  # the caller checks `affords` first
         self.batches += 1
         prompt, negative = self.space.render(x)
@@ -228,7 +246,7 @@ def _first_sides(score: _Scorer, unit: _Unit, j: int, centre: np.ndarray, step: 
     """The unit's first seed set: both steps, each side kept clear of the failure modes by halving
     or left out (sweep_onset's docstring); the two measurements to difference, or None when the
     budget cannot pay for the first pair."""
-    if not score.affords(2 + score.centre_cost(k)):
+    if not score.affords(2, centres=(k,)):
         return None
     base = score.centre(centre, k, seeds)
     first = {}
@@ -270,7 +288,7 @@ def _later_sides(score: _Scorer, unit: _Unit, j: int, centre: np.ndarray, k: int
     """A later seed set at the steps the first one chose (None when the budget cannot pay for it)."""
     sides = unit.sides or {}
     steps = [sides[name].step for name in _SIGN]
-    if not score.affords(sum(h > 0 for h in steps) + (score.centre_cost(k) if 0.0 in steps else 0)):
+    if not score.affords(sum(h > 0 for h in steps), centres=(k,) if 0.0 in steps else ()):
         return None
     out = []
     for (name, sign), h in zip(_SIGN.items(), steps):
@@ -298,7 +316,8 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     data = read_json(path) if path.is_file() else influence.write_influence(store)
     if data.get("center") is None:
         raise ValueError("the run has no usable evaluation to sweep around")
-    pairs = plan(_order(data, space.dim), budget)
+    order = _order(data, space.dim)
+    pairs = plan(order, budget)
     centre = np.asarray(data["center"]["x"], dtype=float)
     masks = store.load_masks(run["target_masks"]) if run.get("target_masks") else None
     targets = store.load_targets(run["targets"])
@@ -308,6 +327,8 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     pinned = score.pin_to(store, data["center"], centre)
     if len(targets) > 1:
         score.measure_targets(targets, centre)
+    # The units whose first pair is reserved (module docstring): those the budget reaches after the centre.
+    waiting = {j for j, _ in plan(order, budget, score.centre_cost(0))}
 
     seen: dict[int, _Unit] = {}
     per_image = True
@@ -315,6 +336,8 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     used: set[int] = set()
     for j, k in pairs:
         unit = seen.setdefault(j, _Unit())
+        waiting.discard(j)
+        score.waiting = len(waiting)
         if unit.sides is not None and unit.span == 0:
             continue  # neither side clear of the failure modes: nothing to measure at more seeds
         at = seed_set(seeds, k)
@@ -344,7 +367,8 @@ def sweep(store: RunStore, generator: Generator, budget: int, step: float = DEFA
     resolution = jump_size(jumps, spread, float(sum(p.weight for p in objective.parts) or 1.0))
 
     units = influence.units_from_space(run.get("space"), space.dim)
-    entries = [_entry(units[j], seen[j], step, band, resolution) for j in sorted(seen) if seen[j].sides is not None]
+    entries = [_entry(units[j], seen[j], step, band, resolution) if j in seen and seen[j].sides is not None
+               else _unmeasured(units[j], step, UNMEASURED_BUDGET) for j in range(space.dim)]
     for entry in entries:
         log.debug("sweep: %r slope %s %s: %s", entry["text"], entry["slope"], entry["interval"], entry["class"])
     data["sweep"] = {
@@ -382,7 +406,17 @@ def _entry(unit: influence.UnitInfo, seen: _Unit, step: float, band: float, reso
         "loss_down": float(np.mean(seen.losses_down)) if seen.losses_down else None,
         "slope": slope, "interval": [_finite(low), _finite(high)],
         "up": None if slope is None else slope * step, "down": None if slope is None else -slope * step,
-        "class": cls,
+        "class": cls, "unmeasured": None,
+    }
+
+
+def _unmeasured(unit: influence.UnitInfo, step: float, why: str) -> dict[str, Any]:
+    """A unit the sweep did not measure (why: a key of sweep_stats.UNMEASURED), listed as "cannot tell"."""
+    return {
+        "index": unit.index, "side": unit.side, "text": unit.text, "step": step, "step_up": None,
+        "step_down": None, "failures": [], "seed_sets": 0, "degenerate": 0, "samples": 0, "unseen": None,
+        "loss_up": None, "loss_down": None, "slope": None, "interval": [None, None], "up": None, "down": None,
+        "class": influence.UNKNOWN, "unmeasured": why,
     }
 
 
@@ -396,6 +430,9 @@ def sweep_lines(sweep_data: dict[str, Any]) -> list[str]:
     for unit in sweep_data.get("units") or []:
         low, high = unit.get("interval") or [None, None]
         where = " (negative)" if unit.get("side") == "negative" else ""
+        if unit.get("unmeasured"):
+            lines.append(f"{repr(unit['text']) + where:26} {unit['class']:12} {unmeasured_note(unit)}")
+            continue
         slope = "-" if unit.get("slope") is None else f"{unit['slope']:+.3f}"
         interval = "" if low is None or high is None else f" [{low:+.3f}, {high:+.3f}]"
         lines.append(f"{repr(unit['text']) + where:26} {unit['class']:12} slope {slope}{interval} loss per unit weight, "

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,11 @@ CONFIDENCE = 0.95
 # exploration made while choosing the step, not a committed benchmark), so 0.01 is about
 # benchmarks/bench_influence.py's truth band of 0.05 in loss units.
 BAND = 0.01
+# Why a unit of the prompt has no measurement (influence.json's sweep unit "unmeasured"), and what
+# the CLI and the report say of it. "budget": the sweep's batches ran out before the unit's first
+# pair (a budget below 2 batches per unit, or the centre's batch took one).
+UNMEASURED_BUDGET = "budget"
+UNMEASURED = {UNMEASURED_BUDGET: "not measured: the sweep's budget ran out before this unit"}
 # The objectives whose terms are read from the pair values (the FLIP image losses): the mode the
 # objective's name ends with says how (`_flip_terms`).
 _FLIP_PREFIX = "flip_"
@@ -134,6 +139,12 @@ def per_image_terms(
         # The distance penalty depends on the weights alone: the same share for every image.
         terms += objective.distance_weight * float(np.mean(np.square(np.asarray(x, dtype=float)))) if len(x) else 0.0
     return terms
+
+
+def unmeasured_note(unit: dict[str, Any]) -> str:
+    """What a sweep unit without a measurement says instead of its slope ("" for a measured unit)."""
+    why = unit.get("unmeasured")
+    return UNMEASURED.get(why, f"not measured ({why})") if why else ""
 
 
 def t_quantile(p: float, df: int) -> float:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from lib_pinning.analysis import cluster_process, influence, weight_map
 from lib_pinning.analysis.sweep_onset import describe as describe_onset, steps_note as sweep_steps_note
+from lib_pinning.analysis.sweep_stats import unmeasured_note
 from lib_pinning.report import analysis_plots
 from lib_pinning.store import RunDirectoryError, RunStore, atomic_write_bytes, read_json
 
@@ -88,7 +89,8 @@ def _parts_text(components: dict[str, Any]) -> str:
 def _sweep_view(sweep: Any) -> dict[str, Any] | None:
     """The sensitivity sweep (lib_pinning.analysis.sweep), None when there was none. A format-1
     sweep (one pair at the run's seeds, no interval) shows its loss changes with '-' intervals;
-    format 3 adds the failure onsets the sweep ran into and the steps it measured at instead."""
+    format 3 adds the failure onsets the sweep ran into and the steps it measured at instead, and
+    lists the units the budget did not reach (their row says so instead of the samples)."""
     if not isinstance(sweep, dict):
         return None
     rows, onsets = [], []
@@ -103,6 +105,7 @@ def _sweep_view(sweep: Any) -> dict[str, Any] | None:
             "up": _number(u.get("up")), "down": _number(u.get("down")), "step": u.get("step"),
             "samples": u.get("samples", "-"), "seed_sets": u.get("seed_sets", 1),
             "degenerate": u.get("degenerate", 0), "steps": sweep_steps_note(u),
+            "unmeasured": unmeasured_note(u),
         })
         where = " (negative prompt)" if u.get("side") == "negative" else ""
         onsets.extend(f"{describe_onset(str(u.get('text', '')), f, where)}; measured up to {f.get('clear_weight')}"

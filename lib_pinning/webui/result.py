@@ -206,7 +206,9 @@ def influence_lines(result: RunResult) -> list[str]:
     lines = [swept_outcome.message] if swept_outcome is not None and swept_outcome.status != DONE else []
     if not isinstance(data, dict):
         return lines
-    swept = isinstance(data.get("sweep"), dict) and bool(data["sweep"].get("units"))
+    # As summary_lines decides: a sweep whose budget measured no unit leaves the surrogate's summary.
+    swept = isinstance(data.get("sweep"), dict) and any(
+        isinstance(u, dict) and u.get("slope") is not None for u in data["sweep"].get("units") or [])
     source = "measured by the sensitivity sweep" if swept else "from the run's own evaluations"
     return [f"Per-unit influence (loss change per weight step, {source}): " + " · ".join(summary_lines(data)), *lines]
 
