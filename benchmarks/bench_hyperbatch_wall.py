@@ -141,24 +141,6 @@ def time_catch_up(shape: tuple[int, ...], repeats: int) -> tuple[float, float, f
     return statistics.median(draw), statistics.median(skip), statistics.median(jump)
 
 
-class TimedModel:
-    """The toy model with the CPU time spent inside its denoiser calls added up."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self.seconds = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        started = time.process_time()
-        try:
-            return self._model(*args, **kwargs)
-        finally:
-            self.seconds += time.process_time() - started
-
-
 class Stopwatch:
     """CPU seconds spent inside calls of one function, added up (wraps it)."""
 
@@ -172,6 +154,14 @@ class Stopwatch:
             return self._function(*args, **kwargs)
         finally:
             self.seconds += time.process_time() - started
+
+
+class TimedModel(Stopwatch):
+    """The toy model with the CPU time spent inside its denoiser calls added up; its other
+    attributes are the model's."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._function, name)
 
 
 class TimedSplits:

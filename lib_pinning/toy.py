@@ -457,24 +457,24 @@ class ToyModel:
         product is in float64 (a matrix product, several times faster than explicit differences).
         """
         n = x.shape[0]
-        flat = self._scratch(torch.float64, x.device, 0, n, x[0].numel())
+        flat = self._scratch(torch.float64, x.device, n, x[0].numel())
         flat.copy_(x.reshape(n, -1))
         mu, mu_sq = self._mu64(flat.device)
         return torch.addmm(mu_sq, flat, mu.T, alpha=-2.0)
 
-    def _scratch(self, dtype: torch.dtype, device: torch.device, slot: int, rows: int, width: int) -> torch.Tensor:
-        """Rows 0..rows-1 of this thread's scratch buffer `slot` ([>= rows, width], grown as needed).
+    def _scratch(self, dtype: torch.dtype, device: torch.device, rows: int, width: int) -> torch.Tensor:
+        """Rows 0..rows-1 of this thread's scratch buffer ([>= rows, width], grown as needed).
 
-        The float64 copy of x is the call's largest temporary (96 KB a row on the toy); a fresh
-        one costs page faults at every call, and a hyperbatch, whose row
-        count changes, gets fewer reused blocks from the allocator than a plain batch. The same
-        op writes into a kept buffer instead: the same values. One set per thread, as the
-        generator may serve several threads.
+        The float64 copy of x is the call's largest temporary (96 KB a row on the toy): a fresh
+        one costs page faults at every call, and a hyperbatch, whose row count changes, gets fewer
+        reused blocks from the allocator than a plain batch. The copy is written into a kept
+        buffer instead: the same values. One buffer per thread, as the generator may serve
+        several threads.
         """
         buffers = getattr(self._local, "buffers", None)
         if buffers is None:
             buffers = self._local.buffers = {}
-        key = (dtype, device, slot, width)
+        key = (dtype, device, width)
         buffer = buffers.get(key)
         if buffer is None or buffer.shape[0] < rows:
             buffer = buffers[key] = torch.empty((rows, width), dtype=dtype, device=device)
