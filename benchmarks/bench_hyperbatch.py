@@ -1002,6 +1002,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
     args = parser.parse_args(argv)
+    multiple = UNetConfig.sd15().image_multiple  # the tiny UNet has the same levels
+    if args.unet_size is not None and (args.unet_size <= 0 or args.unet_size % multiple):
+        parser.error(f"--unet-size must be a positive multiple of {multiple} pixels "
+                     f"(8 per latent pixel, halved at each of the UNet's levels), got {args.unet_size}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_hyperbatch.py " + shlex.join(argv if argv is not None else sys.argv[1:])

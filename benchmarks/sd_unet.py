@@ -42,6 +42,12 @@ class UNetConfig:
     def time_embed_dim(self) -> int:
         return 4 * self.model_channels
 
+    @property
+    def image_multiple(self) -> int:
+        """The image side must be a multiple of this many pixels: the VAE's factor 8 times one
+        halving of the latent per downsampling level."""
+        return 8 * 2 ** (len(self.channel_mult) - 1)
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (fractional) timesteps t [n] -> [n, dim] (cos half, then sin half)."""

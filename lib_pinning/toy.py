@@ -95,7 +95,7 @@ import struct
 import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
@@ -110,6 +110,19 @@ SIGMA_MAX_PER_PIXEL = 2.5
 _SIGMA_CACHE_SIZE = 512
 
 _WORD_RE = re.compile(r"[^\W_]+")
+
+
+class SigmaTerms(NamedTuple):
+    """A call's terms that depend on sigma alone (`ToyModel._sigma_terms`).
+
+    two_variance: 2 (s^2 + sigma^2), float64 [n, 1]; shrink: s^2 / (s^2 + sigma^2), x's dtype
+    [n, 1]; variance: s^2 + sigma^2 as a float when every row has the same sigma (a sampler's
+    step), else None.
+    """
+
+    two_variance: torch.Tensor
+    shrink: torch.Tensor
+    variance: float | None
 
 
 @dataclass(frozen=True)
@@ -334,7 +347,7 @@ class ToyModel:
         self._proto_cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self._mu64_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._log_weights_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
-        self._sigma_cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._sigma_cache: dict[tuple[Any, ...], SigmaTerms] = {}
         self._local = threading.local()
         attr = torch.zeros(NUM_PROTOTYPES, len(ATTRIBUTE_WORDS), dtype=torch.float64)
         for k, proto in enumerate(PROTOTYPES):
@@ -447,10 +460,11 @@ class ToyModel:
 
     # ---- the denoiser ----------------------------------------------------------------------------
 
-    def _sq_distances(self, x: torch.Tensor) -> torch.Tensor:
-        """float64 [n, K] squared L2 distances to the prototypes, less |x|^2: |mu_k|^2 - 2 x.mu_k.
+    def _sq_distances(self, x: torch.Tensor, beta: float = 1.0, alpha: float = -2.0) -> torch.Tensor:
+        """float64 [n, K] squared L2 distances to the prototypes, less |x|^2: |mu_k|^2 - 2 x.mu_k
+        (or beta |mu_k|^2 + alpha x.mu_k: a scale folded into the product).
 
-        A term shared by all components of a row changes none of their responsibilities (log_softmax
+        A term shared by all components of a row changes none of their responsibilities (softmax
         over k) nor the nearest prototype (argmin over k), so |x|^2 is never computed: two ops a
         call instead of six, and no cancellation (|x|^2 ~ 6,000 against distance gaps ~1 as sigma ->
         0, where float32, or cdist, would leave errors of ~0.04, several units of log-odds). The
@@ -460,7 +474,7 @@ class ToyModel:
         flat = self._scratch(torch.float64, x.device, n, x[0].numel())
         flat.copy_(x.reshape(n, -1))
         mu, mu_sq = self._mu64(flat.device)
-        return torch.addmm(mu_sq, flat, mu.T, alpha=-2.0)
+        return torch.addmm(mu_sq, flat, mu.T, beta=beta, alpha=alpha)
 
     def _scratch(self, dtype: torch.dtype, device: torch.device, rows: int, width: int) -> torch.Tensor:
         """Rows 0..rows-1 of this thread's scratch buffer ([>= rows, width], grown as needed).
@@ -528,11 +542,10 @@ class ToyModel:
             )
         return self.component_std**2 + sigma.square()
 
-    def _sigma_terms(self, sigma: torch.Tensor | float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(2 (s^2 + sigma^2) as float64 [n, 1], the shrink s^2 / (s^2 + sigma^2) as x.dtype [n, 1]),
-        kept per sigma value: a sampler calls the model at each step's sigma on a fresh tensor, and
-        these ~9 ops on n values are a third of a one-row call's fixed cost. Computed on a miss
-        with the very ops the formula uses, so the values are the same bits."""
+    def _sigma_terms(self, sigma: torch.Tensor | float, x: torch.Tensor) -> SigmaTerms:
+        """The per-sigma terms of a call (`SigmaTerms`), kept per sigma value: a sampler calls the
+        model at each step's sigma on a fresh tensor, and these ~9 ops on n values are a third of
+        a one-row call's fixed cost. Computed on a miss with the very ops the formula uses."""
         if isinstance(sigma, torch.Tensor):
             key: tuple[Any, ...] = (sigma.dtype, tuple(sigma.shape), tuple(sigma.reshape(-1).tolist()))
         else:
@@ -541,27 +554,36 @@ class ToyModel:
         terms = self._sigma_cache.get(key)
         if terms is None:
             variance = self._variance(sigma, x)
-            terms = (2.0 * variance[:, None], (self.component_std**2 / variance).to(x.dtype).view(x.shape[0], 1))
+            shared = float(variance[0]) if bool((variance == variance[0]).all()) else None
+            terms = SigmaTerms(
+                2.0 * variance[:, None], (self.component_std**2 / variance).to(x.dtype).view(x.shape[0], 1), shared
+            )
             if len(self._sigma_cache) >= _SIGMA_CACHE_SIZE:
                 self._sigma_cache.pop(next(iter(self._sigma_cache)))
             self._sigma_cache[key] = terms
         return terms
 
-    @staticmethod
-    def _log_resp(sq_dist: torch.Tensor, two_variance: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
-        # log N(x; mu_k, v I) up to a term shared by all components ((d/2) log 2 pi v), which
-        # log_softmax removes; no exp() of a large number anywhere, so every sigma is safe.
-        # log_w may carry a leading branch dimension (cond, uncond): one op serves both.
-        # two_variance: 2 v as [n, 1].
-        return torch.log_softmax(log_w - sq_dist / two_variance, dim=-1)
+    def _responsibilities(self, x: torch.Tensor, terms: SigmaTerms, log_w: torch.Tensor) -> torch.Tensor:
+        """float64 [..., n, K]: softmax over k of log_w - |x - mu_k|^2 / (2 v).
+
+        log N(x; mu_k, v I) up to terms shared by all components (|x|^2 and (d/2) log 2 pi v),
+        which the softmax removes; no exp() of a large number anywhere, so every sigma is safe.
+        log_w may carry a leading branch dimension (cond, uncond): one softmax serves both. With
+        one v for every row (a sampler's step) the scale 1 / (2 v) is folded into the distance
+        product (addmm's alpha and beta): one op where a division and a subtraction were.
+        """
+        if terms.variance is None:
+            return torch.softmax(log_w - self._sq_distances(x) / terms.two_variance, dim=-1)
+        v = terms.variance
+        # -(|mu_k|^2 - 2 x.mu_k) / (2 v) = x.mu_k / v - |mu_k|^2 / (2 v)
+        return torch.softmax(log_w + self._sq_distances(x, beta=-0.5 / v, alpha=1.0 / v), dim=-1)
 
     def responsibilities(
         self, x: torch.Tensor, sigma: torch.Tensor | float, log_weights: torch.Tensor
     ) -> torch.Tensor:
         """float64 [n, K]: p(component k | x, sigma) with prior weights exp(log_weights) ([n|1, K])."""
-        variance = self._variance(sigma, x)
         log_w = self._rows("log_weights", log_weights, x.shape[0], x.device)
-        return self._log_resp(self._sq_distances(x), 2.0 * variance[:, None], log_w).exp()
+        return self._responsibilities(x, self._sigma_terms(sigma, x), log_w)
 
     @staticmethod
     def _guidance(cond_scale: float | torch.Tensor, n: int, device: torch.device) -> float | torch.Tensor | None:
@@ -594,28 +616,30 @@ class ToyModel:
         pixel-space model and are accepted and ignored.
 
         The call's fixed cost (a hyperbatch pays it as often as a plain batch, on fewer rows) is
-        kept to the ops the formula needs: both branches' responsibilities in one log_softmax,
-        the log weights' float64 form cached, checks on shapes only.
+        kept to the ops the formula needs: both branches' responsibilities in one softmax, the
+        guidance in one lerp, the shrink inside the mixing product, the log weights' float64 form
+        cached, checks on shapes only.
         """
         if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"x must be [n, *{self.image_shape}], got {tuple(x.shape)}")
         n = x.shape[0]
         scale = self._guidance(cond_scale, n, x.device)
-        two_variance, shrink = self._sigma_terms(sigma, x)
+        terms = self._sigma_terms(sigma, x)
         log_w = self._log_weights(cond, uncond, scale is not None, n, x.device)
         self.calls += 1
         self.rows_evaluated += n
-        resp = self._log_resp(self._sq_distances(x), two_variance, log_w).exp()
-        weights = resp[0]
-        if scale is not None:
-            # Each component's denoised mean is the same in both branches, so mixing the two
-            # denoisers is mixing their responsibilities: one matrix product serves both.
-            weights = resp[1] + scale * (weights - resp[1])
+        resp = self._responsibilities(x, terms, log_w)
+        # Each component's denoised mean is the same in both branches, so mixing the two
+        # denoisers is mixing their responsibilities: one matrix product serves both.
+        weights = (resp[0] if scale is None else torch.lerp(resp[1], resp[0], scale)).to(x.dtype)
         flat = x.reshape(n, -1)
-        mixed = weights.to(x.dtype) @ self._mu(flat)
-        # sum_k w_k (mu_k + shrink (x - mu_k)) = mixed + shrink (x - mixed), as sum_k w_k = 1
-        # (also under guidance: both branches' weights sum to 1).
-        return torch.lerp(mixed, flat, shrink).view_as(x)
+        # sum_k w_k (mu_k + shrink (x - mu_k)) = shrink x + (1 - shrink) mixed, as sum_k w_k = 1
+        # (also under guidance: both branches' weights sum to 1). With one sigma for every row
+        # the shrink is a number, which the mixing product adds in (addmm's beta and alpha).
+        if terms.variance is not None:
+            shrink = self.component_std**2 / terms.variance
+            return torch.addmm(flat, weights, self._mu(flat), beta=shrink, alpha=1.0 - shrink).view_as(x)
+        return torch.lerp(weights @ self._mu(flat), flat, terms.shrink).view_as(x)
 
     def reset_counters(self) -> None:
         """Zero `rows_evaluated` (image rows denoised, one per image per call) and `calls`."""

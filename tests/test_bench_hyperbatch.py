@@ -86,6 +86,15 @@ def test_full_size_unet_is_skipped_without_cuda():
     assert bench.resolve_unet_device("cuda", tiny=True) == torch.device("cpu")
 
 
+@pytest.mark.parametrize("size", ["16", "100", "0"])
+def test_an_image_side_the_unet_cannot_halve_is_refused_before_any_work(size, capsys):
+    """A side that is not a multiple of 64 would crash deep inside the UNet's skip connections."""
+    assert UNetConfig.sd15().image_multiple == UNetConfig.tiny().image_multiple == 64
+    with pytest.raises(SystemExit):
+        bench.main(["--no-toy", "--unet-tiny", "--unet-size", size])
+    assert "--unet-size must be a positive multiple of 64" in capsys.readouterr().err
+
+
 # -- the fidelity measure (hyperbatch_fidelity, bench_hyperbatch.py --fidelity) ----------------------
 
 

@@ -174,11 +174,20 @@ def brute_force_denoiser(mu, s, x, sigma, pi):
     return torch.stack(out)
 
 
-def test_denoiser_matches_brute_force_in_float64_and_float32(model):
+@pytest.mark.parametrize(
+    "sigma_values",
+    [
+        (0.0, 0.05, 3.0, 8.0, 20.0, 160.0),  # one sigma per row: the denoiser's general path
+        (0.05,) * 6,  # one sigma for every row (a sampler's step): its folded-scale path
+        (3.0,) * 6,
+        (160.0,) * 6,
+    ],
+)
+def test_denoiser_matches_brute_force_in_float64_and_float32(model, sigma_values):
     gen = torch.Generator().manual_seed(1)
     pi = torch.softmax(torch.randn(NUM_PROTOTYPES, generator=gen, dtype=torch.float64), 0)
     k = torch.tensor([0, 3, 5, 9, 2, 7])
-    sigma = torch.tensor([0.0, 0.05, 3.0, 8.0, 20.0, 160.0], dtype=torch.float64)
+    sigma = torch.tensor(sigma_values, dtype=torch.float64)
     x = model.prototypes[k] + (0.1**2 + sigma**2).sqrt().view(-1, 1, 1, 1) * torch.randn(
         (6, 3, 64, 64), generator=gen, dtype=torch.float64
     )
