@@ -350,6 +350,34 @@ def half_batch_lines(walls: Sequence[SamplerWall]) -> list[str]:
     return lines
 
 
+def against_half_batch(walls: Sequence[SamplerWall]) -> list[str]:
+    """Each sampler's default hyperbatch against the plain batch of half the images (about the same
+    rows: r ~ 0.5), part by part: what growing a batch costs beyond the rows it evaluates, in units
+    of the plain batch of BATCH. The parts add up to the difference of the two ratios."""
+    half = BATCH // 2
+    rows = [w for w in walls if w.parts and Variant("none", half) in w.parts]
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"Each sampler's default hyperbatch against that plain batch of {half} (about the same rows): "
+        "hyperbatch ms minus half-batch ms per part, in units of the plain batch of "
+        f"{BATCH}; the parts add up to the difference of the ratios, up to the medians.",
+        "",
+        f"| sampler | schedule | r | hyper ratio | B={half} ratio | difference | "
+        + " | ".join(PART_NAMES.values()) + " |",
+        "|---|---|---:|---:|---:|---:|" + "---:|" * len(PART_NAMES),
+    ]
+    for w in rows:
+        growth = w.schedules[0]
+        hyper, plain_half = w.parts[Variant(growth, BATCH)], w.parts[Variant("none", half)]
+        hyper_ratio, half_ratio = w.ms[Variant(growth, BATCH)] / w.plain(), w.ms[Variant("none", half)] / w.plain()
+        cells = [f"{(getattr(hyper, name) - getattr(plain_half, name)) / w.plain():+.3f}" for name in PART_NAMES]
+        lines.append(f"| {w.sampler} | {growth} | {w.rows_ratio[growth]:.3f} | {hyper_ratio:.3f} | "
+                     f"{half_ratio:.3f} | {hyper_ratio - half_ratio:+.3f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float, float],
            catch_up: tuple[float, float, float], repeats: int, load_before: float | None, seconds: float,
            slow_repeats: int | None = None, cold_repeats: int = 0) -> str:
@@ -417,7 +445,7 @@ def report(walls: Sequence[SamplerWall], denoiser: tuple[dict[int, float], float
                 f"| {ratio:.3f} | {'yes' if ratio <= r + WALL_SLACK else 'no'} | {floor:.3f} | {own:+.3f} "
                 f"| {w.denoiser_ms[v] / w.denoiser_ms[plain_v]:.3f} | {outside:.3f} |"
             )
-    lines += parts_table(walls) + half_batch_lines(walls)
+    lines += parts_table(walls) + half_batch_lines(walls) + against_half_batch(walls)
     draw_ms, skip_ms, jump_ms = catch_up
     sequential = [w for w in walls if not SAMPLERS[w.sampler].webui_options.get("brownian_noise")]
     lines += ["", "Reading it, per sampler and schedule (ratio = floor + the hyperbatch's own cost):", ""]
