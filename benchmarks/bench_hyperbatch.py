@@ -1002,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--update-doc", type=Path, default=None, help="write the section into this file")
     args = parser.parse_args(argv)
-    multiple = UNetConfig.sd15().image_multiple  # the tiny UNet has the same levels
+    multiple = (UNetConfig.tiny() if args.unet_tiny else UNetConfig.sd15()).image_multiple
     if args.unet_size is not None and (args.unet_size <= 0 or args.unet_size % multiple):
         parser.error(f"--unet-size must be a positive multiple of {multiple} pixels "
                      f"(8 per latent pixel, halved at each of the UNet's levels), got {args.unet_size}")
