@@ -90,7 +90,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import struct
 import threading
 from dataclasses import asdict, dataclass
@@ -101,6 +100,7 @@ import torch
 
 from lib_pinning.prompt import parse_prompt_attention
 from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, NUM_PROTOTYPES, PROTOTYPES, prototype_stack
+from lib_pinning.toy_words import hashed_normal, words_of
 
 # sigma_max per pixel of image side (see ToyConfig.sigma_max).
 SIGMA_MAX_PER_PIXEL = 2.5
@@ -108,8 +108,6 @@ SIGMA_MAX_PER_PIXEL = 2.5
 # Sigma values whose denoiser terms a model keeps (`ToyModel._sigma_terms`): a schedule's steps at
 # each row count a hyperbatch passes through, several schedules over.
 _SIGMA_CACHE_SIZE = 512
-
-_WORD_RE = re.compile(r"[^\W_]+")
 
 
 class SigmaTerms(NamedTuple):
@@ -183,33 +181,6 @@ class ToyConfig:
     def to_json(self) -> dict[str, Any]:
         """The fields with sigma_max resolved: `ToyConfig(**config.to_json()) == config`."""
         return asdict(self)
-
-
-def hashed_normal(text: str, count: int) -> torch.Tensor:
-    """`count` standard normal float64 values derived from SHA-256 of `text` (Box-Muller).
-
-    Python's hash() is salted per process and numpy/torch generator streams may change between
-    versions; a hash plus Box-Muller depends only on the text, so word vectors are identical in
-    every process, on every platform, forever.
-    """
-    values: list[float] = []
-    block = 0
-    while len(values) < count:
-        digest = hashlib.sha256(f"sd-prompt-pinning/toy/{block}/{text}".encode("utf-8")).digest()
-        for off in range(0, 32, 16):
-            a, b = struct.unpack(">QQ", digest[off : off + 16])
-            u1 = (a + 1) / 2.0**64  # in (0, 1]: log(u1) is finite
-            u2 = b / 2.0**64
-            radius = math.sqrt(-2.0 * math.log(u1))
-            values.append(radius * math.cos(2.0 * math.pi * u2))
-            values.append(radius * math.sin(2.0 * math.pi * u2))
-        block += 1
-    return torch.tensor(values[:count], dtype=torch.float64)
-
-
-def words_of(text: str) -> list[str]:
-    """Lowercase words of a prompt piece; underscores split too, so booru tags read as words."""
-    return _WORD_RE.findall(text.lower())
 
 
 def to_images(x: torch.Tensor) -> torch.Tensor:

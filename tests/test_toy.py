@@ -14,8 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, hashed_normal, to_images, words_of
+from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
 from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, COLOURS, NUM_PROTOTYPES, PROTOTYPES, draw_prototype
+from lib_pinning.toy_words import hashed_normal, words_of
 from pinning_samplers.schedules import get_sigmas_karras
 
 # chi-square critical value for 9 degrees of freedom (K - 1) at p = 0.001 (scipy.stats.chi2.ppf).
