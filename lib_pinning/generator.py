@@ -208,7 +208,7 @@ class ToyGenerator:
         latents = self.sampler.function(
             self.model, x, sigmas, extra_args=extra_args, disable=True, noise_sampler=noise_sampler, growth=plan
         )
-        # Over-emphasis frying and NaN latents (toy.FailureModes; off with ToyConfig(failure_modes=False)).
+        # Over-emphasis frying and NaN latents (toy_failures.FailureModes; off with ToyConfig(failure_modes=False)).
         latents = self.model.failure_modes(request.prompt, request.negative_prompt).apply(latents, seeds)
         nonfinite = tuple(bool(v) for v in guard.nonfinite_rows(latents))
         return Batch(

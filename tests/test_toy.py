@@ -530,7 +530,7 @@ def _toy_batch(prompt: str, negative: str = "", failure_modes: bool = True, seed
 
 
 def test_effective_emphasis_weight_counts_nesting_and_the_negative_prompt():
-    from lib_pinning.toy import emphasis_peak
+    from lib_pinning.toy_failures import emphasis_peak
 
     assert emphasis_peak("red circle") == (1.0, "red")
     assert emphasis_peak("red ((circle:1.5))")[0] == pytest.approx(1.5 * 1.1)
