@@ -761,6 +761,7 @@ CODE_PATHS: tuple[str, ...] = (
     "lib_pinning/toy.py",
     "lib_pinning/toy_words.py",
     "lib_pinning/toy_failures.py",
+    "lib_pinning/toy_clip.py",
     "lib_pinning/objectives",
 )
 """The code a toy measurement depends on; its git state goes into the report."""

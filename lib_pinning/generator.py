@@ -17,7 +17,8 @@ import torch
 
 from lib_pinning import guard
 from lib_pinning.options_model import OptionsModel, option
-from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
+from lib_pinning.toy import ToyConfig, ToyModel, to_images
+from lib_pinning.toy_clip import ToyClip
 from pinning_samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
 from pinning_samplers.schedules import get_sigmas_exponential, get_sigmas_karras
 

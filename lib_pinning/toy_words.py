@@ -1,7 +1,8 @@
 """How the toy model reads words: a prompt piece's words (`words_of`) and the stable pseudo-random
-draw behind a non-attribute word's vector (`hashed_normal`). Shared by the toy's prompt -> mixture
-weights (lib_pinning.toy) and everything else in the toy that reads a prompt's words; the design of
-the word vectors: lib_pinning.toy's docstring."""
+draw behind a non-attribute word's vector (`hashed_normal`). Shared by the prompt -> mixture weights
+(lib_pinning.toy), the effective emphasis weight (lib_pinning.toy_failures) and the toy CLIP's text
+encoder (lib_pinning.toy_clip), below all three; the design of the word vectors: lib_pinning.toy's
+docstring."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
+from lib_pinning.toy import ToyConfig, ToyModel, to_images
+from lib_pinning.toy_clip import ToyClip
 from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, COLOURS, NUM_PROTOTYPES, PROTOTYPES, draw_prototype
 from lib_pinning.toy_words import hashed_normal, words_of
 from pinning_samplers.schedules import get_sigmas_karras
