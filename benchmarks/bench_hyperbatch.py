@@ -755,7 +755,15 @@ def unet_table(rows: Sequence[UNetRow]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-CODE_PATHS: tuple[str, ...] = ("pinning_samplers", "lib_pinning/generator.py", "lib_pinning/toy.py", "lib_pinning/objectives")
+CODE_PATHS: tuple[str, ...] = (
+    "pinning_samplers",
+    "lib_pinning/generator.py",
+    "lib_pinning/toy.py",
+    "lib_pinning/toy_words.py",
+    "lib_pinning/toy_failures.py",
+    "lib_pinning/toy_clip.py",
+    "lib_pinning/objectives",
+)
 """The code a toy measurement depends on; its git state goes into the report."""
 
 

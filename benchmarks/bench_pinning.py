@@ -1,7 +1,7 @@
 """Pinning on the toy model with its failure modes: the original tool, this project before issue 10, now.
 
 Every run is a full pinning run (the real loop, guard, stopping rule, repeat cache and store) on the
-toy model with over-emphasis frying and the NaN region on (lib_pinning/toy.py), batch 8, over
+toy model with over-emphasis frying and the NaN region on (lib_pinning/toy_failures.py), batch 8, over
 prompts of four kinds (tight, loose, with a negative prompt, long: 40+ word units) and 5 seeds
 (image seeds and CMA seed). Configurations, all set through `PinningOptions`:
 

@@ -2,9 +2,9 @@
 
 The sensitivity sweep (lib_pinning.analysis.sweep) must not measure a word's influence from images
 that a failure mode degrades. This profile raises one word of a toy prompt from just below the
-frying onset (effective weight 1.5, lib_pinning.toy) and reports, for each weight, against the
-batch at the starting weight with the same seeds (images quantised as saved, as the run and the
-sweep judge them):
+frying onset (effective weight 1.5, lib_pinning.toy_failures) and reports, for each weight,
+against the batch at the starting weight with the same seeds (images quantised as saved, as the
+run and the sweep judge them):
 
 * flagged: images the degenerate-image guard flags (lib_pinning.guard, default thresholds);
 * drift: the sweep's soft signal (lib_pinning.analysis.sweep_onset.drift): the lower-quartile image's

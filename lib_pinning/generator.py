@@ -17,7 +17,8 @@ import torch
 
 from lib_pinning import guard
 from lib_pinning.options_model import OptionsModel, option
-from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
+from lib_pinning.toy import ToyConfig, ToyModel, to_images
+from lib_pinning.toy_clip import ToyClip
 from pinning_samplers import SAMPLERS, GrowthPlan, SeededBrownianNoise, SeededNoise, plan_growth
 from pinning_samplers.schedules import get_sigmas_exponential, get_sigmas_karras
 
@@ -208,7 +209,7 @@ class ToyGenerator:
         latents = self.sampler.function(
             self.model, x, sigmas, extra_args=extra_args, disable=True, noise_sampler=noise_sampler, growth=plan
         )
-        # Over-emphasis frying and NaN latents (toy.FailureModes; off with ToyConfig(failure_modes=False)).
+        # Over-emphasis frying and NaN latents (toy_failures.FailureModes; off with ToyConfig(failure_modes=False)).
         latents = self.model.failure_modes(request.prompt, request.negative_prompt).apply(latents, seeds)
         nonfinite = tuple(bool(v) for v in guard.nonfinite_rows(latents))
         return Batch(

@@ -54,31 +54,9 @@ Calibration (ToyConfig defaults; the sampling numbers come from 20-step Karras, 
 
 Cost: one call on 8 rows takes about 0.5 ms on one CPU thread (20 steps: ~10 ms per batch).
 
-Failure modes (`ToyConfig.failure_modes`, on by default; `FailureModes`). A real checkpoint fails
-in two ways that a loss measuring only variety rewards, and the toy reproduces both after sampling,
-as a function of the *effective emphasis weight*: the largest weight the WebUI's emphasis parser
-gives any word of the prompt or the negative prompt (nesting multiplies, as in the WebUI; the
-negative prompt counts because on SD it is the uncond, whose over-emphasis fries just the same).
-
-* Frying, from weight 1.5 (fry_onset) to 2.3 (fry_full). On SD 1.5, emphasis past about 1.4-1.5
-  starts to burn the image (over-saturated, over-contrasted, detail melting into blotches); at 2
-  the picture is mostly gone into a flat saturated colour that looks alike across seeds (SDXL and
-  Pony models bear a little more). The toy blurs each image (Gaussian, up to 4 px at 64 px), draws
-  it toward a saturated two-hue colour field (derived from the most emphasised word, so shared by
-  every seed), then raises saturation and contrast, by a smoothstep amount of the weight: 0 at 1.5,
-  0.16 at 1.65, 0.65 at 2.0, 1 from 2.3, where every seed gives the same colour field (variety 0).
-  The demo's unbounded variety search (this project's defaults before weight bounds) proposes
-  weights past 2.3 from about generation 6; its best had 2.4 and 3.1.
-* NaN latents, from weight 3.0 (nan_onset; every image by 3.5, nan_full). Extreme emphasis
-  overflows half-precision activations (the WebUI's NansException, or black images with
-  --disable-nan-check); which images overflow depends on their noise, so a share of the batch
-  rising linearly from 0 at 3.0 to 1 at 3.5 is NaN, each image's turn fixed by its seed. The
-  decoder (`to_images`) renders NaN black, as the WebUI does with --disable-nan-check. Where a real
-  checkpoint's NaN region starts depends on it and on the precision; the toy puts it past the
-  frying, inside the range the old default search reaches, as the issue saw on a real WebUI.
-
-Both are pure functions of (prompt, negative prompt, seeds, config): determinism is unchanged, and
-the cost is one small blur per fried batch.
+Failure modes: past an effective emphasis weight the images fry and, further on, come out NaN, as on
+a real checkpoint (`ToyConfig.failure_modes`, on by default); the thresholds and why are in
+lib_pinning.toy_failures.
 
 Model rows: `ToyModel.rows_evaluated` counts one row per image per call, whatever the cfg. The
 WebUI evaluates cond and uncond of a step in one batched UNet call, so with cfg it costs two UNet
@@ -88,10 +66,7 @@ hyperbatch sampler are unaffected.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-import struct
 import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -100,7 +75,9 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from lib_pinning.prompt import parse_prompt_attention
+from lib_pinning.toy_failures import FailureModes
 from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, NUM_PROTOTYPES, PROTOTYPES, prototype_stack
+from lib_pinning.toy_words import hashed_normal, words_of
 
 # sigma_max per pixel of image side (see ToyConfig.sigma_max).
 SIGMA_MAX_PER_PIXEL = 2.5
@@ -108,8 +85,6 @@ SIGMA_MAX_PER_PIXEL = 2.5
 # Sigma values whose denoiser terms a model keeps (`ToyModel._sigma_terms`): a schedule's steps at
 # each row count a hyperbatch passes through, several schedules over.
 _SIGMA_CACHE_SIZE = 512
-
-_WORD_RE = re.compile(r"[^\W_]+")
 
 
 class SigmaTerms(NamedTuple):
@@ -138,7 +113,7 @@ class ToyConfig:
     attribute_strength: A; an attribute word's vector is A on the prototypes having the attribute,
         0 elsewhere, minus its mean.
     image_size: prototype side in pixels (drawn procedurally, so any size works).
-    failure_modes: over-emphasis frying and the NaN region (`FailureModes`, the module docstring);
+    failure_modes: over-emphasis frying and the NaN region (`FailureModes`, lib_pinning.toy_failures);
         off gives the clean mixture, whose every sample is a clean prototype image.
     fry_onset, fry_full: effective emphasis weights at which frying starts and is complete.
     nan_onset, nan_full: effective weights at which the first image of a batch, and every image,
@@ -185,33 +160,6 @@ class ToyConfig:
         return asdict(self)
 
 
-def hashed_normal(text: str, count: int) -> torch.Tensor:
-    """`count` standard normal float64 values derived from SHA-256 of `text` (Box-Muller).
-
-    Python's hash() is salted per process and numpy/torch generator streams may change between
-    versions; a hash plus Box-Muller depends only on the text, so word vectors are identical in
-    every process, on every platform, forever.
-    """
-    values: list[float] = []
-    block = 0
-    while len(values) < count:
-        digest = hashlib.sha256(f"sd-prompt-pinning/toy/{block}/{text}".encode("utf-8")).digest()
-        for off in range(0, 32, 16):
-            a, b = struct.unpack(">QQ", digest[off : off + 16])
-            u1 = (a + 1) / 2.0**64  # in (0, 1]: log(u1) is finite
-            u2 = b / 2.0**64
-            radius = math.sqrt(-2.0 * math.log(u1))
-            values.append(radius * math.cos(2.0 * math.pi * u2))
-            values.append(radius * math.sin(2.0 * math.pi * u2))
-        block += 1
-    return torch.tensor(values[:count], dtype=torch.float64)
-
-
-def words_of(text: str) -> list[str]:
-    """Lowercase words of a prompt piece; underscores split too, so booru tags read as words."""
-    return _WORD_RE.findall(text.lower())
-
-
 def to_images(x: torch.Tensor) -> torch.Tensor:
     """Data space [-1, 1] -> float32 images in [0, 1] on the CPU (the Batch convention).
 
@@ -220,112 +168,6 @@ def to_images(x: torch.Tensor) -> torch.Tensor:
     """
     x = torch.nan_to_num(x.detach().float().cpu(), nan=-1.0)
     return ((x + 1.0) / 2.0).clamp_(0.0, 1.0)
-
-
-def emphasis_peak(prompt: str, negative_prompt: str = "") -> tuple[float, str]:
-    """The effective emphasis weight of a prompt pair and the word carrying it.
-
-    The largest |weight| the WebUI's emphasis parser gives a piece with words, over the prompt and
-    the negative prompt; (0.0, "") when neither has a word.
-    """
-    peak, word = 0.0, ""
-    for text in (prompt, negative_prompt):
-        if not text:
-            continue
-        for piece, weight in parse_prompt_attention(text):
-            words = words_of(piece)
-            if words and not (piece == "BREAK" and weight == -1) and abs(float(weight)) > peak:
-                peak, word = abs(float(weight)), words[0]
-    return peak, word
-
-
-def _hash_unit(text: str) -> float:
-    """A uniform value in [0, 1) from SHA-256 of `text`: stable across processes and platforms."""
-    digest = hashlib.sha256(f"sd-prompt-pinning/toy-failure/{text}".encode("utf-8")).digest()
-    return struct.unpack(">Q", digest[:8])[0] / 2.0**64
-
-
-def _smoothstep(value: float, start: float, end: float) -> float:
-    t = min(max((value - start) / (end - start), 0.0), 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-@lru_cache(maxsize=64)
-def fry_field(word: str, size: int) -> torch.Tensor:
-    """The colour field a fried image drifts to: float64 [3, size, size] in [-1, 1].
-
-    A diagonal gradient between two neighbouring fully saturated hues (HSV S = V = 1, so two of
-    the three channels sit at the ends of the range), the first hue derived from `word`.
-    """
-    hue = _hash_unit(f"hue/{word}")
-    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-    h = (hue + 0.2 * (x + y) / 2.0) % 1.0
-    # HSV -> RGB with S = V = 1: channel n is clamp(|6h - k_n mod 6 - 3| - 1, 0, 1).
-    channels = [(((h * 6.0 + offset) % 6.0) - 3.0).abs().sub(1.0).clamp(0.0, 1.0) for offset in (0.0, 4.0, 2.0)]
-    return torch.stack(channels) * 2.0 - 1.0
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [n, 3, H, W] with reflected edges."""
-    radius = min(int(math.ceil(3.0 * sigma)), x.shape[-1] // 2 - 1)
-    if sigma < 0.3 or radius < 1:
-        return x
-    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).view(1, 1, 1, -1).expand(3, 1, 1, -1)
-    x = torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="reflect")
-    x = torch.nn.functional.conv2d(x, kernel, groups=3)
-    x = torch.nn.functional.pad(x, (0, 0, radius, radius), mode="reflect")
-    return torch.nn.functional.conv2d(x, kernel.transpose(-1, -2), groups=3)
-
-
-_LUMA = (0.299, 0.587, 0.114)
-
-
-@dataclass(frozen=True)
-class FailureModes:
-    """How a prompt pair fails on the toy model (module docstring: the thresholds and why).
-
-    peak: the effective emphasis weight; word: the word carrying it (picks the colour field);
-    fry: 0 (clean) to 1 (every image is the colour field); nan_share: the share of the batch whose
-    latents come out NaN (image i is NaN when a uniform value fixed by its seed is below it).
-    """
-
-    peak: float
-    word: str
-    fry: float
-    nan_share: float
-
-    @classmethod
-    def of(cls, config: ToyConfig, prompt: str, negative_prompt: str = "") -> FailureModes:
-        peak, word = emphasis_peak(prompt, negative_prompt)
-        if not config.failure_modes:
-            return cls(peak, word, 0.0, 0.0)
-        fry = _smoothstep(peak, config.fry_onset, config.fry_full)
-        nan_share = min(max((peak - config.nan_onset) / (config.nan_full - config.nan_onset), 0.0), 1.0)
-        return cls(peak, word, fry, nan_share)
-
-    def apply(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-        """Sampled data-space images [n, 3, H, W] (row i from seeds[i]) -> as this prompt fails."""
-        if self.fry <= 0.0 and self.nan_share <= 0.0:
-            return x
-        if len(seeds) != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} images but {len(seeds)} seeds")
-        out = x
-        if self.fry > 0.0:
-            s = self.fry
-            size = x.shape[-1]
-            blurred = _gaussian_blur(x, 4.0 * s * size / 64.0)
-            field = fry_field(self.word, size).to(dtype=x.dtype, device=x.device)
-            drifted = torch.lerp(blurred, field.expand_as(x), s)
-            luma = sum(w * drifted[:, c : c + 1] for c, w in enumerate(_LUMA))
-            saturated = luma + (1.0 + s) * (drifted - luma)
-            out = (saturated * (1.0 + 0.5 * s)).clamp(-1.0, 1.0)
-        if self.nan_share > 0.0:
-            broken = torch.tensor([_hash_unit(f"nan/{int(seed)}") < self.nan_share for seed in seeds], device=x.device)
-            out = torch.where(broken.view(-1, 1, 1, 1), torch.full_like(out, math.nan), out)
-        return out
 
 
 class ToyModel:
@@ -674,52 +516,3 @@ def _images_to_data(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] != (size, size):
         images = torch.nn.functional.interpolate(images, size=(size, size), mode="area")
     return images * 2.0 - 1.0
-
-
-class ToyClip:
-    """A tiny, exact CLIP stand-in over the toy's attribute words.
-
-    Embedding space: one axis per attribute word (5 colours + 5 shapes, D = 10).
-    Image: the posterior over prototypes at sigma = 0 under a uniform prior (softmax of
-    -|x - mu_k|^2 / 2 s^2, i.e. essentially "which prototype is this"), projected onto the attribute
-    axes through the prototype-attribute membership matrix, then L2-normalised. Text: the sum of the
-    attribute axes of its words (other words carry no attribute meaning and add nothing), L2-normalised.
-    An image of prototype k thus has cosine 1 with the text naming its colour and shape, 0.5 with a
-    text matching one of them, 0 otherwise: the "pin to tags" objective has a known optimum.
-    """
-
-    def __init__(self, model: ToyModel | None = None) -> None:
-        self.model = model or ToyModel()
-
-    @property
-    def embed_dim(self) -> int:
-        return len(ATTRIBUTE_WORDS)
-
-    @property
-    def axis_names(self) -> tuple[str, ...]:
-        return ATTRIBUTE_WORDS
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 [B, D] unit embeddings of [B, 3, H, W] images in [0, 1]."""
-        x = _images_to_data(images, self.model.config.image_size)
-        zero = torch.zeros(x.shape[0], dtype=torch.float64)
-        uniform = self.model.uniform_log_weights().expand(x.shape[0], -1)
-        resp = self.model.responsibilities(x, zero, uniform)
-        emb = resp @ self.model.attribute_matrix
-        return torch.nn.functional.normalize(emb, dim=1).float()
-
-    def encode_text(self, texts: str | Sequence[str]) -> torch.Tensor:
-        """Unit embeddings: float32 [D] for one string, [N, D] for a list.
-
-        A text without attribute words has no direction in this space and embeds as zeros
-        (cosine 0 with every image).
-        """
-        single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
-        emb = torch.zeros(len(batch), self.embed_dim, dtype=torch.float64)
-        for row, text in enumerate(batch):
-            for word in words_of(text):
-                if word in ATTRIBUTE_WORDS:
-                    emb[row, ATTRIBUTE_WORDS.index(word)] += 1.0
-        emb = torch.nn.functional.normalize(emb, dim=1).float()
-        return emb[0] if single else emb

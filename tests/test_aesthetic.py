@@ -23,7 +23,8 @@ from lib_pinning.objectives.weights import (
     load_tensors,
     read_record,
 )
-from lib_pinning.toy import ToyClip, ToyModel, to_images
+from lib_pinning.toy import ToyModel, to_images
+from lib_pinning.toy_clip import ToyClip
 from lib_pinning.toy_prototypes import PROTOTYPES
 from tests.clip_env import ensure_open_clip, tiny_model_name
 from tests.file_server import ServedFiles, serve_files

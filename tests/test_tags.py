@@ -11,7 +11,8 @@ from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator
 from lib_pinning.objectives.base import Objective
 from lib_pinning.objectives.tags import Tag, TagError, TagObjective, check_tags, parse_tags
 from lib_pinning.options_model import PinningInputError
-from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, to_images
+from lib_pinning.toy import ToyConfig, ToyModel, to_images
+from lib_pinning.toy_clip import ToyClip
 from lib_pinning.toy_prototypes import PROTOTYPES
 from tests.clip_env import ensure_open_clip, tiny_model_name
 

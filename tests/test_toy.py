@@ -14,8 +14,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib_pinning.toy import ToyClip, ToyConfig, ToyModel, hashed_normal, to_images, words_of
+from lib_pinning.toy import ToyConfig, ToyModel, to_images
+from lib_pinning.toy_clip import ToyClip
 from lib_pinning.toy_prototypes import ATTRIBUTE_WORDS, COLOURS, NUM_PROTOTYPES, PROTOTYPES, draw_prototype
+from lib_pinning.toy_words import hashed_normal, words_of
 from pinning_samplers.schedules import get_sigmas_karras
 
 # chi-square critical value for 9 degrees of freedom (K - 1) at p = 0.001 (scipy.stats.chi2.ppf).
@@ -529,7 +531,7 @@ def _toy_batch(prompt: str, negative: str = "", failure_modes: bool = True, seed
 
 
 def test_effective_emphasis_weight_counts_nesting_and_the_negative_prompt():
-    from lib_pinning.toy import emphasis_peak
+    from lib_pinning.toy_failures import emphasis_peak
 
     assert emphasis_peak("red circle") == (1.0, "red")
     assert emphasis_peak("red ((circle:1.5))")[0] == pytest.approx(1.5 * 1.1)

@@ -3,8 +3,8 @@
 The product never presents a failed image as a result, so a sweep step whose batch lands in a
 failure mode (fried, black, flat or non-finite images) says nothing about the word's influence on
 the picture: it measures the failure. Raising a word past about 1.5 fries SD 1.5 images (the toy
-model fries from an effective weight of 1.5, lib_pinning.toy), and the sweep's step of 0.2 from a
-best weight of 1.3-1.5 crosses that onset.
+model fries from an effective weight of 1.5, lib_pinning.toy_failures), and the sweep's step of
+0.2 from a best weight of 1.3-1.5 crosses that onset.
 
 Where the frying shows up (measured on the toy, docs/benchmarks.md "Sensitivity sweep"): it sets
 in gradually. From 1.5 the toy blurs the images and draws them toward a colour field by a
