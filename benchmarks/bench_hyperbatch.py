@@ -762,9 +762,14 @@ CODE_PATHS: tuple[str, ...] = (
     "lib_pinning/toy_words.py",
     "lib_pinning/toy_failures.py",
     "lib_pinning/toy_clip.py",
+    "lib_pinning/toy_prototypes.py",
+    "lib_pinning/prompt",
     "lib_pinning/objectives",
+    "benchmarks/bench_hyperbatch.py",
 )
-"""The code a toy measurement depends on; its git state goes into the report."""
+"""The code a toy measurement depends on; its git state goes into the report. The toy's prototypes
+(`toy_prototypes`) and its reading of a prompt's emphasis (`lib_pinning.prompt`) shape every image,
+and the benchmark's own modules choose what is measured and how it is timed."""
 
 
 def code_version() -> str:
