@@ -1,6 +1,6 @@
-"""Smoke test of benchmarks/bench_hyperbatch.py, so the benchmark cannot silently rot.
+"""Smoke test of benchmarks/bench_hyperbatch.py and its modules, so the benchmark cannot silently rot.
 
-It runs the benchmark's own measuring function on a tiny configuration and checks the row
+It runs the benchmark's own measuring function (hyperbatch_toy) on a tiny configuration and checks the row
 accounting the published tables rest on: a hyperbatch batch evaluates exactly the rows its growth
 plan says, a plain batch B x evals, and their ratio is `SamplerInfo.cost_ratio`. The UNet code
 path is checked with a very small UNet on a few steps.
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from benchmarks import bench_hyperbatch as bench
+from benchmarks import hyperbatch_toy as toy
 from benchmarks.sd_unet import UNetConfig
 from benchmarks import fidelity_verdict
 from pinning_samplers import SAMPLERS
@@ -22,8 +23,8 @@ from pinning_samplers import SAMPLERS
 
 def test_measure_accounts_rows_exactly():
     info = SAMPLERS["euler_ancestral"]
-    results = bench.measure(
-        "euler_ancestral", 4, 8, growths=("none", "even", "late"), prompts=bench.PROMPTS[:2], seed_sets=1
+    results = toy.measure(
+        "euler_ancestral", 4, 8, growths=("none", "even", "late"), prompts=toy.PROMPTS[:2], seed_sets=1
     )
     evals = info.evals(8)
     plain = results["none"]
@@ -33,7 +34,7 @@ def test_measure_accounts_rows_exactly():
         hyper = results[growth]
         assert not hyper.plan.is_plain and hyper.plan.schedule == growth
         assert hyper.model_rows == [hyper.plan.model_rows(evals)] * 2
-        comparison = bench.Comparison(hyper, plain)
+        comparison = toy.Comparison(hyper, plain)
         assert comparison.checks_out
         assert math.isclose(comparison.rows_ratio, info.cost_ratio(hyper.plan))
         assert comparison.rows_ratio < 1.0
@@ -45,8 +46,8 @@ def test_measure_accounts_rows_exactly():
 
 
 def test_tables_and_doc_section(tmp_path: Path):
-    results = bench.measure("dpmpp_2m", 4, 8, growths=("none", "even"), prompts=bench.PROMPTS[:1])
-    comparisons = [bench.Comparison(results["even"], results["none"])]
+    results = toy.measure("dpmpp_2m", 4, 8, growths=("none", "even"), prompts=toy.PROMPTS[:1])
+    comparisons = [toy.Comparison(results["even"], results["none"])]
     for table in (bench.cost_table(comparisons), bench.diversity_table(comparisons)):
         assert table.count("\n") == 2 and "dpmpp_2m" in table
     doc = tmp_path / "benchmarks.md"
@@ -59,11 +60,11 @@ def test_tables_and_doc_section(tmp_path: Path):
 
 
 def test_quick_profile_trims_only_the_brownian_samplers():
-    jobs = bench.profile_jobs("quick", ["euler_ancestral", "dpmpp_sde"], [4, 8], [20, 30], None)
+    jobs = toy.profile_jobs("quick", ["euler_ancestral", "dpmpp_sde"], [4, 8], [20, 30], None)
     assert {(j.batch_size, j.steps) for j in jobs if j.sampler == "euler_ancestral"} == {
         (4, 20), (8, 20), (4, 30), (8, 30)
     }
-    assert [(j.batch_size, j.steps) for j in jobs if j.sampler == "dpmpp_sde"] == [bench.TARGET_POINT]
+    assert [(j.batch_size, j.steps) for j in jobs if j.sampler == "dpmpp_sde"] == [toy.TARGET_POINT]
 
 
 def test_unet_code_path_runs_and_counts_rows():
