@@ -16,9 +16,10 @@ import torch
 
 from benchmarks import bench_hyperbatch as bench
 from benchmarks import hyperbatch_toy as toy
+from benchmarks import hyperbatch_unet as unet
 from benchmarks.sd_unet import UNetConfig
 from benchmarks import fidelity_verdict
-from pinning_samplers import SAMPLERS
+from pinning_samplers import SAMPLERS, plan_growth
 
 
 def test_measure_accounts_rows_exactly():
@@ -69,7 +70,7 @@ def test_quick_profile_trims_only_the_brownian_samplers():
 
 def test_unet_code_path_runs_and_counts_rows():
     config = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_levels=(1,), num_heads=2, context_dim=16)
-    rows, parameters = bench.run_unet(
+    rows, parameters = unet.run_unet(
         config, torch.device("cpu"), ["euler_ancestral"], [4], [6], repeats=1, image_size=64, growths=("none", "even")
     )
     assert parameters > 0
@@ -82,9 +83,9 @@ def test_unet_code_path_runs_and_counts_rows():
 def test_full_size_unet_is_skipped_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the skip path is not taken")
-    assert bench.resolve_unet_device("cuda", tiny=False) is None
-    assert bench.resolve_unet_device("cpu", tiny=False) is None
-    assert bench.resolve_unet_device("cuda", tiny=True) == torch.device("cpu")
+    assert unet.resolve_unet_device("cuda", tiny=False) is None
+    assert unet.resolve_unet_device("cpu", tiny=False) is None
+    assert unet.resolve_unet_device("cuda", tiny=True) == torch.device("cpu")
 
 
 @pytest.mark.parametrize("size", ["16", "100", "0"])
@@ -122,7 +123,7 @@ def test_variety_fidelity_scores_every_candidate_against_plain():
     result = fidelity.variety_fidelity("euler_ancestral", 4, 8, candidates, 1, prompts=prompts)
     rows = {row.label: row for row in result.rows}
     assert rows["none"].rows_ratio == 1.0 and rows["none"].variety_spearman == pytest.approx(1.0)
-    assert rows["front"].rows_ratio == pytest.approx(bench.plan_growth(4, 8, "front").cost_ratio())
+    assert rows["front"].rows_ratio == pytest.approx(plan_growth(4, 8, "front").cost_ratio())
     assert rows[fidelity.REFERENCE].rows_ratio == 1.0
     assert all(-1.0 <= row.variety_spearman <= 1.0 for row in result.rows)
     assert [row.label for row in fidelity_verdict.pareto(result.rows)][0] == "front"
