@@ -5,8 +5,8 @@ sampler, batch by batch, on the same prompts and seeds.
 change in the machine's load hits all of them alike, and records each batch's model rows, wall
 time, time inside the denoiser (`TimedToyModel`) and variety; `Comparison` holds one schedule
 against the plain sampler, `profile_jobs` the cells a profile runs and `run_toy` runs them.
-`probe_overheads` times the two fixed costs that explain the toy's wall-time ratios. bench_hyperbatch.py
-runs them and turns the results into its tables.
+`probe_overheads` times the two fixed costs that explain the toy's wall-time ratios. The tables and
+text made of these results are in hyperbatch_report.py; the CLI that runs them is bench_hyperbatch.py.
 """
 
 from __future__ import annotations

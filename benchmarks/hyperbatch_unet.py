@@ -5,7 +5,7 @@ On the toy model the sampler's own bookkeeping and noise draws cost as much as t
 only a real network's per-call cost shows what a hyperbatch's saved rows are worth. The batches
 are sampled as the WebUI samples them (per-seed noise generators, per-seed Brownian trees, cond and
 uncond rows in one call); seeds and each sampler's schedule are the toy grid's (`hyperbatch_toy`),
-so the two measurements compare like with like. `unet_table` in bench_hyperbatch.py shows the rows.
+so the two measurements compare like with like. `unet_table` in hyperbatch_report.py shows the rows.
 """
 
 from __future__ import annotations

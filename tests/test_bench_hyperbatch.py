@@ -1,6 +1,7 @@
-"""Smoke test of benchmarks/bench_hyperbatch.py and its modules, so the benchmark cannot silently rot.
+"""Smoke test of benchmarks/bench_hyperbatch.py and its modules (hyperbatch_toy, hyperbatch_unet,
+hyperbatch_report, hyperbatch_fidelity, fidelity_verdict), so the benchmark cannot silently rot.
 
-It runs the benchmark's own measuring function (hyperbatch_toy) on a tiny configuration and checks the row
+It runs the benchmark's own measuring function on a tiny configuration and checks the row
 accounting the published tables rest on: a hyperbatch batch evaluates exactly the rows its growth
 plan says, a plain batch B x evals, and their ratio is `SamplerInfo.cost_ratio`. The UNet code
 path is checked with a very small UNet on a few steps.
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from benchmarks import bench_hyperbatch as bench
+from benchmarks import hyperbatch_report as report
 from benchmarks import hyperbatch_toy as toy
 from benchmarks import hyperbatch_unet as unet
 from benchmarks.sd_unet import UNetConfig
@@ -49,15 +51,15 @@ def test_measure_accounts_rows_exactly():
 def test_tables_and_doc_section(tmp_path: Path):
     results = toy.measure("dpmpp_2m", 4, 8, growths=("none", "even"), prompts=toy.PROMPTS[:1])
     comparisons = [toy.Comparison(results["even"], results["none"])]
-    for table in (bench.cost_table(comparisons), bench.diversity_table(comparisons)):
+    for table in (report.cost_table(comparisons), report.diversity_table(comparisons)):
         assert table.count("\n") == 2 and "dpmpp_2m" in table
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Other (other.py)\n\nkeep me\n")
-    bench.update_doc(doc, {bench.toy_heading("quick"): "first"})
-    bench.update_doc(doc, {bench.toy_heading("quick"): "second", bench.UNET_SUBSECTION: "unet"})
+    report.update_doc(doc, {report.toy_heading("quick"): "first"})
+    report.update_doc(doc, {report.toy_heading("quick"): "second", report.UNET_SUBSECTION: "unet"})
     text = doc.read_text()
     assert "keep me" in text and "second" in text and "first" not in text and "unet" in text
-    assert text.count(bench.SECTION) == 1
+    assert text.count(report.SECTION) == 1
 
 
 def test_quick_profile_trims_only_the_brownian_samplers():
@@ -77,7 +79,10 @@ def test_unet_code_path_runs_and_counts_rows():
     by_growth = {r.growth: r for r in rows}
     assert by_growth["none"].rows == 4 * 6
     assert by_growth["even"].rows == by_growth["even"].expected_rows < 4 * 6
-    assert "euler_ancestral" in bench.unet_table(rows)
+    assert "euler_ancestral" in report.unet_table(rows)
+    body = report.unet_report(rows, parameters, config, torch.device("cpu"), 64, 1, True, "cmd", "machine", "code", 1.0)
+    assert report.unet_table(rows) in body and f"{parameters:,} parameters" in body
+    assert "The full-size figures need CUDA" in body and report.unet_heading(True) != report.unet_heading(False)
 
 
 def test_full_size_unet_is_skipped_without_cuda():
@@ -143,7 +148,7 @@ def test_variety_only_fidelity_report_leaves_the_ranking_out():
     assert all(line.endswith("| - | - |") for line in table.splitlines()[2:])
     verdict = fidelity_verdict.verdict_lines([result], "front", "even")
     assert verdict and not any("ranking" in line or "nan" in line for line in verdict)
-    body = bench.fidelity_report([result], "cmd", "machine", "code", 1.0, 3)
+    body = report.fidelity_report([result], "cmd", "machine", "code", 1.0, 3)
     assert "Ranking: not measured" in body
 
 
@@ -205,8 +210,8 @@ def test_the_choice_candidates_name_every_rho():
 def test_the_toy_report_names_whose_default_each_schedule_is():
     """The issue-15 lines of the toy report follow the samplers' own defaults, not a fixed name."""
     by_growth: dict[str, list[str]] = {}
-    for info in bench.SAMPLERS.values():
+    for info in SAMPLERS.values():
         by_growth.setdefault(info.default_growth, []).append(info.label.removesuffix(" - Hyperbatch"))
     for growth, labels in by_growth.items():
-        assert bench.schedule_role(growth) == "default of " + ", ".join(labels)
-    assert bench.schedule_role("late") == "cheapest setting"
+        assert report.schedule_role(growth) == "default of " + ", ".join(labels)
+    assert report.schedule_role("late") == "cheapest setting"
