@@ -64,696 +64,44 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import os
 import shlex
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import hyperbatch_fidelity as fidelity  # noqa: E402
-from benchmarks import fidelity_verdict  # noqa: E402
-from benchmarks.common import load_average, machine_line, write_section  # noqa: E402
-from benchmarks.sd_unet import EpsDenoiser, UNet, UNetConfig  # noqa: E402
-from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator, ToySettings  # noqa: E402
-from lib_pinning.objectives.pinning import PinningObjective  # noqa: E402
-from lib_pinning.toy import ToyModel  # noqa: E402
-from pinning_samplers import DEFAULT_SCHEDULE, SAMPLERS, GrowthPlan, SamplerInfo, SeededBrownianNoise, SeededNoise  # noqa: E402
-from pinning_samplers.plan import FRONT_LAST_SPLIT, plan_growth  # noqa: E402
-from pinning_samplers.schedules import get_sigmas_exponential, get_sigmas_karras  # noqa: E402
+from benchmarks.common import load_average, machine_line  # noqa: E402
+from benchmarks.hyperbatch_report import (  # noqa: E402
+    FIDELITY_SUBSECTION,
+    fidelity_report,
+    toy_heading,
+    toy_report,
+    unet_heading,
+    unet_report,
+    update_doc,
+)
+from benchmarks.hyperbatch_toy import (  # noqa: E402
+    PROMPTS,
+    TARGET_POINT,
+    probe_overheads,
+    profile_jobs,
+    run_toy,
+    toy_samplers,
+)
+from benchmarks.hyperbatch_unet import resolve_unet_device, run_unet  # noqa: E402
+from benchmarks.sd_unet import UNetConfig  # noqa: E402
+from pinning_samplers import SAMPLERS  # noqa: E402
 
 logger = logging.getLogger("bench_hyperbatch")
 
-SECTION = "## Hyperbatch samplers (bench_hyperbatch.py)"
-TOY_SUBSECTION = "### Toy model (CPU)"
-"""The toy results' heading; the profile name is appended (`toy_heading`), so a quick run does
-not overwrite a full run's tables."""
-UNET_SUBSECTION = "### SD 1.5-shaped UNet"
-FIDELITY_SUBSECTION = "### Fidelity: ranking prompts like plain batches (toy)"
-
-GROWTHS: tuple[str, ...] = ("none", "front", "even", "late")
-"""Growth schedules compared; "none" is the plain sampler every ratio is taken against."""
-
-PROMPTS: tuple[tuple[str, str], ...] = (
-    ("tight", "red circle"),
-    ("medium", "a red circle, blue square, simple shapes"),
-    ("loose", "a photo of a shape, detailed, soft light"),
-)
-"""(label, prompt), tight to loose: at cfg 1 the toy gives them 4.7, 6.1 and 8.5 effective
-prototypes (exp of the mixture weights' entropy), so hyperbatch variety is compared where a plain
-batch varies little and where it varies a lot."""
-
-NEGATIVE_PROMPT = ""
-CFG_SCALE = 1.5
-"""The toy backend's default guidance (the toy's calibrated range is cfg 1 to 2)."""
-
-SEED_BASE = 1000
-TARGET_ROWS_RATIO = 0.6
-"""Issue 15's target: at most this fraction of a plain batch's model rows at B=8, S=20 for the
-default schedule (`pinning_samplers.DEFAULT_SCHEDULE`)."""
-WALL_SLACK = 0.1
-"""Issue 15: a hyperbatch's wall-time ratio to plain may exceed its rows ratio by at most this."""
-TARGET_POINT = (8, 20)
-
 BATCH_SIZES: tuple[int, ...] = (4, 8, 16)
 STEPS: tuple[int, ...] = (20, 30)
-
-
-# ---------------------------------------------------------------------------------------------
-# Toy model measurements
-# ---------------------------------------------------------------------------------------------
-
-
-def toy_samplers() -> tuple[str, ...]:
-    """The hyperbatch samplers the toy backend accepts, in registry order.
-
-    Asked of `ToySettings` itself (it validates the name), so a sampler added to both the registry
-    and the backend is benchmarked without touching this file.
-    """
-    names = []
-    for name in SAMPLERS:
-        try:
-            ToySettings(sampler=name)
-        except ValueError:
-            logger.debug("toy backend does not offer %s", name)
-            continue
-        names.append(name)
-    return tuple(names)
-
-
-def uses_brownian_noise(info: SamplerInfo) -> bool:
-    """True for samplers that query per-seed Brownian trees at every step (slow on the toy)."""
-    return bool(info.stochastic and info.webui_options.get("brownian_noise"))
-
-
-def toy_scheduler(info: SamplerInfo) -> str:
-    """The sampler's WebUI default schedule where the toy backend has it, else Karras."""
-    scheduler = info.webui_options.get("scheduler")
-    return scheduler if scheduler in ("karras", "exponential") else "karras"
-
-
-def seed_set(index: int, batch_size: int) -> tuple[int, ...]:
-    """Seeds of the index-th seed set: consecutive seeds, disjoint between sets."""
-    start = SEED_BASE + 1000 * index
-    return tuple(range(start, start + batch_size))
-
-
-class TimedToyModel(ToyModel):
-    """The toy denoiser, also accumulating the seconds spent inside its calls.
-
-    Separating denoiser time from the sampler's own bookkeeping and the noise draws shows which
-    part of a toy batch's wall time would grow into UNet time on a real model.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seconds = 0.0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        started = time.perf_counter()
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - started
-
-
-@dataclass
-class ConfigResult:
-    """Every batch generated for one (sampler, B, S, growth) configuration.
-
-    plan: the growth plan the generator used (plain for "none").
-    expected_rows: plan.model_rows(evals): what the plan's arithmetic says a batch costs.
-    plain_rows: B x sum(evals): what the plain sampler evaluates.
-    plan_cost_ratio: SamplerInfo.cost_ratio(plan).
-    The lists hold one entry per generated batch, in generation order.
-    """
-
-    sampler: str
-    batch_size: int
-    steps: int
-    growth: str
-    plan: GrowthPlan
-    expected_rows: int
-    plain_rows: int
-    plan_cost_ratio: float
-    model_rows: list[int] = field(default_factory=list)
-    wall_s: list[float] = field(default_factory=list)
-    model_s: list[float] = field(default_factory=list)
-    variety: list[float] = field(default_factory=list)
-    distinct_pairs: list[float] = field(default_factory=list)
-    prompt_labels: list[str] = field(default_factory=list)
-
-    @property
-    def rows_ok(self) -> bool:
-        """Every batch evaluated exactly the rows its plan says."""
-        return bool(self.model_rows) and all(r == self.expected_rows for r in self.model_rows)
-
-    @property
-    def median_wall_s(self) -> float:
-        return statistics.median(self.wall_s)
-
-    @property
-    def median_model_s(self) -> float:
-        return statistics.median(self.model_s)
-
-    def mean_of(self, values: Sequence[float], prompt: str | None = None) -> float:
-        """Mean of a per-batch list, optionally over one prompt's batches only."""
-        picked = [v for v, p in zip(values, self.prompt_labels) if prompt is None or p == prompt]
-        return statistics.fmean(picked) if picked else math.nan
-
-
-def distinct_prototype_fraction(model: ToyModel, images: torch.Tensor) -> float:
-    """Fraction of image pairs i < j whose nearest prototypes differ."""
-    nearest = model.nearest_prototype(images)
-    i, j = torch.triu_indices(len(nearest), len(nearest), offset=1)
-    return float((nearest[i] != nearest[j]).double().mean())
-
-
-def _generator(sampler: str, steps: int, growth: str, model: ToyModel) -> ToyGenerator:
-    settings = ToySettings(
-        sampler=sampler,
-        growth=growth,
-        scheduler=toy_scheduler(SAMPLERS[sampler]),
-        steps=steps,
-        cfg_scale=CFG_SCALE,
-    )
-    generator = ToyGenerator(settings, model.config)
-    # The generator's own model swapped for the shared timed one: same config, so the same
-    # denoiser; shared, so its caches are warm across configurations.
-    generator.model = model
-    return generator
-
-
-def measure(
-    sampler: str,
-    batch_size: int,
-    steps: int,
-    *,
-    growths: Sequence[str] = GROWTHS,
-    prompts: Sequence[tuple[str, str]] = PROMPTS,
-    seed_sets: int = 1,
-    score: bool = True,
-    model: TimedToyModel | None = None,
-    objective: PinningObjective | None = None,
-) -> dict[str, ConfigResult]:
-    """Generate len(prompts) x seed_sets batches per growth schedule; one result per schedule.
-
-    For each (seed set, prompt) the schedules run back to back with the same seeds, so every
-    schedule sees the same prompts, seeds and (nearly) the same machine load. score=False skips
-    the FLIP and prototype scoring (rows and times only).
-    """
-    info = SAMPLERS[sampler]
-    model = model if model is not None else TimedToyModel()
-    if score and objective is None:
-        objective = PinningObjective(None, "variety")
-    evals = info.evals(steps)
-    generators = {g: _generator(sampler, steps, g, model) for g in growths}
-    results: dict[str, ConfigResult] = {}
-    for growth, generator in generators.items():
-        plan = generator.growth_plan(batch_size)
-        results[growth] = ConfigResult(
-            sampler=sampler,
-            batch_size=batch_size,
-            steps=steps,
-            growth=growth,
-            plan=plan,
-            expected_rows=plan.model_rows(evals),
-            plain_rows=plan.plain_model_rows(evals),
-            plan_cost_ratio=info.cost_ratio(plan),
-        )
-    for index in range(seed_sets):
-        seeds = seed_set(index, batch_size)
-        for label, prompt in prompts:
-            request = GenerationRequest(prompt, NEGATIVE_PROMPT, seeds)
-            for growth, generator in generators.items():
-                result = results[growth]
-                model_before = model.seconds
-                started = time.perf_counter()
-                batch: Batch = generator.generate(request)
-                result.wall_s.append(time.perf_counter() - started)
-                result.model_s.append(model.seconds - model_before)
-                result.model_rows.append(batch.model_rows)
-                result.prompt_labels.append(label)
-                if (batch.growth is None) != result.plan.is_plain:
-                    raise RuntimeError(f"{sampler} {growth}: batch.growth disagrees with the plan")
-                if score:
-                    assert objective is not None
-                    result.variety.append(objective.score_images(batch.images).value)
-                    result.distinct_pairs.append(distinct_prototype_fraction(model, batch.images))
-    return results
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One hyperbatch configuration against the plain one of the same sampler, B and S."""
-
-    hyper: ConfigResult
-    plain: ConfigResult
-
-    @property
-    def rows_ratio(self) -> float:
-        """Measured rows over the plain sampler's measured rows."""
-        return self.hyper.model_rows[0] / self.plain.model_rows[0]
-
-    @property
-    def time_ratio(self) -> float:
-        return self.hyper.median_wall_s / self.plain.median_wall_s
-
-    @property
-    def model_time_ratio(self) -> float:
-        return self.hyper.median_model_s / self.plain.median_model_s
-
-    def variety_ratio(self, prompt: str | None = None) -> float:
-        """Mean variety of the hyperbatch batches over that of the plain batches."""
-        return self.hyper.mean_of(self.hyper.variety, prompt) / self.plain.mean_of(self.plain.variety, prompt)
-
-    @property
-    def checks_out(self) -> bool:
-        """Rows match the plan in every batch, the plain rows are B x evals, and the measured
-        ratio equals SamplerInfo.cost_ratio."""
-        return (
-            self.hyper.rows_ok
-            and self.plain.rows_ok
-            and self.plain.model_rows[0] == self.hyper.plain_rows
-            and math.isclose(self.rows_ratio, self.hyper.plan_cost_ratio, rel_tol=1e-12)
-        )
-
-
-@dataclass(frozen=True)
-class ToyJob:
-    """One (sampler, B, S) cell of a profile and how many seed sets it gets."""
-
-    sampler: str
-    batch_size: int
-    steps: int
-    seed_sets: int
-
-
-def profile_jobs(
-    profile: str,
-    samplers: Sequence[str],
-    batch_sizes: Sequence[int],
-    steps_list: Sequence[int],
-    seed_sets: int | None,
-) -> list[ToyJob]:
-    """The cells a profile runs (see the module docstring for why the SDE samplers get less)."""
-    jobs = []
-    for sampler in samplers:
-        slow = uses_brownian_noise(SAMPLERS[sampler])
-        for steps in steps_list:
-            for batch_size in batch_sizes:
-                if slow and profile == "quick" and (batch_size, steps) != TARGET_POINT:
-                    continue
-                sets = seed_sets if seed_sets is not None else (2 if slow else 4)
-                jobs.append(ToyJob(sampler, batch_size, steps, sets))
-    return jobs
-
-
-def warm_up(model: TimedToyModel, samplers: Iterable[str], objective: PinningObjective) -> None:
-    """One small batch per sampler and prompt, so caches and lazy initialisation are not timed."""
-    for sampler in samplers:
-        measure(sampler, 4, 8, growths=("none", "even"), seed_sets=1, model=model, objective=objective)
-
-
-def run_toy(jobs: Sequence[ToyJob], prompts: Sequence[tuple[str, str]] = PROMPTS) -> list[Comparison]:
-    """Measure every job; one Comparison per hyperbatch schedule and job."""
-    model = TimedToyModel()
-    objective = PinningObjective(None, "variety")
-    warm_up(model, sorted({job.sampler for job in jobs}), objective)
-    comparisons = []
-    for number, job in enumerate(jobs, 1):
-        started = time.perf_counter()
-        results = measure(
-            job.sampler, job.batch_size, job.steps, prompts=prompts, seed_sets=job.seed_sets,
-            model=model, objective=objective,
-        )
-        for growth in GROWTHS[1:]:
-            comparison = Comparison(results[growth], results["none"])
-            comparisons.append(comparison)
-            if not comparison.checks_out:
-                logger.error(
-                    "row accounting mismatch: %s B=%d S=%d %s measured %s, plan %d, plain %s",
-                    job.sampler, job.batch_size, job.steps, growth,
-                    results[growth].model_rows, results[growth].expected_rows, results["none"].model_rows,
-                )
-        logger.info(
-            "[%d/%d] %s B=%d S=%d: %d batches per schedule in %.1f s",
-            number, len(jobs), job.sampler, job.batch_size, job.steps,
-            job.seed_sets * len(prompts), time.perf_counter() - started,
-        )
-    return comparisons
-
-
-# ---------------------------------------------------------------------------------------------
-# Toy tables
-# ---------------------------------------------------------------------------------------------
-
-
-def toy_heading(profile: str) -> str:
-    return f"{TOY_SUBSECTION}, {profile} profile"
-
-
-@dataclass(frozen=True)
-class OverheadProbe:
-    """Median milliseconds of the two costs that dominate toy wall times (see `probe_overheads`)."""
-
-    denoiser_call_ms: float
-    first_tree_query_ms: float
-    later_tree_query_ms: float
-    batch_size: int
-    split_noise_ms: float = math.nan
-    denoiser_row_call_ms: float = math.nan  # one call on a single row: the call's fixed cost
-    seeded_draw_ms: float = math.nan  # Euler a's noise of one step: one draw per seed (`SeededNoise`)
-
-
-def probe_overheads(batch_size: int = 8, steps: int = 20, repeats: int = 3) -> OverheadProbe:
-    """Time one toy denoiser call on `batch_size` rows against Brownian-tree queries for as many seeds.
-
-    The toy denoiser costs about a millisecond, while the per-seed Brownian trees the SDE samplers
-    (and DPM++ 2M's split refresh) query are pure-Python bisections; measuring both explains the
-    toy's wall-time ratios, which on a real UNet would be dominated by the model instead.
-    """
-    model = ToyModel()
-    sigmas = get_sigmas_karras(steps, model.sigma_min, model.sigma_max)
-    seeds = seed_set(0, batch_size)
-    x = SeededNoise(seeds, model.image_shape).first() * sigmas[0]
-    args = model.extra_args([PROMPTS[0][1]] * batch_size, cond_scale=CFG_SCALE)
-    one_row = model.extra_args([PROMPTS[0][1]], cond_scale=CFG_SCALE)
-    sequential = SeededNoise(seeds, model.image_shape)
-    call, row_call, draw, first, later, split = [], [], [], [], [], []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model(x, sigmas[0] * x.new_ones([batch_size]), **args)
-        call.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        model(x[:1], sigmas[0] * x.new_ones([1]), **one_row)
-        row_call.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        sequential.next()
-        draw.append(time.perf_counter() - started)
-        noise = SeededBrownianNoise.from_sigmas(seeds, x, sigmas)
-        started = time.perf_counter()
-        noise(sigmas[steps // 2], sigmas[steps // 2 + 1])
-        first.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        noise(sigmas[steps // 2 + 1], sigmas[steps // 2 + 2])
-        later.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        noise.split_noise(steps // 2, 0, batch_size)
-        split.append(time.perf_counter() - started)
-    return OverheadProbe(
-        1e3 * statistics.median(call), 1e3 * statistics.median(first), 1e3 * statistics.median(later), batch_size,
-        1e3 * statistics.median(split), 1e3 * statistics.median(row_call), 1e3 * statistics.median(draw),
-    )
-
-
-def _ms(seconds: float) -> str:
-    return f"{1e3 * seconds:.1f}"
-
-
-def cost_table(comparisons: Sequence[Comparison]) -> str:
-    lines = [
-        "| sampler | B | S | schedule | rows (hyper / plain) | rows ratio | `cost_ratio` | check "
-        "| wall ms plain | wall ms hyper | wall ratio | denoiser-time ratio |",
-        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for c in comparisons:
-        h, p = c.hyper, c.plain
-        lines.append(
-            f"| {h.sampler} | {h.batch_size} | {h.steps} | {h.growth} | {h.model_rows[0]} / {p.model_rows[0]} "
-            f"| {c.rows_ratio:.3f} | {h.plan_cost_ratio:.3f} | {'ok' if c.checks_out else 'MISMATCH'} "
-            f"| {_ms(p.median_wall_s)} | {_ms(h.median_wall_s)} | {c.time_ratio:.2f} | {c.model_time_ratio:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def diversity_table(comparisons: Sequence[Comparison]) -> str:
-    lines = [
-        "| sampler | B | S | schedule | batches | variety plain | variety hyper | variety ratio "
-        "| different-prototype pairs plain | hyper |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in comparisons:
-        h, p = c.hyper, c.plain
-        lines.append(
-            f"| {h.sampler} | {h.batch_size} | {h.steps} | {h.growth} | {len(h.variety)} "
-            f"| {p.mean_of(p.variety):.4f} | {h.mean_of(h.variety):.4f} | {c.variety_ratio():.3f} "
-            f"| {p.mean_of(p.distinct_pairs):.2f} | {h.mean_of(h.distinct_pairs):.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def prompt_table(comparisons: Sequence[Comparison], prompts: Sequence[tuple[str, str]], point: tuple[int, int]) -> str:
-    """Variety ratio and different-prototype pairs per prompt, at one (B, S)."""
-    picked = [c for c in comparisons if (c.hyper.batch_size, c.hyper.steps) == point]
-    header = "| sampler | schedule | " + " | ".join(
-        f"{label}: variety ratio | {label}: diff. pairs plain / hyper" for label, _ in prompts
-    ) + " |"
-    lines = [header, "|---|---|" + "---:|---:|" * len(prompts)]
-    for c in picked:
-        cells = []
-        for label, _ in prompts:
-            cells.append(f"{c.variety_ratio(label):.3f}")
-            cells.append(
-                f"{c.plain.mean_of(c.plain.distinct_pairs, label):.2f} / {c.hyper.mean_of(c.hyper.distinct_pairs, label):.2f}"
-            )
-        lines.append(f"| {c.hyper.sampler} | {c.hyper.growth} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def schedule_summary(comparisons: Sequence[Comparison]) -> str:
-    """Per schedule, over every measured cell: the spread of cost and what variety it keeps."""
-    lines = [
-        "| schedule | cells | rows ratio (min - max) | rows ratio at B=8, S=20 | wall ratio (median) "
-        "| variety ratio (mean) | different-prototype pairs, hyper / plain (mean) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for growth in GROWTHS[1:]:
-        cells = [c for c in comparisons if c.hyper.growth == growth]
-        if not cells:
-            continue
-        rows = [c.rows_ratio for c in cells]
-        target = sorted({f"{c.rows_ratio:.3f}" for c in cells if (c.hyper.batch_size, c.hyper.steps) == TARGET_POINT})
-        plain_distinct = statistics.fmean(c.plain.mean_of(c.plain.distinct_pairs) for c in cells)
-        hyper_distinct = statistics.fmean(c.hyper.mean_of(c.hyper.distinct_pairs) for c in cells)
-        lines.append(
-            f"| {growth} | {len(cells)} | {min(rows):.3f} - {max(rows):.3f} | {', '.join(target) or '-'} "
-            f"| {statistics.median(c.time_ratio for c in cells):.2f} "
-            f"| {statistics.fmean(c.variety_ratio() for c in cells):.3f} "
-            f"| {hyper_distinct:.2f} / {plain_distinct:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def schedule_role(growth: str) -> str:
-    """What a named schedule is to the samplers: whose default it is (each sampler's own, see
-    `SamplerInfo.default_growth`), else a cheaper or the cheapest setting."""
-    owners = [info.label.removesuffix(" - Hyperbatch") for info in SAMPLERS.values() if info.default_growth == growth]
-    if owners:
-        return "default of " + ", ".join(owners)
-    return "cheapest setting" if growth == "late" else "cheaper setting"
-
-
-def schedule_lines(comparisons: Sequence[Comparison]) -> list[str]:
-    """One sentence per schedule: what it costs and what variety it keeps, from the measurements."""
-    lines = []
-    for growth in ("front", "even", "late"):
-        role = schedule_role(growth)
-        cells = [c for c in comparisons if c.hyper.growth == growth]
-        if not cells:
-            continue
-        rows = [c.rows_ratio for c in cells]
-        at_target = [c.rows_ratio for c in cells if (c.hyper.batch_size, c.hyper.steps) == TARGET_POINT]
-        variety = statistics.fmean(c.variety_ratio() for c in cells)
-        hyper_distinct = statistics.fmean(c.hyper.mean_of(c.hyper.distinct_pairs) for c in cells)
-        plain_distinct = statistics.fmean(c.plain.mean_of(c.plain.distinct_pairs) for c in cells)
-        target = f" ({min(at_target):.3f} to {max(at_target):.3f} at B=8, S=20)" if at_target else ""
-        line = (
-            f"- \"{growth}\" ({role}): {min(rows):.3f} to {max(rows):.3f} of the plain model rows{target}; "
-            f"keeps {variety:.2f} of the plain batches' FLIP variety on average, and "
-            f"{hyper_distinct:.2f} of its image pairs are on different prototypes against {plain_distinct:.2f} "
-            "for plain batches"
-        )
-        if hyper_distinct < 0.01:
-            line += (
-                ": its first split comes after the toy has settled on a prototype, so a batch's images "
-                "differ only in detail and a loose prompt looks as pinned as a tight one"
-            )
-        lines.append(line + ".")
-    return lines
-
-
-def target_lines(comparisons: Sequence[Comparison]) -> list[str]:
-    """The issue's targets per sampler at B=8, S=20: the default schedule's rows, and every
-    schedule's wall-time ratio against its rows ratio (+ WALL_SLACK)."""
-    lines = []
-    for c in comparisons:
-        if (c.hyper.batch_size, c.hyper.steps) != TARGET_POINT:
-            continue
-        if c.hyper.growth == DEFAULT_SCHEDULE:
-            verdict = "met" if c.rows_ratio <= TARGET_ROWS_RATIO + 1e-9 else "NOT met"
-            lines.append(
-                f"- {c.hyper.sampler}: {c.rows_ratio:.3f} of the plain rows at B=8, S=20, {c.hyper.growth} "
-                f"(target <= {TARGET_ROWS_RATIO}): {verdict}"
-            )
-        wall_ok = c.time_ratio <= c.rows_ratio + WALL_SLACK
-        lines.append(
-            f"- {c.hyper.sampler}, {c.hyper.growth}: wall-time ratio {c.time_ratio:.2f} against rows ratio "
-            f"{c.rows_ratio:.3f} (target <= rows + {WALL_SLACK}): {'met' if wall_ok else 'NOT met'}"
-        )
-    return lines
-
-
-# ---------------------------------------------------------------------------------------------
-# SD 1.5-shaped UNet (random weights), for wall-clock speed-ups on a GPU
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class UNetRow:
-    """Wall-clock seconds for one sampler / B / S / schedule on the UNet."""
-
-    sampler: str
-    batch_size: int
-    steps: int
-    growth: str
-    rows: int
-    expected_rows: int
-    seconds: list[float]
-
-    @property
-    def median_s(self) -> float:
-        return statistics.median(self.seconds)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def sample_unet_batch(
-    denoiser: EpsDenoiser,
-    info: SamplerInfo,
-    seeds: Sequence[int],
-    sigmas: torch.Tensor,
-    latent_shape: tuple[int, int, int],
-    extra_args: Mapping[str, Any],
-    growth: str,
-) -> torch.Tensor:
-    """One batch with the WebUI's noise arrangement (per-seed generators, per-seed Brownian trees)."""
-    device = sigmas.device
-    noise = SeededNoise(seeds, latent_shape, device=device)
-    x = noise.first() * sigmas[0]
-    noise_sampler: Callable[[Any, Any], torch.Tensor] = (
-        SeededBrownianNoise.from_sigmas(seeds, x, sigmas) if info.webui_options.get("brownian_noise") else noise
-    )
-    return info.function(
-        denoiser, x, sigmas, extra_args=dict(extra_args), disable=True, noise_sampler=noise_sampler, growth=growth
-    )
-
-
-def run_unet(
-    config: UNetConfig,
-    device: torch.device,
-    samplers: Sequence[str],
-    batch_sizes: Sequence[int],
-    steps_list: Sequence[int],
-    repeats: int,
-    image_size: int,
-    growths: Sequence[str] = GROWTHS,
-) -> tuple[list[UNetRow], int]:
-    """Time every sampler / B / S / schedule on a random UNet; returns the rows and its parameter count.
-
-    Per (sampler, B, S): one untimed warm-up round, then `repeats` rounds, each running every
-    schedule once back to back (so load drift hits all schedules alike); medians are reported.
-    """
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.manual_seed(0)
-    with device:
-        # Initialised on the device itself: random init of 860M parameters on a CPU takes long.
-        unet = UNet(config).eval()
-    parameters = sum(p.numel() for p in unet.parameters())
-    unet = unet.to(dtype=dtype)
-    denoiser = EpsDenoiser(unet, dtype)
-    latent_shape = (config.in_channels, image_size // 8, image_size // 8)
-    generator = torch.Generator().manual_seed(1)
-    context_shape = (1, config.context_tokens, config.context_dim)
-    cond_row = torch.randn(context_shape, generator=generator).to(device=device, dtype=dtype)
-    uncond_row = torch.randn(context_shape, generator=generator).to(device=device, dtype=dtype)
-    out: list[UNetRow] = []
-    for sampler in samplers:
-        info = SAMPLERS[sampler]
-        schedule = get_sigmas_exponential if toy_scheduler(info) == "exponential" else get_sigmas_karras
-        for steps in steps_list:
-            sigmas = schedule(steps, denoiser.sigma_min, denoiser.sigma_max, device=device)
-            for batch_size in batch_sizes:
-                seeds = seed_set(0, batch_size)
-                extra_args = {
-                    "cond": cond_row.expand(batch_size, -1, -1),
-                    "uncond": uncond_row.expand(batch_size, -1, -1),
-                    "cond_scale": 7.0,
-                }
-                rows = {
-                    g: UNetRow(
-                        sampler, batch_size, steps, g, 0,
-                        plan_growth(batch_size, steps, g).model_rows(info.evals(steps)), [],
-                    )
-                    for g in growths
-                }
-                for round_ in range(repeats + 1):
-                    for growth in growths:
-                        _sync(device)
-                        rows_before = denoiser.rows
-                        started = time.perf_counter()
-                        latents = sample_unet_batch(denoiser, info, seeds, sigmas, latent_shape, extra_args, growth)
-                        _sync(device)
-                        elapsed = time.perf_counter() - started
-                        if latents.shape[0] != batch_size or not torch.isfinite(latents).all():
-                            raise RuntimeError(f"{sampler} {growth}: bad result {tuple(latents.shape)}")
-                        rows[growth].rows = denoiser.rows - rows_before
-                        if round_:
-                            rows[growth].seconds.append(elapsed)
-                for row in rows.values():
-                    logger.info(
-                        "unet %s B=%d S=%d %s: %.3f s (rows %d, plan %d)",
-                        sampler, batch_size, steps, row.growth, row.median_s, row.rows, row.expected_rows,
-                    )
-                out.extend(rows.values())
-    return out, parameters
-
-
-def unet_table(rows: Sequence[UNetRow]) -> str:
-    plain = {(r.sampler, r.batch_size, r.steps): r for r in rows if r.growth == "none"}
-    lines = [
-        "| sampler | B | S | schedule | rows ratio | check | s plain | s hyper | wall ratio | speed-up |",
-        "|---|---:|---:|---|---:|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r.growth == "none":
-            continue
-        p = plain[(r.sampler, r.batch_size, r.steps)]
-        ok = r.rows == r.expected_rows and p.rows == p.expected_rows
-        lines.append(
-            f"| {r.sampler} | {r.batch_size} | {r.steps} | {r.growth} | {r.rows / p.rows:.3f} "
-            f"| {'ok' if ok else 'MISMATCH'} | {p.median_s:.3f} | {r.median_s:.3f} "
-            f"| {r.median_s / p.median_s:.2f} | {p.median_s / r.median_s:.2f}x |"
-        )
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------
-
+"""The grid of both profiles (B and S; see the module docstring); --batch-sizes and --steps override it."""
 
 CODE_PATHS: tuple[str, ...] = (
     "pinning_samplers",
@@ -762,9 +110,17 @@ CODE_PATHS: tuple[str, ...] = (
     "lib_pinning/toy_words.py",
     "lib_pinning/toy_failures.py",
     "lib_pinning/toy_clip.py",
+    "lib_pinning/toy_prototypes.py",
+    "lib_pinning/prompt",
     "lib_pinning/objectives",
+    "benchmarks/bench_hyperbatch.py",
+    "benchmarks/hyperbatch_toy.py",
+    "benchmarks/hyperbatch_report.py",
 )
-"""The code a toy measurement depends on; its git state goes into the report."""
+"""The code a toy measurement depends on; its git state goes into the report. The toy's prototypes
+(`toy_prototypes`) and its reading of a prompt's emphasis (`lib_pinning.prompt`) shape every image,
+this script and hyperbatch_toy choose what is measured and how it is timed, and hyperbatch_report
+turns the measurements into the published ratios and means."""
 
 
 def code_version() -> str:
@@ -788,187 +144,15 @@ def code_version() -> str:
     return f"git {head} plus local changes in {', '.join(line[3:] for line in changed)}"
 
 
-SECTION_INTRO = (
-    "Hyperbatch samplers start a batch from one latent and split it during sampling, so early "
-    "steps are shared: fewer model rows, at some cost in variety. Ratios are hyperbatch over the "
-    "plain sampler (schedule \"none\") with the same prompts and seeds; model rows count one row "
-    "per image per denoiser call (with CFG the UNet evaluates twice that, for plain and hyperbatch "
-    "alike). Regenerate a subsection with the command it shows."
-)
-
-
-def toy_report(
-    comparisons: Sequence[Comparison],
-    profile: str,
-    command: str,
-    info: str,
-    elapsed: float,
-    loads: tuple[str, str],
-    prompts: Sequence[tuple[str, str]],
-    probe: OverheadProbe,
-    code: str,
-) -> str:
-    """The toy subsection: setup, the issue's target, the schedule summary and the three tables.
-
-    code: `code_version()` taken before the measurements started (the code that was imported).
-    """
-    batches = sorted({len(c.hyper.variety) for c in comparisons})
-    parts = [
-        f"Command: `{command}` ({profile} profile)",
-        "",
-        f"Code: {code}.",
-        "",
-        f"Machine: {info}. The machine was shared with other jobs (1-minute load average "
-        f"{loads[0]} before, {loads[1]} after, on {os.cpu_count()} cores), so wall times are "
-        "noisy; plain and hyperbatch batches ran interleaved, which keeps their ratios fairer than "
-        f"the absolute times. Run time: {elapsed / 60:.1f} min.",
-        "",
-        f"Toy model: 64x64, cfg {CFG_SCALE}, each sampler on its WebUI default schedule (Karras; "
-        "exponential for DPM++ 2M SDE). Prompts: "
-        + "; ".join(f"{label} \"{prompt}\"" for label, prompt in prompts)
-        + f". {' or '.join(str(b) for b in batches)} batches per schedule and cell (prompts x seed "
-        "sets, the same for every schedule); wall times are medians over them.",
-        "",
-        f"Issue targets (default schedule \"{DEFAULT_SCHEDULE}\" at most {TARGET_ROWS_RATIO} of the plain "
-        f"sampler's model rows at B=8, S=20; every schedule's wall-time ratio at most its rows ratio + {WALL_SLACK}):",
-        "",
-        *target_lines(comparisons),
-        "",
-        "Per schedule, over all measured cells:",
-        "",
-        *schedule_lines(comparisons),
-        "",
-        schedule_summary(comparisons),
-        "",
-        "Cost. `cost_ratio` is `SamplerInfo.cost_ratio(plan)`; check = every batch's "
-        "`Batch.model_rows` equals `plan.model_rows(evals)` and the plain batches' equal B x evals. "
-        "Denoiser-time ratio: time inside the toy denoiser only.",
-        "",
-        cost_table(comparisons),
-        "",
-        f"Reading the wall times: one toy denoiser call on {probe.batch_size} rows took "
-        f"{probe.denoiser_call_ms:.1f} ms and on 1 row {probe.denoiser_row_call_ms:.1f} ms (a call's fixed "
-        "cost, which a hyperbatch pays at every step like a plain batch: it makes as many calls, on fewer "
-        f"rows); Euler a's noise for one step, one draw from each of the {probe.batch_size} seeds' "
-        f"generators, took {probe.seeded_draw_ms:.1f} ms; a plain batch makes it at every step, a "
-        "hyperbatch for its active rows only, but an image's generator must still advance once per step "
-        "whether its row exists yet or not (as the WebUI's per-seed generators do, so its noise does not "
-        "depend on the plan): a row that appears late catches up in one call (`SeededNoise`, "
-        "bench_seeded_catchup.py) that costs about half the draws it skips. The "
-        f"first query of {probe.batch_size} per-seed Brownian trees (which builds them: a tree is built "
-        f"at its row's first query) took {probe.first_tree_query_ms:.0f} ms and a following neighbouring query "
-        f"{probe.later_tree_query_ms:.0f} ms (medians, same run). The trees are queried "
-        "for the active rows only (each row is a pure function of its own seed), so the SDE samplers "
-        "spend most of a toy batch drawing noise, less for a hyperbatch than for a plain batch. A split's "
-        f"refresh noise for {probe.batch_size} copies (`split_noise`, one small per-seed generator each, no "
-        f"tree) took {probe.split_noise_ms:.2f} ms, so DPM++ 2M, whose plain solver draws no noise, pays "
-        "for no tree query at its splits and builds no tree at all. On a real UNet the model's share dominates (see the "
-        "UNet subsection). The denoiser-time ratio follows "
-        "the rows only loosely on the toy: a call's fixed overhead is comparable to its per-row work, "
-        "and a hyperbatch makes as many calls as a plain batch, on fewer rows. Where a toy batch's time "
-        "goes (what every batch pays whatever its rows, per row, and the hyperbatch's own cost per step) "
-        "and the floor its row savings allow: section \"Hyperbatch wall time on the toy: where it goes "
-        "(bench_hyperbatch_wall.py)\".",
-        "",
-        "Diversity. Variety = `PinningObjective(None, \"variety\")` (mean + std of FLIP over all pairs "
-        "of a batch), averaged over the batches; ratio = hyperbatch mean / plain mean. Different-"
-        "prototype pairs: fraction of image pairs whose images are nearest to different prototypes "
-        "(`ToyModel.nearest_prototype`); pairs on the same prototype differ only in detail.",
-        "",
-        diversity_table(comparisons),
-        "",
-        f"By prompt at B={TARGET_POINT[0]}, S={TARGET_POINT[1]} (fewer batches each, so noisier):",
-        "",
-        prompt_table(comparisons, prompts, TARGET_POINT),
-    ]
-    return "\n".join(parts)
-
-
-def fidelity_report(
-    results: Sequence[fidelity.FidelityResult], command: str, info: str, code: str, elapsed: float,
-    generations: int, loads: tuple[str, str] | None = None, cpu: float | None = None, choice: bool = False,
-) -> str:
-    """The fidelity subsection: setup, the verdict per sampler, the table."""
-    prompts = "; ".join(f"{kind} \"{prompt}\"" for kind, prompt, _ in fidelity.FIDELITY_PROMPTS)
-    runs = "; ".join(f"\"{prompt}\"" + (f" (negative \"{neg}\")" if neg else "") for prompt, neg in fidelity.RUN_PROMPTS)
-    first = results[0]
-    return "\n".join([
-        f"Command: `{command}`",
-        "",
-        f"Code: {code}.",
-        "",
-        f"Machine: {info}. Run time: {elapsed / 60:.1f} min"
-        + (f" ({cpu / 60:.1f} min CPU in the measures)" if cpu is not None else "")
-        + (f"; load average {loads[0]} at the start, {loads[1]} at the end" if loads is not None else "")
-        + ".",
-        "",
-        f"Variety: Spearman rank correlation, over {len(fidelity.FIDELITY_PROMPTS)} prompts, between a "
-        f"schedule's batch variety (`PinningObjective(None, \"variety\")`, mean over {first.seed_sets} seed "
-        "sets) and the plain batch's with the same seeds; variety ratio = mean hyperbatch variety / mean "
-        f"plain variety. Prompts: {prompts}.",
-        "",
-        (
-            f"Ranking: the nearest-mode loss against the run's baseline images of the {first.individuals} "
-            f"distinct individuals of {len(fidelity.RUN_PROMPTS)} toy pinning runs (default options, "
-            f"{generations} generations, plain Euler a, B={first.batch_size}), each re-sampled with its run's "
-            f"seeds under the schedule and plainly; one Spearman per run ({runs}), and their mean."
-            if first.individuals
-            else "Ranking: not measured in this run (--no-fidelity-ranking): re-sampling a run's individuals "
-            "under every schedule costs about six times the variety sweep."
-        ),
-        "",
-        "\"front q=Q\": last split at Q of the steps, the others evenly before it; "
-        + ("\"front\" is q=0.55 (the former default). " if choice else f"the named \"front\" is q={FRONT_LAST_SPLIT}. ")
-        + "\"refresh\": every copy gets the variance-preserving noise refresh "
-        "(rho = sqrt(1/2)) at its split (\"front\" plans have it unless marked; DPM++ 2M refreshes "
-        f"always). \"{fidelity.REFERENCE}\" is plain against plain with other seeds: the ceiling.",
-        "",
-        *(
-            [
-                "Candidates (--fidelity-schedules choice) are named with their rho. "
-                f"{', '.join(sorted(fidelity.BROWNIAN_SAMPLERS))} query per-seed Brownian trees (40 to 80 "
-                "times an Euler a batch on the toy), so they get the four candidates that decide their "
-                "default (" + ", ".join(f'"{c.label}"' for c in fidelity.choice_for("dpmpp_sde")[0])
-                + ") and no ceiling row (theirs, 0.81 and 0.86 for variety, are in \"Fidelity: SDE "
-                "samplers (toy)\").",
-                "",
-            ]
-            if choice else []
-        ),
-        *(fidelity_verdict.choice_lines(results) if choice else fidelity_verdict.verdict_lines(results, "front", "even")),
-        "",
-        fidelity_verdict.fidelity_table(results),
-    ])
-
-
 def _load_text() -> str:
+    """The 1-minute load average as the report prints it, before and after a measurement."""
     load = load_average()
     return "n/a" if load is None else f"{load:.1f}"
 
 
-def update_doc(path: Path, subsections: Mapping[str, str]) -> None:
-    """Write the given subsections into this benchmark's section of `path`, leaving the rest."""
-    write_section(path, SECTION, subsections, intro=SECTION_INTRO)
-
-
-def resolve_unet_device(requested: str, tiny: bool) -> torch.device | None:
-    """The device for the UNet timing, or None (with a logged reason) when it must be skipped."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        if not tiny:
-            logger.warning("CUDA is not available: skipping the full-size UNet timing")
-            return None
-        logger.warning("CUDA is not available: running the tiny UNet on the CPU")
-        return torch.device("cpu")
-    if requested == "cpu" and not tiny:
-        logger.warning(
-            "the full-size UNet needs CUDA (--device cuda); skipping it "
-            "(--unet-tiny exercises the same code path on the CPU)"
-        )
-        return None
-    return torch.device(requested)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run the measurements the flags ask for, print each subsection and write them with --update-doc;
+    1 when a batch's model rows disagree with its plan, so a wrong row count cannot pass unnoticed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["quick", "full"], default="quick")
     parser.add_argument("--samplers", nargs="+", default=None, help="default: every sampler the toy offers")
@@ -1041,15 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         loads = (loads[0], _load_text())
         failed = not all(c.checks_out for c in comparisons)
         probe = probe_overheads()
-        body = toy_report(comparisons, args.profile, command, info, elapsed, loads, prompts, probe, code)
-        if skipped:
-            described = ", ".join(
-                f"{name} ({SAMPLERS[name].evals_per_step} model evaluation(s) per step)" for name in skipped
-            )
-            body += (
-                f"\n\nNot on the toy backend (`ToySettings` does not offer it): {described}; its row counts "
-                "follow from `SamplerInfo.cost_ratio` like those of the samplers above."
-            )
+        body = toy_report(
+            comparisons, args.profile, command, info, elapsed, loads, prompts, probe, code, skipped=skipped
+        )
         subsections[toy_heading(args.profile)] = body
         print(body)
         print(f"\ntoy measurements took {elapsed:.0f} s")
@@ -1089,34 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             elapsed = time.perf_counter() - started
             failed = failed or any(r.rows != r.expected_rows for r in rows)
-            kind = "tiny (32 base channels; a code-path check, not a speed figure)" if args.unet_tiny else "SD 1.5 shapes"
-            gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-            body = "\n".join([
-                f"Command: `{command}`",
-                "",
-                f"Code: {code}.",
-                "",
-                f"Machine: {info}; UNet on {device.type} ({gpu}), "
-                f"{'float16' if device.type == 'cuda' else 'float32'}. Run time: {elapsed / 60:.1f} min.",
-                "",
-                f"Random-weight UNet, {kind}: {parameters:,} parameters, {size}x{size} images "
-                f"({config.in_channels}x{size // 8}x{size // 8} latents), CFG 7 batched as cond + uncond "
-                f"rows in one call, per-seed noise as in the WebUI. Median of {args.unet_repeats} timed "
-                "rounds after a warm-up round; speed-up = plain seconds / hyperbatch seconds.",
-                "",
-                unet_table(rows),
-            ])
-            if args.unet_tiny:
-                heading = f"{UNET_SUBSECTION}: tiny code-path check"
-                body += (
-                    "\n\nThe full-size figures need CUDA: `python benchmarks/bench_hyperbatch.py --no-toy "
-                    "--unet --device cuda --update-doc docs/benchmarks.md` writes them under "
-                    f"\"{UNET_SUBSECTION}\" (a run longer than a machine's command limit can be split "
-                    "with --unet-samplers)."
-                )
-            else:
-                heading = UNET_SUBSECTION
-            subsections[heading] = body
+            body = unet_report(
+                rows, parameters, config, device, size, args.unet_repeats, args.unet_tiny, command, info, code,
+                elapsed,
+            )
+            subsections[unet_heading(args.unet_tiny)] = body
             print(body)
 
     if args.update_doc is not None and subsections:

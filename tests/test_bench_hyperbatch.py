@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/bench_hyperbatch.py, so the benchmark cannot silently rot.
+"""Smoke test of benchmarks/bench_hyperbatch.py and its modules (hyperbatch_toy, hyperbatch_unet,
+hyperbatch_report, hyperbatch_fidelity, fidelity_verdict), so the benchmark cannot silently rot.
 
 It runs the benchmark's own measuring function on a tiny configuration and checks the row
 accounting the published tables rest on: a hyperbatch batch evaluates exactly the rows its growth
@@ -15,15 +16,18 @@ import pytest
 import torch
 
 from benchmarks import bench_hyperbatch as bench
+from benchmarks import hyperbatch_report as report
+from benchmarks import hyperbatch_toy as toy
+from benchmarks import hyperbatch_unet as unet
 from benchmarks.sd_unet import UNetConfig
 from benchmarks import fidelity_verdict
-from pinning_samplers import SAMPLERS
+from pinning_samplers import SAMPLERS, plan_growth
 
 
 def test_measure_accounts_rows_exactly():
     info = SAMPLERS["euler_ancestral"]
-    results = bench.measure(
-        "euler_ancestral", 4, 8, growths=("none", "even", "late"), prompts=bench.PROMPTS[:2], seed_sets=1
+    results = toy.measure(
+        "euler_ancestral", 4, 8, growths=("none", "even", "late"), prompts=toy.PROMPTS[:2], seed_sets=1
     )
     evals = info.evals(8)
     plain = results["none"]
@@ -33,7 +37,7 @@ def test_measure_accounts_rows_exactly():
         hyper = results[growth]
         assert not hyper.plan.is_plain and hyper.plan.schedule == growth
         assert hyper.model_rows == [hyper.plan.model_rows(evals)] * 2
-        comparison = bench.Comparison(hyper, plain)
+        comparison = toy.Comparison(hyper, plain)
         assert comparison.checks_out
         assert math.isclose(comparison.rows_ratio, info.cost_ratio(hyper.plan))
         assert comparison.rows_ratio < 1.0
@@ -45,45 +49,48 @@ def test_measure_accounts_rows_exactly():
 
 
 def test_tables_and_doc_section(tmp_path: Path):
-    results = bench.measure("dpmpp_2m", 4, 8, growths=("none", "even"), prompts=bench.PROMPTS[:1])
-    comparisons = [bench.Comparison(results["even"], results["none"])]
-    for table in (bench.cost_table(comparisons), bench.diversity_table(comparisons)):
+    results = toy.measure("dpmpp_2m", 4, 8, growths=("none", "even"), prompts=toy.PROMPTS[:1])
+    comparisons = [toy.Comparison(results["even"], results["none"])]
+    for table in (report.cost_table(comparisons), report.diversity_table(comparisons)):
         assert table.count("\n") == 2 and "dpmpp_2m" in table
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Other (other.py)\n\nkeep me\n")
-    bench.update_doc(doc, {bench.toy_heading("quick"): "first"})
-    bench.update_doc(doc, {bench.toy_heading("quick"): "second", bench.UNET_SUBSECTION: "unet"})
+    report.update_doc(doc, {report.toy_heading("quick"): "first"})
+    report.update_doc(doc, {report.toy_heading("quick"): "second", report.UNET_SUBSECTION: "unet"})
     text = doc.read_text()
     assert "keep me" in text and "second" in text and "first" not in text and "unet" in text
-    assert text.count(bench.SECTION) == 1
+    assert text.count(report.SECTION) == 1
 
 
 def test_quick_profile_trims_only_the_brownian_samplers():
-    jobs = bench.profile_jobs("quick", ["euler_ancestral", "dpmpp_sde"], [4, 8], [20, 30], None)
+    jobs = toy.profile_jobs("quick", ["euler_ancestral", "dpmpp_sde"], [4, 8], [20, 30], None)
     assert {(j.batch_size, j.steps) for j in jobs if j.sampler == "euler_ancestral"} == {
         (4, 20), (8, 20), (4, 30), (8, 30)
     }
-    assert [(j.batch_size, j.steps) for j in jobs if j.sampler == "dpmpp_sde"] == [bench.TARGET_POINT]
+    assert [(j.batch_size, j.steps) for j in jobs if j.sampler == "dpmpp_sde"] == [toy.TARGET_POINT]
 
 
 def test_unet_code_path_runs_and_counts_rows():
     config = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_levels=(1,), num_heads=2, context_dim=16)
-    rows, parameters = bench.run_unet(
+    rows, parameters = unet.run_unet(
         config, torch.device("cpu"), ["euler_ancestral"], [4], [6], repeats=1, image_size=64, growths=("none", "even")
     )
     assert parameters > 0
     by_growth = {r.growth: r for r in rows}
     assert by_growth["none"].rows == 4 * 6
     assert by_growth["even"].rows == by_growth["even"].expected_rows < 4 * 6
-    assert "euler_ancestral" in bench.unet_table(rows)
+    assert "euler_ancestral" in report.unet_table(rows)
+    body = report.unet_report(rows, parameters, config, torch.device("cpu"), 64, 1, True, "cmd", "machine", "code", 1.0)
+    assert report.unet_table(rows) in body and f"{parameters:,} parameters" in body
+    assert "The full-size figures need CUDA" in body and report.unet_heading(True) != report.unet_heading(False)
 
 
 def test_full_size_unet_is_skipped_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the skip path is not taken")
-    assert bench.resolve_unet_device("cuda", tiny=False) is None
-    assert bench.resolve_unet_device("cpu", tiny=False) is None
-    assert bench.resolve_unet_device("cuda", tiny=True) == torch.device("cpu")
+    assert unet.resolve_unet_device("cuda", tiny=False) is None
+    assert unet.resolve_unet_device("cpu", tiny=False) is None
+    assert unet.resolve_unet_device("cuda", tiny=True) == torch.device("cpu")
 
 
 @pytest.mark.parametrize("size", ["16", "100", "0"])
@@ -121,7 +128,7 @@ def test_variety_fidelity_scores_every_candidate_against_plain():
     result = fidelity.variety_fidelity("euler_ancestral", 4, 8, candidates, 1, prompts=prompts)
     rows = {row.label: row for row in result.rows}
     assert rows["none"].rows_ratio == 1.0 and rows["none"].variety_spearman == pytest.approx(1.0)
-    assert rows["front"].rows_ratio == pytest.approx(bench.plan_growth(4, 8, "front").cost_ratio())
+    assert rows["front"].rows_ratio == pytest.approx(plan_growth(4, 8, "front").cost_ratio())
     assert rows[fidelity.REFERENCE].rows_ratio == 1.0
     assert all(-1.0 <= row.variety_spearman <= 1.0 for row in result.rows)
     assert [row.label for row in fidelity_verdict.pareto(result.rows)][0] == "front"
@@ -141,7 +148,7 @@ def test_variety_only_fidelity_report_leaves_the_ranking_out():
     assert all(line.endswith("| - | - |") for line in table.splitlines()[2:])
     verdict = fidelity_verdict.verdict_lines([result], "front", "even")
     assert verdict and not any("ranking" in line or "nan" in line for line in verdict)
-    body = bench.fidelity_report([result], "cmd", "machine", "code", 1.0, 3)
+    body = report.fidelity_report([result], "cmd", "machine", "code", 1.0, 3)
     assert "Ranking: not measured" in body
 
 
@@ -203,8 +210,8 @@ def test_the_choice_candidates_name_every_rho():
 def test_the_toy_report_names_whose_default_each_schedule_is():
     """The issue-15 lines of the toy report follow the samplers' own defaults, not a fixed name."""
     by_growth: dict[str, list[str]] = {}
-    for info in bench.SAMPLERS.values():
+    for info in SAMPLERS.values():
         by_growth.setdefault(info.default_growth, []).append(info.label.removesuffix(" - Hyperbatch"))
     for growth, labels in by_growth.items():
-        assert bench.schedule_role(growth) == "default of " + ", ".join(labels)
-    assert bench.schedule_role("late") == "cheapest setting"
+        assert report.schedule_role(growth) == "default of " + ", ".join(labels)
+    assert report.schedule_role("late") == "cheapest setting"
