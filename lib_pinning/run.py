@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,16 +42,15 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from lib_pinning import __version__, guard
+from lib_pinning import guard
 from lib_pinning.generator import Generator
 from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
 from lib_pinning.interrupts import first_ctrl_c_cancels
-from lib_pinning.objectives.compose import active_terms, build_objective
+from lib_pinning.new_run import RunParts, create_run, search_settings
+from lib_pinning.objectives.compose import build_objective
 from lib_pinning.objectives.targets import load_targets
 from lib_pinning.optimizer import CmaSettings, PinningOptimizer
 from lib_pinning.options import PinningOptions
-from lib_pinning.bounds import WeightRange
-from lib_pinning.preflight import check_run_input
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.stopping import (
     CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
@@ -139,40 +137,29 @@ def derive_seeds(seed: int, batch_size: int) -> tuple[int, ...]:
 class PinningRun:
     """One pinning run bound to a run directory; build with `start` or `resume`."""
 
-    def __init__(
-        self,
-        *,
-        store: RunStore,
-        space: PromptSpace,
-        generator: Generator,
-        options: PinningOptions,
-        seeds: tuple[int, ...],
-        settings: CmaSettings,
-        optimizer: PinningOptimizer,
-        run_info: dict[str, Any],
-    ) -> None:
-        self.store = store
-        self.space = space
+    def __init__(self, parts: RunParts, generator: Generator) -> None:
+        self.store = parts.store
+        self.space = parts.space
         self.generator = generator
-        self.options = options
-        self.seeds = seeds
-        self.settings = settings
-        self.optimizer = optimizer
-        self.run_info = run_info
+        self.options = parts.options
+        self.seeds = parts.seeds
+        self.settings = parts.settings
+        self.optimizer = parts.optimizer
+        self.run_info = parts.run_info
         self.best: IndividualRecord | None = None
         self.baseline: IndividualRecord | None = None
         self.evaluations = 0
         self._consecutive_failures = 0
         self.evaluator = Evaluator(
-            store=store, space=space, generator=generator, options=options, seeds=seeds, settings=settings,
-            optimizer=optimizer,
+            store=self.store, space=self.space, generator=generator, options=self.options, seeds=self.seeds,
+            settings=self.settings, optimizer=self.optimizer,
         )
-        self.stop_rules = StopRules.resolve(options, settings.generations, settings.mu)
+        self.stop_rules = StopRules.resolve(self.options, self.settings.generations, self.settings.mu)
         self.monitor = StopMonitor(self.stop_rules)
         self.stop_decision: StopDecision | None = None
         self._generation_records: list[IndividualRecord] = []
         self._session_started = time.perf_counter()
-        self._seconds_before = float(run_info.get("seconds", 0.0))  # earlier sessions' run time
+        self._seconds_before = float(self.run_info.get("seconds", 0.0))  # earlier sessions' run time
         self.sweep_outcome: SweepOutcome | None = None
         self._sweep_seconds = 0.0
 
@@ -190,74 +177,11 @@ class PinningRun:
         runs_dir: Path,
         tokenizer: Any = None,
     ) -> PinningRun:
-        """Validate everything that can be checked before generating, then create the run directory."""
-        space = PromptSpace(
-            prompt, negative_prompt, options.granularity, tokenizer=tokenizer,
-            weight_range=WeightRange(options.weight_min, options.weight_max),
-        )
-        if not seeds:
-            raise ValueError("at least one seed is required")
-        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)), blocks=_blocks(space))
-        check_run_input(options, generator=generator, seeds=seeds, settings=settings, runs_dir=runs_dir)
-        cma_seed = options.cma_seed if options.cma_seed is not None else int(seeds[0]) % 2**32
-        store = RunStore.create(runs_dir)
-        try:
-            return cls._create(store, space, generator, options, seeds, settings, cma_seed, prompt, negative_prompt)
-        except KeyboardInterrupt:
-            # Ctrl-C before execute() installs its handler: never leave a "running" run behind.
-            if (store.root / "run.json").is_file():
-                store.write_run({**store.read_run(), "status": "interrupted"})
-            else:
-                shutil.rmtree(store.root, ignore_errors=True)
-            raise
-
-    @classmethod
-    def _create(
-        cls, store: RunStore, space: PromptSpace, generator: Generator, options: PinningOptions,
-        seeds: Sequence[int], settings: CmaSettings, cma_seed: int, prompt: str, negative_prompt: str,
-    ) -> PinningRun:
-        """The rest of `start`, once the run directory exists."""
-        run_info = {
-            "run_id": store.run_id,
-            "version": __version__,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "status": "running",
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "options": options.to_json(),
-            "space": space.to_json(),
-            "seeds": [int(s) for s in seeds],
-            "cma_seed": cma_seed,
-            "cma": {
-                "dim": settings.dim,
-                "generations": settings.generations,
-                "lambda": settings.lambda_,
-                "mu": settings.mu,
-                "multi_objective": settings.multi_objective,
-                "search_dim": settings.search_dim,
-                "groups": [list(g) for g in settings.groups],
-            },
-            "planned_batches": planned_batches(options, settings.generations, settings.lambda_),
-            "generator": generator.describe(),
-            "targets": [],
-            "target_masks": [],
-            "generations_done": 0,
-            "evaluations": 0,
-            "best": None,
-            "baseline": None,
-            "error": None,
-        }
-        store.write_run(run_info)
-        optimizer = PinningOptimizer(settings, seed=cma_seed)
-        log.info(
-            "run %s: %d weights%s, %d generations of %d, at most %d batches", store.root, space.dim,
-            f" in {settings.search_dim} groups" if settings.groups else "", settings.generations, settings.lambda_,
-            run_info["planned_batches"],
-        )
-        return cls(
-            store=store, space=space, generator=generator, options=options, seeds=tuple(int(s) for s in seeds),
-            settings=settings, optimizer=optimizer, run_info=run_info,
-        )
+        """Validate everything that can be checked before generating, then create the run directory
+        (lib_pinning.new_run)."""
+        with create_run(generator=generator, prompt=prompt, negative_prompt=negative_prompt, seeds=seeds,
+                        options=options, runs_dir=runs_dir, tokenizer=tokenizer) as parts:
+            return cls(parts, generator)
 
     @classmethod
     def resume(cls, run_dir: Path, generator: Generator, changes: dict[str, Any] | None = None) -> PinningRun:
@@ -279,7 +203,7 @@ class PinningRun:
             options = options.replace(**changes)
             info["options"] = options.to_json()
         space = PromptSpace.from_json(info["space"])
-        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)), blocks=_blocks(space))
+        settings = search_settings(options, space)
         info["cma"]["generations"] = settings.generations
         info["planned_batches"] = planned_batches(options, settings.generations, settings.lambda_)
         if info.get("stop_criterion") in CONVERGENCE:
@@ -287,10 +211,8 @@ class PinningRun:
         optimizer = _restore_optimizer(store, settings, int(info["cma_seed"]))
         info["status"] = "running"
         info["error"] = None
-        run = cls(
-            store=store, space=space, generator=generator, options=options, seeds=tuple(info["seeds"]),
-            settings=settings, optimizer=optimizer, run_info=info,
-        )
+        run = cls(RunParts(store=store, space=space, options=options, seeds=tuple(info["seeds"]), settings=settings,
+                           optimizer=optimizer, run_info=info), generator)
         for record in store.iter_individuals():
             run._account(record)
             run.evaluator.note(record)
@@ -713,7 +635,3 @@ def _lost_since_start(store: RunStore, done: int, lambda_: int) -> list[str]:
     summaries = {record.generation for record in store.iter_generations()}
     return lost + [f"the summary of generation {g}" for g in range(1, done + 1) if g not in summaries]
 
-
-def _blocks(space: PromptSpace) -> tuple[int, int]:
-    """Unit counts of the prompt and the negative prompt (groups never mix them)."""
-    return (space.positive.unit_count, space.negative.unit_count)
