@@ -34,7 +34,6 @@ checkpoint is unreadable or past a missing record or generation summary.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,17 +45,16 @@ from lib_pinning import guard
 from lib_pinning.generator import Generator
 from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
 from lib_pinning.interrupts import first_ctrl_c_cancels
-from lib_pinning.new_run import RunParts, create_run, search_settings
+from lib_pinning.new_run import RunParts, create_run
 from lib_pinning.objectives.compose import build_objective
 from lib_pinning.objectives.targets import load_targets
-from lib_pinning.optimizer import CmaSettings, PinningOptimizer
 from lib_pinning.options import PinningOptions
 from lib_pinning.prompt import PromptSpace
+from lib_pinning.resume import catch_up_stop_checks, reopen
 from lib_pinning.stopping import (
-    CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
-    planned_batches,
+    GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision, planned_batches,
 )
-from lib_pinning.store import RUN_KEYS, GenerationRecord, IndividualRecord, RunDirectoryError, RunStore, StoreError
+from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore, StoreError
 from lib_pinning.sweep_stage import SweepOutcome, sweep_after_search
 
 log = logging.getLogger(__name__)
@@ -188,32 +186,11 @@ class PinningRun:
         """Continue an interrupted or stopped run; the result equals an uninterrupted run with the same seed.
 
         `changes` may give a stopped run more room: options among RESUME_OPTIONS (a larger budget,
-        more generations, other stopping rules). After a convergence stop the stopping criteria
-        start afresh from where the run stood, so the same search goes on.
+        more generations, other stopping rules; lib_pinning.resume). After a convergence stop the
+        stopping criteria start afresh from where the run stood, so the same search goes on.
         """
-        store = RunStore.open(run_dir)
-        info = store.read_run(required=tuple(RUN_KEYS))
-        if store.remove_temporaries():
-            log.info("removed the temporary files of writes an earlier session never finished")
-        options = PinningOptions.from_json(info["options"])
-        if changes:
-            refused = sorted(set(changes) - set(RESUME_OPTIONS))
-            if refused:
-                raise ValueError(f"a resumed run cannot change {', '.join(refused)}; it can change {', '.join(RESUME_OPTIONS)}")
-            options = options.replace(**changes)
-            info["options"] = options.to_json()
-        space = PromptSpace.from_json(info["space"])
-        settings = search_settings(options, space)
-        info["cma"]["generations"] = settings.generations
-        info["planned_batches"] = planned_batches(options, settings.generations, settings.lambda_)
-        if info.get("stop_criterion") in CONVERGENCE:
-            info["stop_checks_from"] = int(info.get("generations_done", 0))
-        optimizer = _restore_optimizer(store, settings, int(info["cma_seed"]))
-        info["status"] = "running"
-        info["error"] = None
-        run = cls(RunParts(store=store, space=space, options=options, seeds=tuple(info["seeds"]), settings=settings,
-                           optimizer=optimizer, run_info=info), generator)
-        for record in store.iter_individuals():
+        run = cls(reopen(run_dir, changes), generator)
+        for record in run.store.iter_individuals():
             run._account(record)
             run.evaluator.note(record)
         return run
@@ -266,7 +243,8 @@ class PinningRun:
                 stop = lambda: cancel() or ctrl_c.is_set()  # noqa: E731
                 self._baseline(stop, emit)
                 self._write_checkpoint()
-                self._prime_monitor()
+                catch_up_stop_checks(self.monitor, self.store, int(self.run_info.get("stop_checks_from", 0)),
+                                     self.optimizer.generation)
                 for generation in range(self.optimizer.generation + 1, self.settings.generations + 1):
                     summary = self._generation(generation, stop, emit, reporter)
                     self.stop_decision = self.monitor.observe(self._outcome(summary))
@@ -330,24 +308,6 @@ class PinningRun:
             int(self.run_info.get("generations_done", 0)),
         )
         self._write_run_info("interrupted")
-
-    def _prime_monitor(self) -> None:
-        """Bring the stopping criteria up to where the run stands: replay the generations since the
-        checks last (re)started, from the records on disk, so a resumed run decides as one that ran
-        straight through (or, after a convergence stop, starts them afresh)."""
-        since = int(self.run_info.get("stop_checks_from", 0))
-        records = list(self.store.iter_individuals())
-        before = [r.total for r in records if r.generation <= since and r.status == "ok" and not r.excluded]
-        self.monitor.restart(min(before) if before else None)
-        values: dict[int, list[float]] = {}
-        for r in records:
-            values.setdefault(r.generation, []).append(r.total)
-        for summary in self.store.iter_generations():
-            if since < summary.generation <= self.optimizer.generation:
-                self.monitor.observe(GenerationOutcome(
-                    summary.generation, values.get(summary.generation) or [summary.fitness_min],
-                    summary.best_so_far_fitness, math.inf,
-                ))
 
     def _outcome(self, summary: GenerationRecord) -> GenerationOutcome:
         values = [r.total for r in self._generation_records]
@@ -592,46 +552,4 @@ class _StopNow(Exception):
     def __init__(self, decision: StopDecision) -> None:
         super().__init__(decision.message)
         self.decision = decision
-
-
-# Options a resumed run may change: the budget, the length of the search and the stopping rules.
-RESUME_OPTIONS = (
-    "max_batches", "max_minutes", "generations", "stop_early", "stop_patience", "stop_stagnation",
-    "stop_tolerance", "stop_tolx", "cli_log",
-)
-
-
-def _restore_optimizer(store: RunStore, settings: CmaSettings, cma_seed: int) -> PinningOptimizer:
-    """The optimizer where checkpoint.json left it; else a fresh one from the run's seed, which
-    replays the search reusing every record on disk and redoing what is gone, as the run first did.
-    Replaying is what an unreadable checkpoint (truncated, of the wrong shape) or one past records
-    or generation summaries that are missing calls for: nothing computed is lost either way."""
-    def fresh() -> PinningOptimizer:
-        return PinningOptimizer(settings, seed=cma_seed)
-
-    try:
-        checkpoint = store.read_checkpoint()
-        if checkpoint is None:
-            return fresh()
-        optimizer = PinningOptimizer.from_state(settings, checkpoint["optimizer"])
-    except (RunDirectoryError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        log.warning("the checkpoint of %s cannot be read (%s): replaying the search from its seed, reusing "
-                    "the records on disk", store.root, e)
-        return fresh()
-    lost = _lost_since_start(store, optimizer.generation, settings.lambda_)
-    if lost:
-        log.warning("%d record(s) the checkpoint is past are missing or unreadable (first: %s): replaying the "
-                    "search from the start to redo them", len(lost), lost[0])
-        return fresh()
-    return optimizer
-
-
-def _lost_since_start(store: RunStore, done: int, lambda_: int) -> list[str]:
-    """What a run checkpointed after generation `done` should have on disk and does not: the
-    baseline, every individual of the told generations and their summaries."""
-    present = {record.key for record in store.iter_individuals()}
-    wanted = [(0, 0)] + [(g, i) for g in range(1, done + 1) for i in range(lambda_)]
-    lost = [f"generation {g}, #{i}" for g, i in wanted if (g, i) not in present]
-    summaries = {record.generation for record in store.iter_generations()}
-    return lost + [f"the summary of generation {g}" for g in range(1, done + 1) if g not in summaries]
 

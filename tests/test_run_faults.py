@@ -136,7 +136,7 @@ def test_resume_replays_past_a_damaged_checkpoint_or_generation_summary(tmp_path
     name, content = damage
     path = first.run_dir / name
     path.unlink() if content is None else path.write_text(content)
-    with caplog.at_level("WARNING", logger="lib_pinning.run"):
+    with caplog.at_level("WARNING", logger="lib_pinning.resume"):
         resumed = PinningRun.resume(first.run_dir, ToyGenerator(FAST), {"generations": 3}).execute()
     assert "replaying the search" in caplog.text
     assert resumed.status == "finished" and resumed.batches == straight.batches
