@@ -41,7 +41,6 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from lib_pinning import guard
 from lib_pinning.generator import Generator
 from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
 from lib_pinning.interrupts import first_ctrl_c_cancels
@@ -56,11 +55,9 @@ from lib_pinning.stopping import (
 )
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore, StoreError
 from lib_pinning.sweep_stage import SweepOutcome, sweep_after_search
+from lib_pinning.tally import RunTally, summarize_generation
 
 log = logging.getLogger(__name__)
-
-# Consecutive failed individuals after which the run stops: the backend is broken, not the prompt.
-MAX_CONSECUTIVE_FAILURES = 3
 
 
 @dataclass
@@ -144,10 +141,7 @@ class PinningRun:
         self.settings = parts.settings
         self.optimizer = parts.optimizer
         self.run_info = parts.run_info
-        self.best: IndividualRecord | None = None
-        self.baseline: IndividualRecord | None = None
-        self.evaluations = 0
-        self._consecutive_failures = 0
+        self.tally = RunTally()  # the evaluations, the baseline and the best accounted for
         self.evaluator = Evaluator(
             store=self.store, space=self.space, generator=generator, options=self.options, seeds=self.seeds,
             settings=self.settings, optimizer=self.optimizer,
@@ -191,7 +185,7 @@ class PinningRun:
         """
         run = cls(reopen(run_dir, changes), generator)
         for record in run.store.iter_individuals():
-            run._account(record)
+            run.tally.account(record)
             run.evaluator.note(record)
         return run
 
@@ -214,7 +208,7 @@ class PinningRun:
     @property
     def batches(self) -> int:
         """Batches generated (the backend was called), failed ones included."""
-        return self.evaluations - self.repeats
+        return self.tally.evaluations - self.repeats
 
     @property
     def elapsed(self) -> float:
@@ -291,8 +285,8 @@ class PinningRun:
             emit(event)
 
         started = time.perf_counter()
-        self.sweep_outcome = sweep_after_search(self.store, self.generator, budget, status=status, best=self.best,
-                                                stop=cancel, before_batch=before_batch)
+        self.sweep_outcome = sweep_after_search(self.store, self.generator, budget, status=status,
+                                                best=self.tally.best, stop=cancel, before_batch=before_batch)
         # The sweep's time is not the search's: Max minutes of a later resume counts the search alone.
         self._sweep_seconds = time.perf_counter() - started
         if self.sweep_outcome is None:
@@ -315,7 +309,8 @@ class PinningRun:
 
     def _check_budget(self, generation: int) -> None:
         """Before every individual: the loss floor and the budget end the run there."""
-        best = None if self.best is None or self.best.excluded else self.best.total
+        best_so_far = self.tally.best
+        best = None if best_so_far is None or best_so_far.excluded else best_so_far.total
         decision = self.monitor.before_individual(best, self.batches, self.elapsed, generation)
         if decision is not None:
             raise _StopNow(decision)
@@ -372,14 +367,18 @@ class PinningRun:
                     self._check_budget(generation)
                     record = self.evaluator.evaluate(generation, index, individual)
                     self._persist(record)
-                    self._count_failure(record)
+                    self.tally.count_failure(record)
                     emit(self._event("individual", generation=generation, record=record))
                 records.append(record)
         finally:
             self.evaluator.end_prefetch()
         self.optimizer.tell(population, [tuple(r.fitness) for r in records])
-        summary = self._summarize(generation, population, records, time.perf_counter() - started)
-        summary.repeats = sum(r.repeat_of is not None for r in records)
+        assert self.tally.best is not None
+        summary = summarize_generation(
+            generation, population, records, best=self.tally.best, optimizer=self.optimizer,
+            lambda_=self.settings.lambda_, seconds=time.perf_counter() - started, run_info=self.run_info,
+            guard_on=self.options.guard,
+        )
         self._generation_records = records
         self.store.write_generation(summary)
         self._write_checkpoint()
@@ -388,7 +387,7 @@ class PinningRun:
         if self.options.cli_log:
             log.info(
                 "gen %3d  evals %4d  min %.5f  avg %.5f  max %.5f  best %.5f  sigma %.4f",
-                generation, self.evaluations, summary.fitness_min, summary.fitness_mean,
+                generation, self.tally.evaluations, summary.fitness_min, summary.fitness_mean,
                 summary.fitness_max, summary.best_so_far_fitness, summary.sigma,
             )
         self._refresh_report(reporter, final=False)
@@ -400,74 +399,8 @@ class PinningRun:
     def _persist(self, record: IndividualRecord) -> None:
         """Write an evaluated record (batch_stats.json last: it marks the individual complete) and count it."""
         self.store.write_individual(record)
-        self._account(record)
+        self.tally.account(record)
         self.evaluator.note(record)
-
-    def _count_failure(self, record: IndividualRecord) -> None:
-        """A backend that fails several individuals in a row is broken, not the prompt: stop the run."""
-        if record.status == "ok":
-            self._consecutive_failures = 0
-            return
-        self._consecutive_failures += 1
-        if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-            raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} individuals in a row failed; last error: {record.error}")
-
-    def _account(self, record: IndividualRecord) -> None:
-        self.evaluations += 1
-        if record.generation == 0 and record.index == 0:
-            self.baseline = record
-        if record.status == "ok" and self._better_than_best(record):
-            self.best = record
-
-    def _better_than_best(self, record: IndividualRecord) -> bool:
-        """A batch the guard excluded is never the best, except the first one while nothing clean
-        exists (the baseline: the prompt as written is the one safe answer); a clean one replaces it."""
-        if self.best is None:
-            return True
-        if record.excluded or self.best.excluded:
-            return self.best.excluded and not record.excluded
-        return record.total < self.best.total
-
-    def _summarize(
-        self, generation: int, population: Sequence[np.ndarray], records: Sequence[IndividualRecord], seconds: float
-    ) -> GenerationRecord:
-        values = np.array([r.total for r in records])
-        assert self.best is not None
-        return GenerationRecord(
-            generation=generation,
-            evaluations=1 + generation * self.settings.lambda_,  # the baseline and every individual so far
-            fitness_min=float(values.min()),
-            fitness_mean=float(values.mean()),
-            fitness_max=float(values.max()),
-            fitness_std=float(values.std()),
-            best_index=int(values.argmin()),
-            best_so_far=[self.best.generation, self.best.index],
-            best_so_far_fitness=float(self.best.total),
-            best_so_far_x=list(self.best.x_evaluated),
-            sigma=self.optimizer.sigma,
-            axis_ratio=self.optimizer.axis_ratio,
-            axis_scales=self.optimizer.axis_scales.tolist(),
-            population_std=np.std(np.asarray(population, dtype=float), axis=0).tolist(),
-            centroid=self.optimizer.centroid.tolist(),
-            seconds=seconds,
-            failed=sum(r.status != "ok" for r in records),
-            **self._guard_summary(generation, records),
-        )
-
-    def _guard_summary(self, generation: int, records: Sequence[IndividualRecord]) -> dict[str, Any]:
-        """The generation's degenerate individuals and image share; says so when most are degenerate."""
-        reasons = [image for r in records for image in r.degenerate_reasons]
-        share = sum(bool(image) for image in reasons) / len(reasons) if reasons else 0.0
-        if share > guard.MAJORITY:
-            flagged = self.run_info.setdefault("degenerate_generations", [])
-            if generation not in flagged:
-                flagged.append(generation)
-            log.warning(
-                "generation %d: most images are degenerate (%s): the search is in the model's failure "
-                "region%s", generation, guard.describe(guard.summarize_reasons(reasons), len(reasons)),
-                "; they are penalised and never chosen as best" if self.options.guard else " and the guard is off",
-            )
-        return {"degenerate": sum(r.degenerate for r in records), "degenerate_share": share}
 
     def _write_checkpoint(self) -> None:
         self.store.write_checkpoint({"optimizer": self.optimizer.state_dict()})
@@ -477,7 +410,7 @@ class PinningRun:
         info["status"] = status
         info["error"] = error
         info["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        info["evaluations"] = self.evaluations
+        info["evaluations"] = self.tally.evaluations
         info["batches"] = self.batches
         info["repeats"] = self.repeats
         info["seconds"] = round(self.elapsed, 3)
@@ -485,8 +418,8 @@ class PinningRun:
         decision = self.stop_decision if status != "running" else None
         info["stop_criterion"] = None if decision is None else decision.criterion
         info["stop_reason"] = None if decision is None else decision.message
-        info["best"] = self.store.summary_of(self.best, self.space)
-        info["baseline"] = self.store.summary_of(self.baseline, self.space)
+        info["best"] = self.store.summary_of(self.tally.best, self.space)
+        info["baseline"] = self.store.summary_of(self.tally.baseline, self.space)
         self.store.write_run(info)
 
     def _finalize(
@@ -499,7 +432,7 @@ class PinningRun:
         self.store.release_reserve()
         report_error = self._refresh_report(reporter, final=True)
         emit(self._event("end", message=status))
-        if self.best is None or self.baseline is None:
+        if self.tally.best is None or self.tally.baseline is None:
             raise RunEndedEarly(
                 f"the run stopped before the baseline batch was generated ({status}"
                 + (f": {error}" if error else "")
@@ -507,8 +440,8 @@ class PinningRun:
                 status,
             )
         return RunResult(
-            run_dir=self.store.root, status=status, best=self.best, baseline=self.baseline,
-            generations_done=int(self.run_info["generations_done"]), evaluations=self.evaluations, error=error,
+            run_dir=self.store.root, status=status, best=self.tally.best, baseline=self.tally.baseline, error=error,
+            generations_done=int(self.run_info["generations_done"]), evaluations=self.tally.evaluations,
             degenerate_generations=list(self.run_info.get("degenerate_generations", [])),
             stop_criterion=self.stop_decision.criterion if self.stop_decision else "",
             stop_reason=self.stop_decision.message if self.stop_decision else "",
@@ -539,9 +472,10 @@ class PinningRun:
         return None
 
     def _event(self, kind: str, generation: int = 0, record: Any = None, message: str = "") -> RunEvent:
+        best = self.tally.best
         return RunEvent(
-            kind=kind, generation=generation, done=self.evaluations, total=self.total_evaluations,
-            best_fitness=None if self.best is None else self.best.total, record=record, message=message,
+            kind=kind, generation=generation, done=self.tally.evaluations, total=self.total_evaluations,
+            best_fitness=None if best is None else best.total, record=record, message=message,
             batches=self.batches, planned_batches=self.planned_batches, elapsed=self.elapsed,
         )
 
