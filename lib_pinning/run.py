@@ -45,11 +45,10 @@ from lib_pinning.generator import Generator
 from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
 from lib_pinning.interrupts import first_ctrl_c_cancels
 from lib_pinning.new_run import RunParts, create_run
-from lib_pinning.objectives.compose import build_objective
-from lib_pinning.objectives.targets import load_targets
 from lib_pinning.options import PinningOptions
 from lib_pinning.prompt import PromptSpace
 from lib_pinning.resume import catch_up_stop_checks, reopen
+from lib_pinning.run_targets import run_objective
 from lib_pinning.stopping import (
     GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision, planned_batches,
 )
@@ -329,26 +328,9 @@ class PinningRun:
         emit(self._event("individual", record=record))
 
     def _prepare_objective(self, baseline: IndividualRecord) -> None:
-        """Targets: the user's images (with masks), else the baseline batch; saved in the run
-        directory once and always read back from there, so a resumed run scores identically."""
-        saved = [*self.run_info["targets"], *(self.run_info.get("target_masks") or [])]
-        if saved and not all((self.store.root / name).is_file() for name in saved):
-            log.warning("the run's target images are missing: saving them again from their source")
-            self.run_info["targets"] = []
-        if not self.run_info["targets"]:
-            images = self.store.load_batch_images(baseline)
-            masks = None
-            if self.options.target_images:
-                images, masks = load_targets(
-                    self.options.target_images, self.options.target_masks, size=tuple(images.shape[2:])
-                )
-            self.run_info["targets"] = self.store.save_targets(images)
-            self.run_info["target_masks"] = [] if masks is None else self.store.save_masks(masks)
-        targets = self.store.load_targets(self.run_info["targets"])
-        masks = self.store.load_masks(self.run_info["target_masks"]) if self.run_info.get("target_masks") else None
-        self.evaluator.objective = build_objective(
-            self.options, targets, masks=masks, generator=self.generator, device=getattr(self.generator, "device", "cpu")
-        )
+        """The evaluator's objective, over the targets the run folder holds or is given now: the
+        user's images, else the baseline batch (lib_pinning.run_targets)."""
+        self.evaluator.objective = run_objective(self.store, self.run_info, self.options, self.generator, baseline)
 
     def _generation(
         self, generation: int, stop: Callable[[], bool], emit: Callable[[RunEvent], None], reporter: Reporter | None
