@@ -4,8 +4,8 @@
 options, with the changes a resumed run may make (RESUME_OPTIONS: the budget, the length of the
 search, the stopping rules), the search settings resolved as the first session resolved them, and
 the optimizer where checkpoint.json left it. `PinningRun.resume` then replays the records on disk
-into the run's counts, its best and its repeat cache, and `catch_up_stop_checks` brings the stopping criteria to
-where the run stands before the loop goes on.
+into the run's tally (lib_pinning.tally) and its repeat cache, and `catch_up_stop_checks` brings
+the stopping criteria to where the run stands before the loop goes on.
 
 Damage: a checkpoint that cannot be read (truncated, of the wrong shape) or that is past records or
 generation summaries that are missing gives a fresh optimizer from the run's seed instead. The

@@ -75,8 +75,9 @@ def summarize_generation(
     guard_on: bool,
 ) -> GenerationRecord:
     """generation.json of a told generation: its fitness statistics, the run's best so far, the
-    search distribution after the update (`optimizer`), failures, repeats and degenerate images. A generation most of whose
-    images are degenerate is added to run_info's `degenerate_generations` and logged."""
+    search distribution after the update (`optimizer`), failures, repeats and degenerate images.
+    A generation most of whose images are degenerate is added to run_info's
+    `degenerate_generations` and logged."""
     values = np.array([r.total for r in records])
     return GenerationRecord(
         generation=generation,
