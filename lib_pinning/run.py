@@ -172,7 +172,8 @@ class PinningRun:
         (lib_pinning.new_run)."""
         with create_run(generator=generator, prompt=prompt, negative_prompt=negative_prompt, seeds=seeds,
                         options=options, runs_dir=runs_dir, tokenizer=tokenizer) as parts:
-            return cls(parts, generator)
+            run = cls(parts, generator)  # inside: a Ctrl-C until the run exists still leaves a valid folder
+        return run
 
     @classmethod
     def resume(cls, run_dir: Path, generator: Generator, changes: dict[str, Any] | None = None) -> PinningRun:
