@@ -20,7 +20,8 @@ from lib_pinning.analysis.sweep import DEFAULT_STEP as DEFAULT_SWEEP_STEP
 from lib_pinning.generator import DemoPrompt, ToyGenerator, ToySettings
 from lib_pinning.options import PinningOptions
 from lib_pinning.options_model import OptionError, OptionsModel, OptionSpec
-from lib_pinning.run import RESUME_OPTIONS, PinningRun, RunEndedEarly, RunEvent, RunResult, derive_seeds
+from lib_pinning.resume import RESUME_OPTIONS
+from lib_pinning.run import PinningRun, RunEndedEarly, RunEvent, RunResult, derive_seeds
 from lib_pinning.store import RunDirectoryError
 
 log = logging.getLogger("lib_pinning")

@@ -5,7 +5,7 @@ four black images (NaN latents) are perfectly alike, and so are images fried by 
 one flat saturated colour. Real checkpoints produce both in ordinary use (SDXL's VAE in half
 precision, --disable-nan-check, weights past about 1.5 on SD 1.5). Every backend's batches go
 through `inspect` before they are scored; the run penalises a batch with degenerate images so that
-CMA-ES moves away, and never chooses one as its best (lib_pinning/run.py).
+CMA-ES moves away, and never chooses one as its best (lib_pinning/tally.py).
 
 The guard looks at one image at a time and never compares images: a pinned batch of near-identical
 clean images is exactly what pinning is for and must pass. Reasons, in the order they are listed:

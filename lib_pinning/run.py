@@ -34,8 +34,6 @@ checkpoint is unreadable or past a missing record or generation summary.
 from __future__ import annotations
 
 import logging
-import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,28 +41,22 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from lib_pinning import __version__, guard
 from lib_pinning.generator import Generator
 from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
 from lib_pinning.interrupts import first_ctrl_c_cancels
-from lib_pinning.objectives.compose import active_terms, build_objective
-from lib_pinning.objectives.targets import load_targets
-from lib_pinning.optimizer import CmaSettings, PinningOptimizer
+from lib_pinning.new_run import RunParts, create_run
 from lib_pinning.options import PinningOptions
-from lib_pinning.bounds import WeightRange
-from lib_pinning.preflight import check_run_input
 from lib_pinning.prompt import PromptSpace
+from lib_pinning.resume import catch_up_stop_checks, reopen
+from lib_pinning.run_targets import run_objective
 from lib_pinning.stopping import (
-    CONVERGENCE, GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision,
-    planned_batches,
+    GenerationOutcome, StopDecision, StopMonitor, StopRules, generations_decision, planned_batches,
 )
-from lib_pinning.store import RUN_KEYS, GenerationRecord, IndividualRecord, RunDirectoryError, RunStore, StoreError
+from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore, StoreError
 from lib_pinning.sweep_stage import SweepOutcome, sweep_after_search
+from lib_pinning.tally import RunTally, summarize_generation
 
 log = logging.getLogger(__name__)
-
-# Consecutive failed individuals after which the run stops: the backend is broken, not the prompt.
-MAX_CONSECUTIVE_FAILURES = 3
 
 
 @dataclass
@@ -139,40 +131,26 @@ def derive_seeds(seed: int, batch_size: int) -> tuple[int, ...]:
 class PinningRun:
     """One pinning run bound to a run directory; build with `start` or `resume`."""
 
-    def __init__(
-        self,
-        *,
-        store: RunStore,
-        space: PromptSpace,
-        generator: Generator,
-        options: PinningOptions,
-        seeds: tuple[int, ...],
-        settings: CmaSettings,
-        optimizer: PinningOptimizer,
-        run_info: dict[str, Any],
-    ) -> None:
-        self.store = store
-        self.space = space
+    def __init__(self, parts: RunParts, generator: Generator) -> None:
+        self.store = parts.store
+        self.space = parts.space
         self.generator = generator
-        self.options = options
-        self.seeds = seeds
-        self.settings = settings
-        self.optimizer = optimizer
-        self.run_info = run_info
-        self.best: IndividualRecord | None = None
-        self.baseline: IndividualRecord | None = None
-        self.evaluations = 0
-        self._consecutive_failures = 0
+        self.options = parts.options
+        self.seeds = parts.seeds
+        self.settings = parts.settings
+        self.optimizer = parts.optimizer
+        self.run_info = parts.run_info
+        self.tally = RunTally()  # the evaluations, the baseline and the best accounted for
         self.evaluator = Evaluator(
-            store=store, space=space, generator=generator, options=options, seeds=seeds, settings=settings,
-            optimizer=optimizer,
+            store=self.store, space=self.space, generator=generator, options=self.options, seeds=self.seeds,
+            settings=self.settings, optimizer=self.optimizer,
         )
-        self.stop_rules = StopRules.resolve(options, settings.generations, settings.mu)
+        self.stop_rules = StopRules.resolve(self.options, self.settings.generations, self.settings.mu)
         self.monitor = StopMonitor(self.stop_rules)
         self.stop_decision: StopDecision | None = None
         self._generation_records: list[IndividualRecord] = []
         self._session_started = time.perf_counter()
-        self._seconds_before = float(run_info.get("seconds", 0.0))  # earlier sessions' run time
+        self._seconds_before = float(self.run_info.get("seconds", 0.0))  # earlier sessions' run time
         self.sweep_outcome: SweepOutcome | None = None
         self._sweep_seconds = 0.0
 
@@ -190,109 +168,24 @@ class PinningRun:
         runs_dir: Path,
         tokenizer: Any = None,
     ) -> PinningRun:
-        """Validate everything that can be checked before generating, then create the run directory."""
-        space = PromptSpace(
-            prompt, negative_prompt, options.granularity, tokenizer=tokenizer,
-            weight_range=WeightRange(options.weight_min, options.weight_max),
-        )
-        if not seeds:
-            raise ValueError("at least one seed is required")
-        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)), blocks=_blocks(space))
-        check_run_input(options, generator=generator, seeds=seeds, settings=settings, runs_dir=runs_dir)
-        cma_seed = options.cma_seed if options.cma_seed is not None else int(seeds[0]) % 2**32
-        store = RunStore.create(runs_dir)
-        try:
-            return cls._create(store, space, generator, options, seeds, settings, cma_seed, prompt, negative_prompt)
-        except KeyboardInterrupt:
-            # Ctrl-C before execute() installs its handler: never leave a "running" run behind.
-            if (store.root / "run.json").is_file():
-                store.write_run({**store.read_run(), "status": "interrupted"})
-            else:
-                shutil.rmtree(store.root, ignore_errors=True)
-            raise
-
-    @classmethod
-    def _create(
-        cls, store: RunStore, space: PromptSpace, generator: Generator, options: PinningOptions,
-        seeds: Sequence[int], settings: CmaSettings, cma_seed: int, prompt: str, negative_prompt: str,
-    ) -> PinningRun:
-        """The rest of `start`, once the run directory exists."""
-        run_info = {
-            "run_id": store.run_id,
-            "version": __version__,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "status": "running",
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "options": options.to_json(),
-            "space": space.to_json(),
-            "seeds": [int(s) for s in seeds],
-            "cma_seed": cma_seed,
-            "cma": {
-                "dim": settings.dim,
-                "generations": settings.generations,
-                "lambda": settings.lambda_,
-                "mu": settings.mu,
-                "multi_objective": settings.multi_objective,
-                "search_dim": settings.search_dim,
-                "groups": [list(g) for g in settings.groups],
-            },
-            "planned_batches": planned_batches(options, settings.generations, settings.lambda_),
-            "generator": generator.describe(),
-            "targets": [],
-            "target_masks": [],
-            "generations_done": 0,
-            "evaluations": 0,
-            "best": None,
-            "baseline": None,
-            "error": None,
-        }
-        store.write_run(run_info)
-        optimizer = PinningOptimizer(settings, seed=cma_seed)
-        log.info(
-            "run %s: %d weights%s, %d generations of %d, at most %d batches", store.root, space.dim,
-            f" in {settings.search_dim} groups" if settings.groups else "", settings.generations, settings.lambda_,
-            run_info["planned_batches"],
-        )
-        return cls(
-            store=store, space=space, generator=generator, options=options, seeds=tuple(int(s) for s in seeds),
-            settings=settings, optimizer=optimizer, run_info=run_info,
-        )
+        """Validate everything that can be checked before generating, then create the run directory
+        (lib_pinning.new_run)."""
+        with create_run(generator=generator, prompt=prompt, negative_prompt=negative_prompt, seeds=seeds,
+                        options=options, runs_dir=runs_dir, tokenizer=tokenizer) as parts:
+            run = cls(parts, generator)  # inside: a Ctrl-C until the run exists still leaves a valid folder
+        return run
 
     @classmethod
     def resume(cls, run_dir: Path, generator: Generator, changes: dict[str, Any] | None = None) -> PinningRun:
         """Continue an interrupted or stopped run; the result equals an uninterrupted run with the same seed.
 
         `changes` may give a stopped run more room: options among RESUME_OPTIONS (a larger budget,
-        more generations, other stopping rules). After a convergence stop the stopping criteria
-        start afresh from where the run stood, so the same search goes on.
+        more generations, other stopping rules; lib_pinning.resume). After a convergence stop the
+        stopping criteria start afresh from where the run stood, so the same search goes on.
         """
-        store = RunStore.open(run_dir)
-        info = store.read_run(required=tuple(RUN_KEYS))
-        if store.remove_temporaries():
-            log.info("removed the temporary files of writes an earlier session never finished")
-        options = PinningOptions.from_json(info["options"])
-        if changes:
-            refused = sorted(set(changes) - set(RESUME_OPTIONS))
-            if refused:
-                raise ValueError(f"a resumed run cannot change {', '.join(refused)}; it can change {', '.join(RESUME_OPTIONS)}")
-            options = options.replace(**changes)
-            info["options"] = options.to_json()
-        space = PromptSpace.from_json(info["space"])
-        settings = CmaSettings.resolve(options, space.dim, len(active_terms(options)), blocks=_blocks(space))
-        info["cma"]["generations"] = settings.generations
-        info["planned_batches"] = planned_batches(options, settings.generations, settings.lambda_)
-        if info.get("stop_criterion") in CONVERGENCE:
-            info["stop_checks_from"] = int(info.get("generations_done", 0))
-        optimizer = _restore_optimizer(store, settings, int(info["cma_seed"]))
-        info["status"] = "running"
-        info["error"] = None
-        run = cls(
-            store=store, space=space, generator=generator, options=options, seeds=tuple(info["seeds"]),
-            settings=settings, optimizer=optimizer, run_info=info,
-        )
-        for record in store.iter_individuals():
-            run._account(record)
+        run = cls(reopen(run_dir, changes), generator)
+        for record in run.store.iter_individuals():
+            run.tally.account(record)
             run.evaluator.note(record)
         return run
 
@@ -315,7 +208,7 @@ class PinningRun:
     @property
     def batches(self) -> int:
         """Batches generated (the backend was called), failed ones included."""
-        return self.evaluations - self.repeats
+        return self.tally.evaluations - self.repeats
 
     @property
     def elapsed(self) -> float:
@@ -344,7 +237,8 @@ class PinningRun:
                 stop = lambda: cancel() or ctrl_c.is_set()  # noqa: E731
                 self._baseline(stop, emit)
                 self._write_checkpoint()
-                self._prime_monitor()
+                catch_up_stop_checks(self.monitor, self.store, int(self.run_info.get("stop_checks_from", 0)),
+                                     self.optimizer.generation)
                 for generation in range(self.optimizer.generation + 1, self.settings.generations + 1):
                     summary = self._generation(generation, stop, emit, reporter)
                     self.stop_decision = self.monitor.observe(self._outcome(summary))
@@ -391,8 +285,8 @@ class PinningRun:
             emit(event)
 
         started = time.perf_counter()
-        self.sweep_outcome = sweep_after_search(self.store, self.generator, budget, status=status, best=self.best,
-                                                stop=cancel, before_batch=before_batch)
+        self.sweep_outcome = sweep_after_search(self.store, self.generator, budget, status=status,
+                                                best=self.tally.best, stop=cancel, before_batch=before_batch)
         # The sweep's time is not the search's: Max minutes of a later resume counts the search alone.
         self._sweep_seconds = time.perf_counter() - started
         if self.sweep_outcome is None:
@@ -409,31 +303,14 @@ class PinningRun:
         )
         self._write_run_info("interrupted")
 
-    def _prime_monitor(self) -> None:
-        """Bring the stopping criteria up to where the run stands: replay the generations since the
-        checks last (re)started, from the records on disk, so a resumed run decides as one that ran
-        straight through (or, after a convergence stop, starts them afresh)."""
-        since = int(self.run_info.get("stop_checks_from", 0))
-        records = list(self.store.iter_individuals())
-        before = [r.total for r in records if r.generation <= since and r.status == "ok" and not r.excluded]
-        self.monitor.restart(min(before) if before else None)
-        values: dict[int, list[float]] = {}
-        for r in records:
-            values.setdefault(r.generation, []).append(r.total)
-        for summary in self.store.iter_generations():
-            if since < summary.generation <= self.optimizer.generation:
-                self.monitor.observe(GenerationOutcome(
-                    summary.generation, values.get(summary.generation) or [summary.fitness_min],
-                    summary.best_so_far_fitness, math.inf,
-                ))
-
     def _outcome(self, summary: GenerationRecord) -> GenerationOutcome:
         values = [r.total for r in self._generation_records]
         return GenerationOutcome(summary.generation, values, summary.best_so_far_fitness, self.optimizer.spread)
 
     def _check_budget(self, generation: int) -> None:
         """Before every individual: the loss floor and the budget end the run there."""
-        best = None if self.best is None or self.best.excluded else self.best.total
+        best_so_far = self.tally.best
+        best = None if best_so_far is None or best_so_far.excluded else best_so_far.total
         decision = self.monitor.before_individual(best, self.batches, self.elapsed, generation)
         if decision is not None:
             raise _StopNow(decision)
@@ -452,26 +329,9 @@ class PinningRun:
         emit(self._event("individual", record=record))
 
     def _prepare_objective(self, baseline: IndividualRecord) -> None:
-        """Targets: the user's images (with masks), else the baseline batch; saved in the run
-        directory once and always read back from there, so a resumed run scores identically."""
-        saved = [*self.run_info["targets"], *(self.run_info.get("target_masks") or [])]
-        if saved and not all((self.store.root / name).is_file() for name in saved):
-            log.warning("the run's target images are missing: saving them again from their source")
-            self.run_info["targets"] = []
-        if not self.run_info["targets"]:
-            images = self.store.load_batch_images(baseline)
-            masks = None
-            if self.options.target_images:
-                images, masks = load_targets(
-                    self.options.target_images, self.options.target_masks, size=tuple(images.shape[2:])
-                )
-            self.run_info["targets"] = self.store.save_targets(images)
-            self.run_info["target_masks"] = [] if masks is None else self.store.save_masks(masks)
-        targets = self.store.load_targets(self.run_info["targets"])
-        masks = self.store.load_masks(self.run_info["target_masks"]) if self.run_info.get("target_masks") else None
-        self.evaluator.objective = build_objective(
-            self.options, targets, masks=masks, generator=self.generator, device=getattr(self.generator, "device", "cpu")
-        )
+        """The evaluator's objective, over the targets the run folder holds or is given now: the
+        user's images, else the baseline batch (lib_pinning.run_targets)."""
+        self.evaluator.objective = run_objective(self.store, self.run_info, self.options, self.generator, baseline)
 
     def _generation(
         self, generation: int, stop: Callable[[], bool], emit: Callable[[RunEvent], None], reporter: Reporter | None
@@ -490,14 +350,18 @@ class PinningRun:
                     self._check_budget(generation)
                     record = self.evaluator.evaluate(generation, index, individual)
                     self._persist(record)
-                    self._count_failure(record)
+                    self.tally.count_failure(record)
                     emit(self._event("individual", generation=generation, record=record))
                 records.append(record)
         finally:
             self.evaluator.end_prefetch()
         self.optimizer.tell(population, [tuple(r.fitness) for r in records])
-        summary = self._summarize(generation, population, records, time.perf_counter() - started)
-        summary.repeats = sum(r.repeat_of is not None for r in records)
+        assert self.tally.best is not None
+        summary = summarize_generation(
+            generation, population, records, best=self.tally.best, optimizer=self.optimizer,
+            lambda_=self.settings.lambda_, seconds=time.perf_counter() - started, run_info=self.run_info,
+            guard_on=self.options.guard,
+        )
         self._generation_records = records
         self.store.write_generation(summary)
         self._write_checkpoint()
@@ -506,7 +370,7 @@ class PinningRun:
         if self.options.cli_log:
             log.info(
                 "gen %3d  evals %4d  min %.5f  avg %.5f  max %.5f  best %.5f  sigma %.4f",
-                generation, self.evaluations, summary.fitness_min, summary.fitness_mean,
+                generation, self.tally.evaluations, summary.fitness_min, summary.fitness_mean,
                 summary.fitness_max, summary.best_so_far_fitness, summary.sigma,
             )
         self._refresh_report(reporter, final=False)
@@ -518,74 +382,8 @@ class PinningRun:
     def _persist(self, record: IndividualRecord) -> None:
         """Write an evaluated record (batch_stats.json last: it marks the individual complete) and count it."""
         self.store.write_individual(record)
-        self._account(record)
+        self.tally.account(record)
         self.evaluator.note(record)
-
-    def _count_failure(self, record: IndividualRecord) -> None:
-        """A backend that fails several individuals in a row is broken, not the prompt: stop the run."""
-        if record.status == "ok":
-            self._consecutive_failures = 0
-            return
-        self._consecutive_failures += 1
-        if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-            raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} individuals in a row failed; last error: {record.error}")
-
-    def _account(self, record: IndividualRecord) -> None:
-        self.evaluations += 1
-        if record.generation == 0 and record.index == 0:
-            self.baseline = record
-        if record.status == "ok" and self._better_than_best(record):
-            self.best = record
-
-    def _better_than_best(self, record: IndividualRecord) -> bool:
-        """A batch the guard excluded is never the best, except the first one while nothing clean
-        exists (the baseline: the prompt as written is the one safe answer); a clean one replaces it."""
-        if self.best is None:
-            return True
-        if record.excluded or self.best.excluded:
-            return self.best.excluded and not record.excluded
-        return record.total < self.best.total
-
-    def _summarize(
-        self, generation: int, population: Sequence[np.ndarray], records: Sequence[IndividualRecord], seconds: float
-    ) -> GenerationRecord:
-        values = np.array([r.total for r in records])
-        assert self.best is not None
-        return GenerationRecord(
-            generation=generation,
-            evaluations=1 + generation * self.settings.lambda_,  # the baseline and every individual so far
-            fitness_min=float(values.min()),
-            fitness_mean=float(values.mean()),
-            fitness_max=float(values.max()),
-            fitness_std=float(values.std()),
-            best_index=int(values.argmin()),
-            best_so_far=[self.best.generation, self.best.index],
-            best_so_far_fitness=float(self.best.total),
-            best_so_far_x=list(self.best.x_evaluated),
-            sigma=self.optimizer.sigma,
-            axis_ratio=self.optimizer.axis_ratio,
-            axis_scales=self.optimizer.axis_scales.tolist(),
-            population_std=np.std(np.asarray(population, dtype=float), axis=0).tolist(),
-            centroid=self.optimizer.centroid.tolist(),
-            seconds=seconds,
-            failed=sum(r.status != "ok" for r in records),
-            **self._guard_summary(generation, records),
-        )
-
-    def _guard_summary(self, generation: int, records: Sequence[IndividualRecord]) -> dict[str, Any]:
-        """The generation's degenerate individuals and image share; says so when most are degenerate."""
-        reasons = [image for r in records for image in r.degenerate_reasons]
-        share = sum(bool(image) for image in reasons) / len(reasons) if reasons else 0.0
-        if share > guard.MAJORITY:
-            flagged = self.run_info.setdefault("degenerate_generations", [])
-            if generation not in flagged:
-                flagged.append(generation)
-            log.warning(
-                "generation %d: most images are degenerate (%s): the search is in the model's failure "
-                "region%s", generation, guard.describe(guard.summarize_reasons(reasons), len(reasons)),
-                "; they are penalised and never chosen as best" if self.options.guard else " and the guard is off",
-            )
-        return {"degenerate": sum(r.degenerate for r in records), "degenerate_share": share}
 
     def _write_checkpoint(self) -> None:
         self.store.write_checkpoint({"optimizer": self.optimizer.state_dict()})
@@ -595,7 +393,7 @@ class PinningRun:
         info["status"] = status
         info["error"] = error
         info["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        info["evaluations"] = self.evaluations
+        info["evaluations"] = self.tally.evaluations
         info["batches"] = self.batches
         info["repeats"] = self.repeats
         info["seconds"] = round(self.elapsed, 3)
@@ -603,8 +401,8 @@ class PinningRun:
         decision = self.stop_decision if status != "running" else None
         info["stop_criterion"] = None if decision is None else decision.criterion
         info["stop_reason"] = None if decision is None else decision.message
-        info["best"] = self.store.summary_of(self.best, self.space)
-        info["baseline"] = self.store.summary_of(self.baseline, self.space)
+        info["best"] = self.store.summary_of(self.tally.best, self.space)
+        info["baseline"] = self.store.summary_of(self.tally.baseline, self.space)
         self.store.write_run(info)
 
     def _finalize(
@@ -617,7 +415,7 @@ class PinningRun:
         self.store.release_reserve()
         report_error = self._refresh_report(reporter, final=True)
         emit(self._event("end", message=status))
-        if self.best is None or self.baseline is None:
+        if self.tally.best is None or self.tally.baseline is None:
             raise RunEndedEarly(
                 f"the run stopped before the baseline batch was generated ({status}"
                 + (f": {error}" if error else "")
@@ -625,8 +423,8 @@ class PinningRun:
                 status,
             )
         return RunResult(
-            run_dir=self.store.root, status=status, best=self.best, baseline=self.baseline,
-            generations_done=int(self.run_info["generations_done"]), evaluations=self.evaluations, error=error,
+            run_dir=self.store.root, status=status, best=self.tally.best, baseline=self.tally.baseline, error=error,
+            generations_done=int(self.run_info["generations_done"]), evaluations=self.tally.evaluations,
             degenerate_generations=list(self.run_info.get("degenerate_generations", [])),
             stop_criterion=self.stop_decision.criterion if self.stop_decision else "",
             stop_reason=self.stop_decision.message if self.stop_decision else "",
@@ -657,9 +455,10 @@ class PinningRun:
         return None
 
     def _event(self, kind: str, generation: int = 0, record: Any = None, message: str = "") -> RunEvent:
+        best = self.tally.best
         return RunEvent(
-            kind=kind, generation=generation, done=self.evaluations, total=self.total_evaluations,
-            best_fitness=None if self.best is None else self.best.total, record=record, message=message,
+            kind=kind, generation=generation, done=self.tally.evaluations, total=self.total_evaluations,
+            best_fitness=None if best is None else best.total, record=record, message=message,
             batches=self.batches, planned_batches=self.planned_batches, elapsed=self.elapsed,
         )
 
@@ -671,49 +470,3 @@ class _StopNow(Exception):
         super().__init__(decision.message)
         self.decision = decision
 
-
-# Options a resumed run may change: the budget, the length of the search and the stopping rules.
-RESUME_OPTIONS = (
-    "max_batches", "max_minutes", "generations", "stop_early", "stop_patience", "stop_stagnation",
-    "stop_tolerance", "stop_tolx", "cli_log",
-)
-
-
-def _restore_optimizer(store: RunStore, settings: CmaSettings, cma_seed: int) -> PinningOptimizer:
-    """The optimizer where checkpoint.json left it; else a fresh one from the run's seed, which
-    replays the search reusing every record on disk and redoing what is gone, as the run first did.
-    Replaying is what an unreadable checkpoint (truncated, of the wrong shape) or one past records
-    or generation summaries that are missing calls for: nothing computed is lost either way."""
-    def fresh() -> PinningOptimizer:
-        return PinningOptimizer(settings, seed=cma_seed)
-
-    try:
-        checkpoint = store.read_checkpoint()
-        if checkpoint is None:
-            return fresh()
-        optimizer = PinningOptimizer.from_state(settings, checkpoint["optimizer"])
-    except (RunDirectoryError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        log.warning("the checkpoint of %s cannot be read (%s): replaying the search from its seed, reusing "
-                    "the records on disk", store.root, e)
-        return fresh()
-    lost = _lost_since_start(store, optimizer.generation, settings.lambda_)
-    if lost:
-        log.warning("%d record(s) the checkpoint is past are missing or unreadable (first: %s): replaying the "
-                    "search from the start to redo them", len(lost), lost[0])
-        return fresh()
-    return optimizer
-
-
-def _lost_since_start(store: RunStore, done: int, lambda_: int) -> list[str]:
-    """What a run checkpointed after generation `done` should have on disk and does not: the
-    baseline, every individual of the told generations and their summaries."""
-    present = {record.key for record in store.iter_individuals()}
-    wanted = [(0, 0)] + [(g, i) for g in range(1, done + 1) for i in range(lambda_)]
-    lost = [f"generation {g}, #{i}" for g, i in wanted if (g, i) not in present]
-    summaries = {record.generation for record in store.iter_generations()}
-    return lost + [f"the summary of generation {g}" for g in range(1, done + 1) if g not in summaries]
-
-
-def _blocks(space: PromptSpace) -> tuple[int, int]:
-    """Unit counts of the prompt and the negative prompt (groups never mix them)."""
-    return (space.positive.unit_count, space.negative.unit_count)

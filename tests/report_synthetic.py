@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from lib_pinning.objectives.base import Evaluation
-from lib_pinning.run import PinningRun
 from lib_pinning.store import GenerationRecord, IndividualRecord, RunStore
+from lib_pinning.tally import summarize_generation
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
 QUOTES = "\"'&<>"
@@ -214,7 +214,8 @@ class SyntheticRun:
             axis_scales=np.linspace(0.5, 1.5, self.dim) * 0.9**generation,
             centroid=population.mean(axis=0),
         )
-        summary = _RunView(self, optimizer)._summarize(generation, list(population), records, 0.1)
+        summary = summarize_generation(generation, list(population), records, best=self.best, optimizer=optimizer,
+                                       lambda_=self.lambda_, seconds=0.1, run_info=self.info, guard_on=True)
         self.store.write_generation(summary)
         self.generation_records.append(summary)
         self.info["generations_done"] = generation
@@ -232,21 +233,6 @@ class SyntheticRun:
         self.info["best"] = self.store.summary_of(self.best)
         self.info["baseline"] = self.store.summary_of(self.records[0] if self.records else None)
         self.store.write_run(self.info)
-
-
-class _RunView:
-    """What `PinningRun._summarize` reads of a run, so that generation.json is summarised by the
-    run's own code rather than a copy of it."""
-
-    _summarize = PinningRun._summarize
-    _guard_summary = PinningRun._guard_summary
-
-    def __init__(self, run: SyntheticRun, optimizer: SimpleNamespace) -> None:
-        self.settings = SimpleNamespace(lambda_=run.lambda_)
-        self.best = run.best
-        self.optimizer = optimizer
-        self.run_info = run.info
-        self.options = SimpleNamespace(guard=True)
 
 
 def build_run(

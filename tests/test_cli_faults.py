@@ -68,12 +68,12 @@ def test_ctrl_c_before_the_handler_is_installed_marks_the_run_interrupted(tmp_pa
 
 
 def test_ctrl_c_while_the_run_folder_is_created(tmp_path, monkeypatch):
-    import lib_pinning.run as run_module
+    import lib_pinning.new_run as new_run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "PinningOptimizer", interrupted)
+    monkeypatch.setattr(new_run, "PinningOptimizer", interrupted)
     assert main(["demo", "--runs-dir", str(tmp_path), *TINY]) == EXIT_INTERRUPTED
     assert only_run(tmp_path).read_run()["status"] == "interrupted"
 

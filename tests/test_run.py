@@ -15,6 +15,7 @@ from lib_pinning.options import PinningOptions
 from lib_pinning.evaluation import quantize
 from lib_pinning.run import PinningRun, RunEvent, derive_seeds
 from lib_pinning.store import RunStore
+from lib_pinning.tally import RunTally
 
 PROMPT = "a red circle, blue square"
 FAST = ToySettings(steps=8, cfg_scale=1.5)
@@ -296,31 +297,31 @@ def _record(generation: int, index: int, loss: float, reasons: list[list[str]], 
     )
 
 
-def test_account_never_makes_an_excluded_batch_the_best(tmp_path):
-    run = start(tmp_path)
+def test_account_never_makes_an_excluded_batch_the_best():
+    tally = RunTally()
     baseline = _record(0, 0, 0.9, [[], []])
-    run._account(baseline)
+    tally.account(baseline)
     black = _record(1, 0, 0.0, [["black"], ["black"]])
     black.guard_penalty = 0.0  # even if its fitness were not penalised
-    run._account(black)
-    assert run.best is baseline
+    tally.account(black)
+    assert tally.best is baseline
     clean = _record(1, 1, 0.5, [[], []])
-    run._account(clean)
-    assert run.best is clean
+    tally.account(clean)
+    assert tally.best is clean
 
 
-def test_when_every_batch_is_degenerate_the_best_stays_the_prompt_as_written(tmp_path):
-    run = start(tmp_path)
+def test_when_every_batch_is_degenerate_the_best_stays_the_prompt_as_written():
+    tally = RunTally()
     baseline = _record(0, 0, 0.0, [["black"], ["black"]])
-    run._account(baseline)
-    run._account(_record(1, 0, 0.0, [["fried"], []]))
-    assert run.best is baseline
-    run._account(clean := _record(1, 1, 0.7, [[], []]))
-    assert run.best is clean
+    tally.account(baseline)
+    tally.account(_record(1, 0, 0.0, [["fried"], []]))
+    assert tally.best is baseline
+    tally.account(clean := _record(1, 1, 0.7, [[], []]))
+    assert tally.best is clean
     # Guard off: degenerate batches compete like any other.
-    off = start(tmp_path)
-    off._account(_record(0, 0, 0.9, [[], []], penalised=False))
-    off._account(fried := _record(1, 0, 0.0, [["fried"], ["fried"]], penalised=False))
+    off = RunTally()
+    off.account(_record(0, 0, 0.9, [[], []], penalised=False))
+    off.account(fried := _record(1, 0, 0.0, [["fried"], ["fried"]], penalised=False))
     assert off.best is fried
 
 

@@ -13,6 +13,7 @@ from lib_pinning.evaluation import Evaluator
 from lib_pinning.generator import Batch, GenerationRequest, ToyGenerator
 from lib_pinning.run import PinningRun, RunEndedEarly
 from lib_pinning.store import RunDirectoryError, RunStore
+from lib_pinning.tally import RunTally
 from tests.test_run import FAST, comparable, records, start
 
 
@@ -136,7 +137,7 @@ def test_resume_replays_past_a_damaged_checkpoint_or_generation_summary(tmp_path
     name, content = damage
     path = first.run_dir / name
     path.unlink() if content is None else path.write_text(content)
-    with caplog.at_level("WARNING", logger="lib_pinning.run"):
+    with caplog.at_level("WARNING", logger="lib_pinning.resume"):
         resumed = PinningRun.resume(first.run_dir, ToyGenerator(FAST), {"generations": 3}).execute()
     assert "replaying the search" in caplog.text
     assert resumed.status == "finished" and resumed.batches == straight.batches
@@ -172,17 +173,17 @@ def test_the_size_limit_penalty_counts_when_choosing_the_best(tmp_path):
     assert result.best.key == best.key
 
 
-def test_account_prefers_a_worse_loss_within_the_limit(tmp_path):
+def test_account_prefers_a_worse_loss_within_the_limit():
     from tests.test_run import _record
 
-    run = start(tmp_path)
-    run._account(_record(0, 0, 0.9, [[], []]))
+    tally = RunTally()
+    tally.account(_record(0, 0, 0.9, [[], []]))
     beyond = _record(1, 0, 0.1, [[], []])
     beyond.penalty = 5.0  # far outside the size limit
-    run._account(beyond)
+    tally.account(beyond)
     within = _record(1, 1, 0.5, [[], []])
-    run._account(within)
-    assert run.best is within
+    tally.account(within)
+    assert tally.best is within
 
 
 def test_a_stop_seen_by_the_generator_is_a_stop_not_a_failure(tmp_path):
