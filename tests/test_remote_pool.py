@@ -295,7 +295,7 @@ def test_the_constructors_cancel_reaches_a_single_batch_in_flight(images):
 
 
 def test_a_baseline_made_through_prefetch_one_is_cancelled_in_flight(images):
-    """What the run's baseline gets once lib_pinning/run.py makes it with prefetch_one: its stop
+    """What the run's baseline gets, made with prefetch_one (Evaluator.produce_baseline): its stop
     (the first Ctrl-C) reaches the request in flight instead of waiting for the whole batch."""
     with FakeWebUI(images, Faults(latency=5.0)) as a:
         generator = pool(a)
