@@ -15,10 +15,11 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from lib_pinning.webui import servers, settings
 from lib_pinning.webui import script as glue
 from lib_pinning.webui.generator import WebUIGenerator
 from tests.test_webui_script import (
-    PROMPT, SMALL_RUN, RecordingReporter, Trigger, make_p, run_dir_of, run_script, ui_values,
+    PROMPT, SMALL_RUN, BatchWatcher, RecordingReporter, Trigger, make_p, run_dir_of, run_script, ui_values,
 )
 
 
@@ -636,4 +637,84 @@ def test_a_stop_during_a_servers_sweep_batch_ends_the_sweep_as_it_does_here(
         assert interrupts == 0
     else:
         assert interrupts >= 1 and ended - pressed[0][0] < 15.0  # not the batch's 30 s
+
+
+class PoolLog(logging.Handler):
+    """The warnings of lib_pinning.remote.pool (a member marked down names itself first). On its
+    own logger: during a run the script's console logging stops lib_pinning's records from
+    propagating to the root, where caplog listens."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def pool_log() -> Iterator[PoolLog]:
+    handler = PoolLog()
+    logger = logging.getLogger("lib_pinning.remote.pool")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("when", ["mid-batch", "as-it-ends"])
+@pytest.mark.parametrize("action", ["interrupt", "skip"])
+def test_a_stop_during_this_webuis_sweep_batch_is_not_a_failure_to_retry_on_a_server(
+        webui: Any, reporter: RecordingReporter, monkeypatch: pytest.MonkeyPatch, pool_log: PoolLog,
+        action: str, when: str) -> None:
+    """Interrupt or Skip while this WebUI makes a batch ends the sweep there, as without servers:
+    the batch cut short is the user's doing, not this WebUI failing, so it is neither moved to a
+    server nor is this WebUI taken out of the pool. Pressed mid-batch, the pool's own cancel
+    usually sees the flag before the batch returns; pressed as the batch ends (after its last
+    sampling step, WebUIGenerator drops it all the same), the batch's RunStopped comes first."""
+    spy = SweepSpy(monkeypatch)
+    pressed = threading.Event()
+
+    def press() -> None:
+        if spy.asked == 2 and not pressed.is_set():
+            pressed.set()
+            getattr(state, action)()
+
+    class PressDuringTheSecond(BatchWatcher):
+        def on_step(self, index: int, call: int) -> None:
+            if call == 2 and when == "mid-batch":
+                press()
+
+    PressDuringTheSecond(webui)  # loads the scripts
+    webui.start()
+    state = webui.shared.state
+    process_images = webui.processing.process_images
+
+    def press_as_it_ends(p: Any) -> Any:
+        processed = process_images(p)
+        if when == "as-it-ends":
+            press()
+        return processed
+
+    monkeypatch.setattr(webui.processing, "process_images", press_as_it_ends)
+    after_the_press: list[dict[str, Any]] = []
+
+    def watch(server: WatchedWebUI, payload: dict[str, Any]) -> None:
+        if pressed.is_set():
+            after_the_press.append(payload)
+
+    # Servers slower than this WebUI: it makes the sweep's batches (it takes them, or duplicates theirs).
+    faults = Faults(checkpoint=checkpoint_title(webui), latency=0.5)
+    with WatchedWebUI(ToyImages(), faults, watch) as a, WatchedWebUI(ToyImages(), Faults(**vars(faults)), watch) as b:
+        webui.shared.opts.prompt_pinning_servers = f"{a.url}\n{b.url}"
+        store = RunStore.open(run_dir_of(run_script(webui, ui_values(**SWEEP_RUN, extra_servers=True))))
+    assert pressed.is_set()
+    outcome = sweep_outcome(store)
+    assert (outcome["status"], outcome["batches"]) == ("interrupted", 1)
+    assert store.read_run()["status"] == "finished"
+    assert swept(store.root) is None
+    assert after_the_press == []  # the batch cut short here was not sent to a server
+    marked_down = [message for message in pool_log.messages if message.startswith(servers.LOCAL_NAME)]
+    assert marked_down == []
 
