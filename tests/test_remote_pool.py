@@ -10,13 +10,14 @@ import ssl
 import subprocess
 import threading
 import time
+from typing import Any
 
 import pytest
 import torch
 
 from lib_pinning.generator import GenerationRequest, ToyGenerator, ToySettings
 from lib_pinning.remote import (
-    RemoteGenerator, RemoteSettings, ServerCheckFailed, ServerConfig, ServerUnavailable,
+    BatchStopped, RemoteGenerator, RemoteSettings, ServerCheckFailed, ServerConfig, ServerUnavailable, WebUIClient,
 )
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.remote.payload import MalformedResponse, build_payload, parse_response, seed_runs
@@ -280,6 +281,47 @@ def test_cancel_forwards_interrupt_to_every_server(images):
         results = generator.generate_many(reqs, cancel=started.is_set)
         assert results == [None] * 4
         assert a.calls.interrupts == 1 and b.calls.interrupts == 1
+
+
+class StoppedOnce:
+    """A member whose first batch the user stops (as the local WebUI's Interrupt does to its own:
+    lib_pinning.webui.servers.LocalMember); otherwise the fake server behind it."""
+
+    def __init__(self, fake: FakeWebUI) -> None:
+        self.client = WebUIClient(ServerConfig(fake.url, timeout=10))
+        self.stopped: list[GenerationRequest] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def generate_batch(self, settings: RemoteSettings, request: GenerationRequest, images: Any = None) -> Any:
+        if not self.stopped:
+            self.stopped.append(request)
+            raise BatchStopped(self.client.name, "interrupted")
+        return self.client.generate_batch(settings, request, images)
+
+
+def test_a_batch_a_member_stopped_cancels_the_call_and_is_not_retried(images):
+    """BatchStopped is the user's stop, not a failure: the call ends as cancelled (the others are
+    interrupted), the batch goes to no other server and the member stays in the pool."""
+    with FakeWebUI(images) as a, FakeWebUI(images, Faults(latency=5.0)) as b:
+        member = StoppedOnce(a)
+        generator = RemoteGenerator([], SETTINGS, clients=[member, WebUIClient(ServerConfig(b.url, timeout=10))],
+                                    retry_after=30.0)
+        generator.check()
+        started = time.monotonic()
+        assert generator.generate_many(requests(2)) == [None, None]
+        assert time.monotonic() - started < 3.0
+        assert b.calls.interrupts == 1
+        (stopped,) = member.stopped
+        deadline = time.monotonic() + 5
+        while b.in_flight and time.monotonic() < deadline:  # its interrupted request ends
+            time.sleep(0.01)
+        assert stopped.prompt not in [p["prompt"] for p in b.calls.generations]
+        b.faults.latency = 0.5
+        results = generator.generate_many(requests(4))
+        assert all(r is not None and not isinstance(r, BaseException) for r in results)
+        assert a.calls.generations  # not marked down (it would pause for 30 s)
 
 
 def test_the_constructors_cancel_reaches_a_single_batch_in_flight(images):

@@ -1,7 +1,8 @@
 """The script's "Also generate on the extra servers" (lib_pinning.webui.servers) in the WebUI
 stand-in, with fake API servers (lib_pinning.remote.fake) on 127.0.0.1: the setting, the payload
-made from p, the refusals before any work, and a run whose individuals are spread over this WebUI
-and two servers giving the records of the same run on this WebUI alone.
+made from p, the refusals before any work, a run whose individuals are spread over this WebUI
+and two servers giving the records of the same run on this WebUI alone, and the run's sensitivity
+sweep on them: the sweep of this WebUI alone, fail-over, progress, Interrupt / Skip / Stop generating.
 
 The fake servers answer with the stand-in's own images: those of a first, local-only run, looked
 up by (prompt, negative prompt, seeds), as servers with the same checkpoint would make them.
@@ -13,8 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
+import logging
+import math
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +29,16 @@ import pytest
 import torch
 from PIL import Image
 
+from lib_pinning import sweep_stage
+from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.store import IndividualRecord, RunStore
 from lib_pinning.webui import servers, settings
 from lib_pinning.webui import script as glue
+from lib_pinning.webui.generator import WebUIGenerator
 from tests.test_webui_script import (
-    PROMPT, SMALL_RUN, RecordingReporter, make_p, run_dir_of, run_script, ui_values,
+    PROMPT, SMALL_RUN, BatchWatcher, RecordingReporter, Trigger, make_p, run_dir_of, run_script, ui_values,
 )
 
 
@@ -263,9 +272,6 @@ def test_an_img2img_batch_does_not_depend_on_what_the_webui_made_before(webui: A
     posterior std is raised so that its draw shows in 8-bit pixels."""
     webui.load_scripts()
     monkeypatch.setattr(webui.module("sd_models"), "POSTERIOR_STD", 0.2)
-    from lib_pinning.generator import GenerationRequest
-    from lib_pinning.webui.generator import WebUIGenerator
-
     generator = WebUIGenerator(inpaint_p(webui, mask=None, batch_size=2), processing=webui.processing,
                                shared=webui.shared, sd_samplers=webui.module("sd_samplers"))
     request = GenerationRequest(PROMPT, "", (5, 6))
@@ -323,3 +329,392 @@ def test_the_option_without_servers_says_where_to_list_them(webui: Any, reporter
     webui.start()
     with pytest.raises(PinningInputError, match="Extra servers"):
         run_script(webui, ui_values(**SMALL_RUN, extra_servers=True))
+
+
+# the sensitivity sweep with extra servers ------------------------------------------------------------------
+#
+# The sweep (lib_pinning.sweep_stage, lib_pinning.analysis.sweep) asks the run's generator for one
+# batch at a time; with extra servers that is the pool, so each sweep batch goes to whichever
+# member takes it. Its batches are no run records, so the servers answer from `CapturedImages`:
+# the batches this WebUI made in a first, local-only run of the same settings. Where a test needs
+# the servers to make the sweep's batches, this WebUI is made slower than them (they duplicate its
+# batch and answer first) or fails the sweep's batches (they are moved to a server).
+
+SWEEP_RUN = {**SMALL_RUN, "sweep_batches": 4}
+"""The search of SMALL_RUN (7 batches), then a sweep of 4 batches (both phrases up and down)."""
+SEARCH_BATCHES = 1 + 2 * 3
+
+
+def encode_batch(images: torch.Tensor) -> list[str]:
+    """A batch's images as the API answers them: 8-bit PNG, base64 (lossless for the WebUI's images)."""
+    pixels = images.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    encoded = []
+    for array in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+        encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return encoded
+
+
+class CapturedImages:
+    """The `images` of a FakeWebUI answering each request with the batch this WebUI made for it in
+    an earlier run (`capture`), as a server with the same checkpoint would. A request it has no
+    batch for is noted in `missing` and fails (the fake then drops the connection)."""
+
+    def __init__(self) -> None:
+        self.batches: dict[tuple[str, str, tuple[int, ...]], list[str]] = {}
+        self.missing: list[tuple[str, str, tuple[int, ...]]] = []
+        self.size = (64, 64)
+
+    def capture(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """From now on, remember every batch this WebUI's WebUIGenerator makes."""
+        original = WebUIGenerator.generate
+
+        def generate(generator: WebUIGenerator, request: GenerationRequest) -> Batch:
+            batch = original(generator, request)
+            key = (request.prompt, request.negative_prompt, tuple(int(s) for s in request.seeds))
+            self.batches.setdefault(key, encode_batch(batch.images))
+            return batch
+
+        monkeypatch.setattr(WebUIGenerator, "generate", generate)
+
+    def png_base64(self, prompt: str, negative: str, seeds: tuple[int, ...]) -> list[str]:
+        key = (prompt, negative, tuple(seeds))
+        if key not in self.batches:
+            self.missing.append(key)
+            raise KeyError(key)
+        return self.batches[key]
+
+
+@dataclass(frozen=True)
+class SweptBatch:
+    """One batch as the sweep received it: its request, each image's digest in order, who made it."""
+
+    request: tuple[str, str, tuple[int, ...]]
+    images: tuple[str, ...]
+    made_here: bool  # by this WebUI (WebUIGenerator's timing), not by a server
+
+
+class SweepSpy:
+    """Records each batch the sweep receives from the run's generator, and how many it asked for."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.asked = 0  # generate calls of the current run's sweep so far (0: the sweep has not begun)
+        self.batches: list[SweptBatch] = []
+        original = sweep_stage._SweepGenerator.generate
+        spy = self
+
+        def generate(wrapped: Any, request: GenerationRequest) -> Batch:
+            spy.asked += 1
+            batch = original(wrapped, request)
+            pixels = batch.images.clamp(0, 1).mul(255).round().to(torch.uint8)
+            spy.batches.append(SweptBatch(
+                (request.prompt, request.negative_prompt, tuple(int(s) for s in request.seeds)),
+                tuple(hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in pixels),
+                "webui" in batch.timings,
+            ))
+            return batch
+
+        monkeypatch.setattr(sweep_stage._SweepGenerator, "generate", generate)
+
+    def take(self) -> list[SweptBatch]:
+        """This run's batches; the next run starts afresh."""
+        batches, self.batches, self.asked = self.batches, [], 0
+        return batches
+
+
+class LocalWebUI:
+    """This WebUI's process_images, slowed down (`delay` seconds per batch) or failing the first
+    `failures` batches of the sweep as the WebUI fails a batch (an exception out of process_images,
+    before its job is counted), so that the pool moves them to a server."""
+
+    def __init__(self, webui: Any, monkeypatch: pytest.MonkeyPatch, spy: SweepSpy, *, delay: float = 0.0,
+                 failures: float = 0) -> None:
+        self.spy, self.delay, self.failures = spy, delay, failures
+        self.failed: list[tuple[str, int]] = []  # (prompt, first seed) of each sweep batch failed here
+        self.active = 0
+        self._lock = threading.Lock()
+        self._original = webui.processing.process_images
+        monkeypatch.setattr(webui.processing, "process_images", self)
+
+    def __call__(self, p: Any) -> Any:
+        with self._lock:
+            self.active += 1
+        try:
+            time.sleep(self.delay)
+            if self.spy.asked and len(self.failed) < self.failures:
+                self.failed.append((p.prompt, int(p.seed[0])))
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return self._original(p)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        """Until no batch runs here: a duplicate that lost to a server's answer finishes in the
+        background (lib_pinning.remote.pool), and must not outlive the test's WebUI."""
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not self.active, "this WebUI is still generating"
+
+
+class WatchedWebUI(FakeWebUI):
+    """A fake server that calls `on_batch(server, payload)` as each generation request starts (after
+    the fake's queue lock, where an Interrupt could already reach it); a number it returns is the
+    request's latency instead of the faults'."""
+
+    def __init__(self, images: Any, faults: Faults,
+                 on_batch: Callable[[WatchedWebUI, dict[str, Any]], float | None]) -> None:
+        super().__init__(images, faults)
+        self.on_batch = on_batch
+        self._request = threading.local()
+
+    def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self._request.payload = payload
+        return super().generate(payload)
+
+    def latency(self) -> float:
+        latency = self.on_batch(self, self._request.payload)
+        return super().latency() if latency is None else latency
+
+
+def swept(run_dir: Path) -> dict[str, Any] | None:
+    """The sweep influence.json holds (None: none)."""
+    return json.loads((run_dir / "influence.json").read_text()).get("sweep")
+
+
+def sweep_outcome(store: RunStore) -> dict[str, Any]:
+    """run.json's `sweep` without its seconds."""
+    return {k: v for k, v in store.read_run()["sweep"].items() if k != "seconds"}
+
+
+def sent_to_servers(fakes: Sequence[FakeWebUI], prompt: str, seed: int) -> list[dict[str, Any]]:
+    return [payload for fake in fakes for payload in fake.calls.generations
+            if payload["prompt"] == prompt and payload["seed"] == seed]
+
+
+def test_a_sweep_on_this_webui_and_two_servers_gives_the_sweep_of_this_webui_alone(
+        webui: Any, reporter: RecordingReporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same seeds, same images, same sweep: also image by image within each batch (a per-image
+    interval is blind to a batch whose images all came back in another order)."""
+    webui.load_scripts()
+    webui.start()
+    images = CapturedImages()
+    images.capture(monkeypatch)
+    spy = SweepSpy(monkeypatch)
+    alone = run_dir_of(run_script(webui, ui_values(**SWEEP_RUN)))
+    alone_batches = spy.take()
+    # This WebUI 0.3 s slower per batch than the servers: they duplicate its sweep batch and answer first.
+    local = LocalWebUI(webui, monkeypatch, spy, delay=0.3)
+    faults = Faults(checkpoint=checkpoint_title(webui), latency=0.02)
+    with FakeWebUI(images, faults) as a, FakeWebUI(images, Faults(**vars(faults))) as b:  # type: ignore[arg-type]
+        webui.shared.opts.prompt_pinning_servers = f"{a.url}\n{b.url}"
+        pooled = run_dir_of(run_script(webui, ui_values(**SWEEP_RUN, extra_servers=True)))
+        local.wait_idle()
+    pooled_batches = spy.take()
+    assert images.missing == []
+    assert summary(RunStore.open(pooled)) == summary(RunStore.open(alone))
+    assert sweep_outcome(RunStore.open(pooled)) == sweep_outcome(RunStore.open(alone))
+    assert sweep_outcome(RunStore.open(pooled))["status"] == "done"
+    assert swept(pooled) == swept(alone) is not None
+    assert [(s.request, s.images) for s in pooled_batches] == [(s.request, s.images) for s in alone_batches]
+    assert len(pooled_batches) == 4
+    assert any(not s.made_here for s in pooled_batches)  # the servers made sweep batches
+
+
+@pytest.mark.parametrize("tab", ["txt2img", "img2img"])
+def test_a_sweep_batch_this_webui_fails_is_made_on_a_server(webui: Any, reporter: RecordingReporter,
+                                                             monkeypatch: pytest.MonkeyPatch, tab: str) -> None:
+    """Fail-over during the sweep: the batch goes to a server, the sweep is the one of this WebUI
+    alone and spends no extra batch; img2img's goes with its init image and mask."""
+    def p() -> Any:
+        return make_p(webui) if tab == "txt2img" else inpaint_p(webui)
+
+    webui.load_scripts()
+    webui.start()
+    images = CapturedImages()
+    images.capture(monkeypatch)
+    spy = SweepSpy(monkeypatch)
+    alone = run_dir_of(run_script(webui, ui_values(**SWEEP_RUN), p(), tab=tab))
+    alone_batches = spy.take()
+    # Servers slower than this WebUI, so that it takes the sweep's first batch itself; it fails that one.
+    local = LocalWebUI(webui, monkeypatch, spy, failures=1)
+    faults = Faults(checkpoint=checkpoint_title(webui), latency=0.3)
+    with FakeWebUI(images, faults) as a, FakeWebUI(images, Faults(**vars(faults))) as b:  # type: ignore[arg-type]
+        webui.shared.opts.prompt_pinning_servers = f"{a.url}\n{b.url}"
+        pooled = run_dir_of(run_script(webui, ui_values(**SWEEP_RUN, extra_servers=True), p(), tab=tab))
+        local.wait_idle()
+    pooled_batches = spy.take()
+    assert images.missing == []
+    assert len(local.failed) == 1
+    sent = sent_to_servers([a, b], *local.failed[0])
+    assert sent  # the failed batch went to a server
+    if tab == "img2img":
+        assert all("init_images" in payload and "mask" in payload for payload in sent)
+    outcome = sweep_outcome(RunStore.open(pooled))
+    assert (outcome["status"], outcome["batches"]) == ("done", 4)
+    assert outcome == sweep_outcome(RunStore.open(alone))
+    assert swept(pooled) == swept(alone) is not None
+    assert [(s.request, s.images) for s in pooled_batches] == [(s.request, s.images) for s in alone_batches]
+
+
+def test_the_progress_counts_the_sweep_batches_a_server_makes(webui: Any, reporter: RecordingReporter,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the server makes sweep batch k of 4, the WebUI shows job k of 4, the console's total
+    bar sized for 4 batches and "sensitivity sweep, batch k+1/4", as it does when this WebUI makes
+    it (test_webui_script); a batch moved to the server after this WebUI failed it counts once."""
+    webui.load_scripts()
+    webui.start()
+    spy = SweepSpy(monkeypatch)
+    LocalWebUI(webui, monkeypatch, spy, failures=math.inf)  # every sweep batch ends up on the server
+    state, total_tqdm = webui.shared.state, webui.shared.total_tqdm
+    seen: list[tuple[int, int, Any, str]] = []
+
+    def watch(server: WatchedWebUI, payload: dict[str, Any]) -> None:
+        if spy.asked:
+            seen.append((state.job_no, state.job_count, total_tqdm.total, str(state.textinfo).split(", best")[0]))
+
+    # One server: with two, one could duplicate the other's batch (lib_pinning.remote.pool's hedging).
+    with WatchedWebUI(ToyImages(), Faults(checkpoint=checkpoint_title(webui), latency=0.05), watch) as server:
+        webui.shared.opts.prompt_pinning_servers = server.url
+        store = RunStore.open(run_dir_of(run_script(webui, ui_values(**SWEEP_RUN, extra_servers=True))))
+    assert (store.read_run()["sweep"]["status"], store.read_run()["sweep"]["batches"]) == ("done", 4)
+    assert seen == [(k, 4, 6 * 4, f"Pinning: sensitivity sweep, batch {k + 1}/4") for k in range(4)]
+
+
+@pytest.mark.parametrize(("action", "kept"), [("interrupt", 1), ("skip", 1), ("stop_generating", 2)])
+def test_a_stop_during_a_servers_sweep_batch_ends_the_sweep_as_it_does_here(
+        webui: Any, reporter: RecordingReporter, monkeypatch: pytest.MonkeyPatch, action: str, kept: int) -> None:
+    """Interrupt or Skip while a server makes the sweep's second batch: that batch is dropped (the
+    server is told to stop, the run does not wait for it), the sweep with it, and the search, its
+    records, influence.json and the final report are this WebUI's alone. Stop generating lets the
+    batch finish (the server is not interrupted) and the sweep stops after it, as here."""
+    trigger = Trigger(webui, SEARCH_BATCHES + 1, action)  # the sweep's second batch, made here (loads the scripts)
+    webui.start()
+    images = CapturedImages()
+    images.capture(monkeypatch)
+    spy = SweepSpy(monkeypatch)
+    alone = run_script(webui, ui_values(**SWEEP_RUN))
+    trigger.batch = -1
+    spy.take()
+    state = webui.shared.state
+    pressed: list[tuple[float, tuple[str, str, tuple[int, ...]]]] = []
+
+    def press_during_the_second(server: WatchedWebUI, payload: dict[str, Any]) -> float | None:
+        if spy.asked != 2:
+            return None
+        seeds = tuple(range(payload["seed"], payload["seed"] + payload["batch_size"]))
+        pressed.append((time.monotonic(), (payload["prompt"], payload.get("negative_prompt", ""), seeds)))
+        getattr(state, action)()
+        return 1.0 if action == "stop_generating" else 30.0  # an interrupted batch is cut short
+
+    LocalWebUI(webui, monkeypatch, spy, failures=math.inf)  # every sweep batch ends up on the server
+    # One server, so that no other duplicates its batch (lib_pinning.remote.pool's hedging).
+    with WatchedWebUI(images, Faults(checkpoint=checkpoint_title(webui), latency=0.05),
+                      press_during_the_second) as server:
+        webui.shared.opts.prompt_pinning_servers = server.url
+        pooled = run_script(webui, ui_values(**SWEEP_RUN, extra_servers=True))
+        ended = time.monotonic()
+        interrupts = server.calls.interrupts
+    assert len(pressed) == 1  # one server request for the second batch: it was not moved elsewhere
+    # Cut short here, that batch was never finished: the server has none to answer it with (nor
+    # needs one, its answer is dropped).
+    assert images.missing == ([] if action == "stop_generating" else [pressed[0][1]])
+    store, here = RunStore.open(run_dir_of(pooled)), RunStore.open(run_dir_of(alone))
+    outcome = sweep_outcome(store)
+    assert (outcome["status"], outcome["batches"]) == ("interrupted", kept)
+    assert outcome == sweep_outcome(here)
+    assert store.read_run()["status"] == here.read_run()["status"] == "finished"
+    assert summary(store) == summary(here)  # nothing the search made is lost
+    assert json.loads((store.root / "influence.json").read_text()) == json.loads(
+        (here.root / "influence.json").read_text())  # the run's own influence, no partial sweep
+    assert swept(store.root) is None
+    assert reporter.calls[-1] is True
+    assert outcome["message"] in pooled.comments and "from the run's own evaluations" in pooled.comments
+    assert (pooled.prompt, len(pooled.images)) == (alone.prompt, 8)
+    if action == "stop_generating":
+        assert interrupts == 0
+    else:
+        assert interrupts >= 1 and ended - pressed[0][0] < 15.0  # not the batch's 30 s
+
+
+class PoolLog(logging.Handler):
+    """The warnings of lib_pinning.remote.pool (a member marked down names itself first). On its
+    own logger: during a run the script's console logging stops lib_pinning's records from
+    propagating to the root, where caplog listens."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def pool_log() -> Iterator[PoolLog]:
+    handler = PoolLog()
+    logger = logging.getLogger("lib_pinning.remote.pool")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("when", ["mid-batch", "as-it-ends"])
+@pytest.mark.parametrize("action", ["interrupt", "skip"])
+def test_a_stop_during_this_webuis_sweep_batch_is_not_a_failure_to_retry_on_a_server(
+        webui: Any, reporter: RecordingReporter, monkeypatch: pytest.MonkeyPatch, pool_log: PoolLog,
+        action: str, when: str) -> None:
+    """Interrupt or Skip while this WebUI makes a batch ends the sweep there, as without servers:
+    the batch cut short is the user's doing, not this WebUI failing, so it is neither moved to a
+    server nor is this WebUI taken out of the pool. Pressed mid-batch, the pool's own cancel
+    usually sees the flag before the batch returns; pressed as the batch ends (after its last
+    sampling step, WebUIGenerator drops it all the same), the batch's RunStopped comes first."""
+    spy = SweepSpy(monkeypatch)
+    pressed = threading.Event()
+
+    def press() -> None:
+        if spy.asked == 2 and not pressed.is_set():
+            pressed.set()
+            getattr(state, action)()
+
+    class PressDuringTheSecond(BatchWatcher):
+        def on_step(self, index: int, call: int) -> None:
+            if call == 2 and when == "mid-batch":
+                press()
+
+    PressDuringTheSecond(webui)  # loads the scripts
+    webui.start()
+    state = webui.shared.state
+    process_images = webui.processing.process_images
+
+    def press_as_it_ends(p: Any) -> Any:
+        processed = process_images(p)
+        if when == "as-it-ends":
+            press()
+        return processed
+
+    monkeypatch.setattr(webui.processing, "process_images", press_as_it_ends)
+    after_the_press: list[dict[str, Any]] = []
+
+    def watch(server: WatchedWebUI, payload: dict[str, Any]) -> None:
+        if pressed.is_set():
+            after_the_press.append(payload)
+
+    # Servers slower than this WebUI: it makes the sweep's batches (it takes them, or duplicates theirs).
+    faults = Faults(checkpoint=checkpoint_title(webui), latency=0.5)
+    with WatchedWebUI(ToyImages(), faults, watch) as a, WatchedWebUI(ToyImages(), Faults(**vars(faults)), watch) as b:
+        webui.shared.opts.prompt_pinning_servers = f"{a.url}\n{b.url}"
+        store = RunStore.open(run_dir_of(run_script(webui, ui_values(**SWEEP_RUN, extra_servers=True))))
+    assert pressed.is_set()
+    outcome = sweep_outcome(store)
+    assert (outcome["status"], outcome["batches"]) == ("interrupted", 1)
+    assert store.read_run()["status"] == "finished"
+    assert swept(store.root) is None
+    assert after_the_press == []  # the batch cut short here was not sent to a server
+    marked_down = [message for message in pool_log.messages if message.startswith(servers.LOCAL_NAME)]
+    assert marked_down == []
+

@@ -6,12 +6,12 @@ over one or more servers with parallel evaluation, fail-over and cancel forwardi
 """
 
 from lib_pinning.remote.client import (
-    AuthFailed, RemoteError, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
+    AuthFailed, BatchStopped, RemoteError, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
 )
 from lib_pinning.remote.payload import Img2ImgImages, RemoteSettings
 from lib_pinning.remote.pool import RemoteGenerator, ServerCheckFailed
 
 __all__ = [
-    "AuthFailed", "Img2ImgImages", "RemoteError", "RemoteGenerator", "RemoteSettings", "RequestRejected",
+    "AuthFailed", "BatchStopped", "Img2ImgImages", "RemoteError", "RemoteGenerator", "RemoteSettings", "RequestRejected",
     "ServerCheckFailed", "ServerConfig", "ServerUnavailable", "WebUIClient",
 ]

@@ -6,6 +6,8 @@ Errors are sorted by whom they blame, because the pool acts on that:
 - `AuthFailed`: HTTP 401/403; the credentials are wrong for this server.
 - `RequestRejected`: any other HTTP 4xx (e.g. 422, a field the WebUI refuses); every server would
   refuse it alike, so the batch fails at once.
+- `BatchStopped`: no failure: the user stopped the batch on that member (the local WebUI's Interrupt
+  or Skip, lib_pinning.webui.servers). The pool ends the call as a cancel does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class RemoteError(Exception):
-    """A server failed; the message names it."""
+    """A server failed, or (BatchStopped) stopped a batch on request; the message names it."""
 
     def __init__(self, server: str, message: str) -> None:
         super().__init__(f"{server}: {message}")
@@ -45,6 +47,12 @@ class AuthFailed(RemoteError):
 
 class RequestRejected(RemoteError):
     pass
+
+
+class BatchStopped(RemoteError):
+    """The user stopped the batch on this member while it made it (the WebUI's Interrupt or Skip):
+    the run is being stopped, so the batch is not moved to another server and the member is not
+    counted as failing (lib_pinning.remote.pool)."""
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,12 @@
   ones so. A member's `max_slots` caps its slots (the local WebUI makes one batch at a time).
 - Cancel: `cancel()` (given to the call, else to the constructor) is polled while waiting; when it turns true, or a Ctrl-C lands in the wait,
   every server gets /sdapi/v1/interrupt and the batches not finished come back as None (or the
-  KeyboardInterrupt goes on up). A call returns as soon as its batches are settled: a request
-  still out (a duplicate's losing copy, a cancelled batch) finishes in the background, its
-  answer dropped, holding its server's slot meanwhile.
+  KeyboardInterrupt goes on up). A member that raises `BatchStopped` (the local WebUI, whose own
+  Interrupt or Skip cut its batch short) cancels the call the same way: the batch is the user's
+  to stop, so it is not moved to another server and the member is not marked down. A call
+  returns as soon as its batches are settled: a request still out (a duplicate's losing copy, a
+  cancelled batch) finishes in the background, its answer dropped, holding its server's slot
+  meanwhile.
 
 Threads, not asyncio: a WebUI generates one batch at a time, so a few requests are in flight per
 server, and a thread per slot with httpx's blocking client keeps `generate_many` an ordinary call
@@ -41,7 +44,8 @@ from typing import Any, Callable, Mapping, Sequence
 from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote.client import (
-    AuthFailed, Checkpoint, RemoteError, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
+    AuthFailed, BatchStopped, Checkpoint, RemoteError, RequestRejected, ServerConfig, ServerUnavailable,
+    WebUIClient,
 )
 from lib_pinning.remote.payload import Img2ImgImages, RemoteSettings
 from lib_pinning.evaluation import RunStopped
@@ -465,6 +469,13 @@ class RemoteGenerator:
             server.failures = 0
             if not job.final and not call.cancelled:  # a duplicate's answer, or one after a cancel, is dropped
                 job.result, job.final = outcome, True
+            return
+        if isinstance(outcome, BatchStopped):
+            # The user stopped generating (this member saw it first): as cancel() turning true, not
+            # a failure; retried elsewhere, the batch would be made anyway and the member sidelined.
+            if not call.cancelled:
+                log.info("%s: the call is cancelled", outcome)
+                call.cancelled = True
             return
         if job.final or call.cancelled:
             return

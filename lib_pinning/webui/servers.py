@@ -36,10 +36,12 @@ from dataclasses import replace
 from typing import Any, Callable, Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from lib_pinning.evaluation import RunStopped
 from lib_pinning.generator import Batch, GenerationRequest
 from lib_pinning.options_model import PinningInputError
 from lib_pinning.remote import (
-    Img2ImgImages, RemoteGenerator, RemoteSettings, RequestRejected, ServerConfig, ServerUnavailable, WebUIClient,
+    BatchStopped, Img2ImgImages, RemoteGenerator, RemoteSettings, RequestRejected, ServerConfig, ServerUnavailable,
+    WebUIClient,
 )
 from lib_pinning.remote.client import Checkpoint
 from lib_pinning.webui.generator import SAME_SAMPLER, WebUIGenerator, checkpoint_of
@@ -173,7 +175,8 @@ def _optional_float(value: Any) -> float | None:
 
 class LocalMember:
     """The local WebUI as a member of the pool (the methods of a WebUIClient, see
-    lib_pinning.remote.pool); its failures become RemoteErrors, which is all the pool handles."""
+    lib_pinning.remote.pool); its failures become RemoteErrors, which is all the pool handles: a
+    batch the user stopped (Interrupt, Skip) a BatchStopped, anything else a ServerUnavailable."""
 
     max_slots = 1  # process_images makes one batch at a time
     name = LOCAL_NAME
@@ -229,7 +232,11 @@ class LocalMember:
         started = time.perf_counter()
         try:
             batch = self.generator.generate(request)
-        except Exception as e:  # an interrupt, out of memory, an extension failing: the pool decides
+        except RunStopped as e:
+            # Interrupt or Skip cut the batch short (or Stop generating came before it began): the
+            # user's stop, which the pool must not treat as this WebUI failing and retry elsewhere.
+            raise BatchStopped(self.name, str(e) or "the batch was stopped") from e
+        except Exception as e:  # out of memory, an extension failing: the pool moves the batch
             raise ServerUnavailable(self.name, f"{type(e).__name__}: {e}") from e
         return replace(batch, timings={**batch.timings, "request": time.perf_counter() - started})
 
