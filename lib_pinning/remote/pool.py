@@ -22,7 +22,10 @@
   every server gets /sdapi/v1/interrupt and the batches not finished come back as None (or the
   KeyboardInterrupt goes on up). A member that raises `BatchStopped` (the local WebUI, whose own
   Interrupt or Skip cut its batch short) cancels the call the same way: the batch is the user's
-  to stop, so it is not moved to another server and the member is not marked down. A call
+  to stop, so it is not moved to another server and the member is not marked down.
+- Drain: `drain()` (the WebUI's "Stop generating") turning true stops the call from starting
+  batches; those in flight finish and are kept, the ones not started come back as None, and no
+  server is interrupted. A member's `BatchStopped` while draining is a batch it did not start. A call
   returns as soon as its batches are settled: a request still out (a duplicate's losing copy, a
   cancelled batch) finishes in the background, its answer dropped, holding its server's slot
   meanwhile.
@@ -112,10 +115,23 @@ class _Job:
 class _Call:
     """The state of one generate_many call."""
 
-    def __init__(self, requests: Sequence[GenerationRequest]) -> None:
+    def __init__(self, requests: Sequence[GenerationRequest], drain: Callable[[], bool] | None = None) -> None:
         self.jobs = [_Job(i, r) for i, r in enumerate(requests)]
         self.pending: list[int] = list(range(len(self.jobs)))  # sorted: proposal order
         self.cancelled = False
+        self._drain = drain
+
+    def draining(self) -> bool:
+        """True once no batch may be started any more (the ones in flight still finish)."""
+        return self._drain is not None and self._drain()
+
+    def drop_pending(self) -> None:
+        """Draining: the batches not started are settled as not made (None)."""
+        for index in self.pending:
+            job = self.jobs[index]
+            if not job.running:
+                job.result, job.final = None, True
+        self.pending = [i for i in self.pending if not self.jobs[i].final]
 
     @property
     def finished(self) -> bool:
@@ -289,14 +305,16 @@ class RemoteGenerator:
         requests: Sequence[GenerationRequest],
         cancel: Callable[[], bool] | None = None,
         on_result: Callable[[int, Batch | BaseException], None] | None = None,
+        drain: Callable[[], bool] | None = None,
     ) -> list[Batch | BaseException | None]:
         """Every request's batch (or the exception that failed it), in the order of `requests`;
-        None for those not finished when `cancel()` turned true. `on_result(i, result)` hears of
-        each request's result as soon as it is settled (the run loop scores it meanwhile)."""
+        None for those not finished when `cancel()` turned true, and for those not started when
+        `drain()` did. `on_result(i, result)` hears of each request's result as soon as it is
+        settled (the run loop scores it meanwhile)."""
         if self.checkpoint is None:
             self.check()
         cancel = _either(cancel, self.cancel)
-        call = _Call(requests)
+        call = _Call(requests, drain)
         if not call.jobs:
             return []
         workers = [
@@ -335,6 +353,10 @@ class RemoteGenerator:
                 if cancel is not None and cancel():
                     call.cancelled = True
                     break
+                if call.draining():
+                    call.drop_pending()
+                    if call.finished:
+                        break
                 now = time.monotonic()
                 if any(s.usable(now) or s.busy for s in self._servers):
                     all_down_since = None
@@ -398,6 +420,8 @@ class RemoteGenerator:
         while not call.finished:
             now = time.monotonic()
             if server.retired is not None:
+                return None
+            if call.draining():
                 return None
             if not server.usable(now) or server.busy >= server.slots:
                 self._cond.wait(max(POLL_SECONDS, min(server.down_until - now, 1.0)))
@@ -473,6 +497,12 @@ class RemoteGenerator:
         if isinstance(outcome, BatchStopped):
             # The user stopped generating (this member saw it first): as cancel() turning true, not
             # a failure; retried elsewhere, the batch would be made anyway and the member sidelined.
+            # While draining it is "Stop generating" reaching a batch this member had not started:
+            # that batch is not made, the others in flight go on.
+            if call.draining():
+                if not job.final and not job.running:
+                    job.result, job.final = None, True
+                return
             if not call.cancelled:
                 log.info("%s: the call is cancelled", outcome)
                 call.cancelled = True
