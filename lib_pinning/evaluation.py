@@ -264,6 +264,17 @@ class Evaluator:
             requests = requests[:max(0, batches_left)]
         self._prefetched = Prefetch(many, requests, stop)
 
+    def finishes_in_flight(self, proposed: np.ndarray) -> bool:
+        """Whether the batch of `proposed` is this generation's to finish on a stop that is not a
+        cut ("Stop generating" with servers): it was asked of a draining call, so it is made if it
+        was in flight and comes back not made (RunStopped) if not. The run takes such batches
+        before it stops, as it keeps the batch under way on this WebUI alone; a batch the call was
+        not asked for is never started after the stop."""
+        if self._prefetched is None or not self._prefetched.drains:
+            return False
+        rendered = self.space.render(self._evaluated_point(proposed))
+        return self._prefetched.holds(GenerationRequest(*rendered, self.seeds))
+
     def end_prefetch(self) -> None:
         """Stop and drop what the background made for this generation (called whatever happened)."""
         if self._prefetched is not None:

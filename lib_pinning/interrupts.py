@@ -7,9 +7,24 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunStop:
+    """The run's stop flags. Called, it says whether to stop before the next batch (any stop);
+    `cut()` says whether batches already in flight are abandoned too (Interrupt, Skip, Ctrl-C) or
+    left to finish (the WebUI's "Stop generating", which locally ends the run after the batch
+    under way). lib_pinning.prefetch gives the one to a pool's cancel, the other to its drain."""
+
+    asked: Callable[[], bool]
+    cut: Callable[[], bool]
+
+    def __call__(self) -> bool:
+        return self.asked()
 
 
 @contextmanager

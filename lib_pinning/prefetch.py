@@ -5,6 +5,11 @@ the batches a generation needs in one call, made in a thread of its own, while t
 them one by one in proposal order and scores each as soon as it is there: scoring and the servers'
 work overlap. Generators whose `generate_many` also takes `on_result(index, result)` hand over each
 batch when it is done; others hand over the whole call at its end (no overlap, same records).
+
+Stopping: `cancel` is the run's cut (Interrupt, Skip, Ctrl-C: batches in flight are abandoned).
+A generator whose `generate_many` takes `drain` gets the run's every stop there, so that "Stop
+generating" starts nothing more but lets the batches in flight finish, as it does locally; others
+get every stop as their cancel.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from concurrent.futures import Future
 from typing import Callable, Sequence, Union
 
 from lib_pinning.generator import Batch, GenerationRequest
+from lib_pinning.interrupts import RunStop
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +61,18 @@ class Prefetch:
         self._taken: set[GenerationRequest] = set()
         self._abandoned = threading.Event()
         self._thread: threading.Thread | None = None
+        self.drains = False
         if not self._requests:
             return
-        kwargs: dict[str, object] = {"cancel": lambda: stop() or self._abandoned.is_set()}
-        if "on_result" in inspect.signature(generate_many).parameters:
+        accepts = inspect.signature(generate_many).parameters
+        cut = stop.cut if isinstance(stop, RunStop) and "drain" in accepts else stop
+        kwargs: dict[str, object] = {"cancel": lambda: cut() or self._abandoned.is_set()}
+        self.drains = cut is not stop
+        """Whether a stop that is not a cut lets the batches in flight finish (the caller then takes
+        them: `take` raises CallCancelled at the first one the stop kept from starting)."""
+        if self.drains:
+            kwargs["drain"] = stop
+        if "on_result" in accepts:
             kwargs["on_result"] = self._on_result
         self._thread = threading.Thread(
             target=self._make, args=(generate_many, kwargs), name="pin-prefetch", daemon=True
@@ -79,6 +93,10 @@ class Prefetch:
         if result is None:
             raise CallCancelled(f"the batch of {request.prompt!r} was not made: the call was cancelled")
         return result
+
+    def holds(self, request: GenerationRequest) -> bool:
+        """Whether this call was asked for `request`'s batch and it has not been taken yet."""
+        return request in self._futures and request not in self._taken
 
     def close(self) -> None:
         """End of the generation: a call still making batches nobody will take is cancelled."""

@@ -43,7 +43,7 @@ import numpy as np
 
 from lib_pinning.generator import Generator
 from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
-from lib_pinning.interrupts import first_ctrl_c_cancels
+from lib_pinning.interrupts import RunStop, first_ctrl_c_cancels
 from lib_pinning.new_run import RunParts, create_run
 from lib_pinning.options import PinningOptions
 from lib_pinning.prompt import PromptSpace
@@ -219,11 +219,15 @@ class PinningRun:
         self,
         *,
         cancel: Callable[[], bool] | None = None,
+        cut: Callable[[], bool] | None = None,
         on_event: Callable[[RunEvent], None] | None = None,
         reporter: Reporter | None = None,
     ) -> RunResult:
-        """Run (or continue) to the end, or until `cancel()` is true; always finalises the run."""
+        """Run (or continue) to the end, or until `cancel()` is true; always finalises the run.
+        `cut()`: whether a stop also abandons the batches in flight (default: every stop does);
+        the WebUI's "Stop generating" does not, so they finish (lib_pinning.interrupts.RunStop)."""
         cancel = cancel or (lambda: False)
+        cut = cut or cancel
         emit = on_event or (lambda event: None)
         status, error = "finished", None
         self._session_started = time.perf_counter()
@@ -234,7 +238,7 @@ class PinningRun:
         emit(self._event("start"))
         try:
             with first_ctrl_c_cancels() as ctrl_c:
-                stop = lambda: cancel() or ctrl_c.is_set()  # noqa: E731
+                stop = RunStop(lambda: cancel() or ctrl_c.is_set(), lambda: cut() or ctrl_c.is_set())
                 self._baseline(stop, emit)
                 self._write_checkpoint()
                 catch_up_stop_checks(self.monitor, self.store, int(self.run_info.get("stop_checks_from", 0)),
@@ -334,7 +338,7 @@ class PinningRun:
         self.evaluator.objective = run_objective(self.store, self.run_info, self.options, self.generator, baseline)
 
     def _generation(
-        self, generation: int, stop: Callable[[], bool], emit: Callable[[RunEvent], None], reporter: Reporter | None
+        self, generation: int, stop: RunStop, emit: Callable[[RunEvent], None], reporter: Reporter | None
     ) -> GenerationRecord:
         started = time.perf_counter()
         population = self.optimizer.ask()
@@ -345,7 +349,7 @@ class PinningRun:
             for index, individual in enumerate(population):
                 record = self.store.read_individual(generation, index)
                 if record is None or not np.allclose(record.x, individual, rtol=0, atol=1e-12):
-                    if stop():
+                    if stop() and (stop.cut() or not self.evaluator.finishes_in_flight(individual)):
                         raise RunStopped
                     self._check_budget(generation)
                     record = self.evaluator.evaluate(generation, index, individual)

@@ -22,7 +22,8 @@ from lib_pinning.remote import (
 from lib_pinning.remote.fake import FakeWebUI, Faults, ToyImages
 from lib_pinning.remote.payload import MalformedResponse, build_payload, parse_response, seed_runs
 from lib_pinning.evaluation import RunStopped, quantize
-from lib_pinning.prefetch import CallCancelled, prefetch_one
+from lib_pinning.interrupts import RunStop
+from lib_pinning.prefetch import CallCancelled, Prefetch, prefetch_one
 
 TOY = ToySettings(steps=6)
 SETTINGS = RemoteSettings(width=64, height=64, steps=6)
@@ -287,15 +288,19 @@ class StoppedOnce:
     """A member whose first batch the user stops (as the local WebUI's Interrupt does to its own:
     lib_pinning.webui.servers.LocalMember); otherwise the fake server behind it."""
 
-    def __init__(self, fake: FakeWebUI) -> None:
+    def __init__(self, fake: FakeWebUI, after: Any = None) -> None:
         self.client = WebUIClient(ServerConfig(fake.url, timeout=10))
         self.stopped: list[GenerationRequest] = []
+        self.after = after  # the stop waits for this to turn true (at most 5 s)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
     def generate_batch(self, settings: RemoteSettings, request: GenerationRequest, images: Any = None) -> Any:
         if not self.stopped:
+            deadline = time.monotonic() + 5
+            while self.after is not None and not self.after() and time.monotonic() < deadline:
+                time.sleep(0.01)
             self.stopped.append(request)
             raise BatchStopped(self.client.name, "interrupted")
         return self.client.generate_batch(settings, request, images)
@@ -322,6 +327,71 @@ def test_a_batch_a_member_stopped_cancels_the_call_and_is_not_retried(images):
         results = generator.generate_many(requests(4))
         assert all(r is not None and not isinstance(r, BaseException) for r in results)
         assert a.calls.generations  # not marked down (it would pause for 30 s)
+
+
+def test_drain_lets_the_batches_in_flight_finish_and_starts_no_other(images, local):
+    """The WebUI's "Stop generating" with servers: the batches being made are kept, those not
+    started come back as None, and no server is interrupted (it would cut a kept batch short)."""
+    reqs = requests(6)
+    with FakeWebUI(images, Faults(latency=0.6)) as a, FakeWebUI(images, Faults(latency=0.6)) as b:
+        generator = pool(a, b)
+        generator.check()
+        pressed = threading.Event()
+
+        def stop_generating() -> bool:  # pressed while each server makes its first batch
+            if a.in_flight and b.in_flight:
+                pressed.set()
+            return pressed.is_set()
+
+        results = generator.generate_many(reqs, drain=stop_generating)
+        assert a.calls.interrupts == 0 and b.calls.interrupts == 0
+    assert_equal_to_local(results[:2], reqs[:2], local)
+    assert results[2:] == [None] * 4
+    assert len(a.calls.generations) + len(b.calls.generations) == 2
+
+
+def test_a_member_stopped_while_draining_drops_only_its_batch(images, local):
+    """While draining, a member's BatchStopped is "Stop generating" reaching a batch it had not
+    started (the local WebUI's process_images makes nothing then): the server's batch in flight
+    still finishes, nothing is interrupted and the member stays in the pool."""
+    with FakeWebUI(images, Faults(latency=0.1)) as a, FakeWebUI(images, Faults(latency=1.0)) as b:
+        member = StoppedOnce(a, after=lambda: b.in_flight > 0)
+        slow = WebUIClient(ServerConfig(b.url, timeout=10))
+        generator = RemoteGenerator([], SETTINGS, clients=[slow, member], retry_after=30.0)
+        generator.check()
+        reqs = requests(3)
+        # Stop generating is pressed as the member starts (once the server makes its batch): the
+        # member's batch is the one it stops.
+        results = generator.generate_many(reqs, drain=lambda: bool(member.stopped))
+        assert b.calls.interrupts == 0
+    (stopped,) = member.stopped
+    made = [i for i, r in enumerate(results) if r is not None]
+    assert len(made) == 1 and reqs[made[0]] != stopped and made[0] < 2  # the slow server's, finished
+    assert_equal_to_local([results[made[0]]], [reqs[made[0]]], local)
+    assert results[2] is None
+
+
+def test_a_prefetch_drains_on_a_stop_that_is_not_a_cut(images, local):
+    """The run's RunStop reaches a pool as drain (every stop) and cancel (the cut); a plain stop,
+    or a generator without drain, gets every stop as its cancel. `holds` names the batches the
+    run may still take after a stop that is not a cut: those asked for and not taken yet."""
+    reqs = requests(2)
+    with FakeWebUI(images, Faults(latency=0.1)) as a:
+        generator = pool(a)
+        generator.check()
+        drained = Prefetch(generator.generate_many, reqs[:1], RunStop(lambda: False, lambda: False))
+        assert drained.drains and drained.holds(reqs[0]) and not drained.holds(reqs[1])
+        assert_equal_to_local([drained.take(reqs[0])], reqs[:1], local)
+        assert not drained.holds(reqs[0])
+        drained.close()
+        plain = Prefetch(generator.generate_many, reqs[:1], lambda: False)
+        assert not plain.drains
+        plain.close()
+
+    def many_without_drain(requests, cancel):
+        return [local.generate(r) for r in requests]
+
+    assert not Prefetch(many_without_drain, reqs[:1], RunStop(lambda: False, lambda: False)).drains
 
 
 def test_the_constructors_cancel_reaches_a_single_batch_in_flight(images):

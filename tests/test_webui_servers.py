@@ -305,6 +305,41 @@ def test_interrupt_reaches_a_servers_batch_in_flight(webui: Any, reporter: Recor
     assert RunStore.open(run_dir_of(processed)).read_run()["status"] == "interrupted"
 
 
+def test_stop_generating_lets_a_servers_search_batch_finish_and_keeps_it(
+        webui: Any, reporter: RecordingReporter) -> None:
+    """Stop generating while a server makes a search batch: as here, the batch under way is finished
+    and kept, the run stops after it (records equal to this WebUI's alone up to there), and the
+    server is not interrupted; Interrupt and Skip cut it (test_interrupt_reaches_...)."""
+    webui.load_scripts()
+    webui.start()
+    alone = RunStore.open(run_dir_of(run_script(webui, ui_values(**SMALL_RUN))))
+    baseline = alone.read_individual(0, 0)
+    assert baseline is not None
+    state = webui.shared.state
+    pressed: list[str] = []
+
+    def press_during_the_first_search_batch(server: WatchedWebUI, payload: dict[str, Any]) -> float | None:
+        if pressed or payload["prompt"] == baseline.prompt:
+            return None
+        pressed.append(payload["prompt"])
+        state.stop_generating()
+        return 1.0
+
+    with WatchedWebUI(RunImages(alone), Faults(checkpoint=checkpoint_title(webui), latency=0.05),
+                      press_during_the_first_search_batch) as server:
+        webui.shared.opts.prompt_pinning_servers = server.url
+        processed = run_script(webui, ui_values(**SMALL_RUN, extra_servers=True))
+        interrupts = server.calls.interrupts
+    store = RunStore.open(run_dir_of(processed))
+    records = list(store.iter_individuals())
+    assert len(pressed) == 1 and interrupts == 0
+    # Kept: the server's batch, and the one this WebUI was making meanwhile if it came after.
+    assert pressed[0] in [r.prompt for r in records[-2:]] and all(r.status == "ok" for r in records)
+    assert 2 <= len(records) < 7 and summary(store) == summary(alone)[:len(records)]
+    assert store.read_run()["status"] == "interrupted"
+    assert "Stopped by Stop generating" in processed.comments
+
+
 def test_another_checkpoint_on_a_server_is_refused_before_any_work(webui: Any, reporter: RecordingReporter) -> None:
     with FakeWebUI(None, Faults()) as other:  # type: ignore[arg-type]  # the fake's own checkpoint
         start_with_servers(webui, other)

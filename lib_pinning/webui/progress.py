@@ -23,7 +23,9 @@ written and the best individual so far returned. Interrupt and Skip also cut the
 short (the CFG denoiser raises on them mid-sampling); `WebUIGenerator` drops such a batch. Skip
 normally means "skip this batch, go on with the next", but `process_images` clears
 `state.skipped` at the start of its next batch (L935-L936), so a run that went on would lose it:
-a pinning run treats Skip like Interrupt.
+a pinning run treats Skip like Interrupt. With extra servers, `cut` (Interrupt, Skip) also
+abandons the batches in flight and interrupts the servers; Stop generating lets them finish and
+keeps them (lib_pinning.interrupts.RunStop, the pool's drain).
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ class WebUIProgress:
                     self.stop_reason = reason
                     log.info("pinning: %s pressed; stopping after the current individual", reason)
                 return True
+        return False
+
+    def cut(self) -> bool:
+        """True once the user pressed Interrupt or Skip, which also abandon the batches in flight
+        (on the extra servers too); "Stop generating" lets them finish."""
+        if getattr(self.state, "interrupted", False) or getattr(self.state, "skipped", False):
+            return self.cancel()
         return False
 
     def start(self, total: int, done: int) -> None:

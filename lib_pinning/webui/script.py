@@ -183,7 +183,8 @@ def _pin(p: Any, options: PinningOptions, generator: Any, seeds: tuple[int, ...]
     )
     reporter = _reporter(notes)
     try:
-        result = pinning.execute(cancel=progress.cancel, on_event=progress.on_event, reporter=reporter)
+        result = pinning.execute(cancel=progress.cancel, cut=progress.cut, on_event=progress.on_event,
+                                 reporter=reporter)
     except RuntimeError:
         if not progress.cancel():
             raise
