@@ -61,15 +61,14 @@ class Prefetch:
         self._taken: set[GenerationRequest] = set()
         self._abandoned = threading.Event()
         self._thread: threading.Thread | None = None
-        self.drains = False
-        if not self._requests:
-            return
         accepts = inspect.signature(generate_many).parameters
-        cut = stop.cut if isinstance(stop, RunStop) and "drain" in accepts else stop
-        kwargs: dict[str, object] = {"cancel": lambda: cut() or self._abandoned.is_set()}
-        self.drains = cut is not stop
+        self.drains = isinstance(stop, RunStop) and "drain" in accepts
         """Whether a stop that is not a cut lets the batches in flight finish (the caller then takes
         them: `take` raises CallCancelled at the first one the stop kept from starting)."""
+        if not self._requests:
+            return
+        cut = stop.cut if isinstance(stop, RunStop) and self.drains else stop
+        kwargs: dict[str, object] = {"cancel": lambda: cut() or self._abandoned.is_set()}
         if self.drains:
             kwargs["drain"] = stop
         if "on_result" in accepts:
@@ -83,13 +82,10 @@ class Prefetch:
         """The batch made for `request` (waiting for it) or the exception that failed it; None when
         it was not asked for here (the caller then generates it itself). Raises CallCancelled when
         it was asked for but the call was cancelled first."""
-        if request in self._taken:
-            return None
-        future = self._futures.get(request)  # not popped: the maker thread still sets it
-        if future is None:
+        if not self.holds(request):
             return None
         self._taken.add(request)
-        result = future.result()
+        result = self._futures[request].result()  # not popped: the maker thread still sets it
         if result is None:
             raise CallCancelled(f"the batch of {request.prompt!r} was not made: the call was cancelled")
         return result

@@ -126,12 +126,11 @@ class _Call:
         return self._drain is not None and self._drain()
 
     def drop_pending(self) -> None:
-        """Draining: the batches not started are settled as not made (None)."""
+        """Draining: the batches not started are settled as not made (None). A pending batch has
+        no request out: it is queued only when none is (`_settle`)."""
         for index in self.pending:
-            job = self.jobs[index]
-            if not job.running:
-                job.result, job.final = None, True
-        self.pending = [i for i in self.pending if not self.jobs[i].final]
+            self.jobs[index].result, self.jobs[index].final = None, True
+        self.pending = []
 
     @property
     def finished(self) -> bool:

@@ -91,7 +91,7 @@ class WebUIProgress:
         """True once the user pressed Interrupt or Skip, which also abandon the batches in flight
         (on the extra servers too); "Stop generating" lets them finish."""
         if getattr(self.state, "interrupted", False) or getattr(self.state, "skipped", False):
-            return self.cancel()
+            return self.cancel()  # true; it names the flag for the run's stop reason
         return False
 
     def start(self, total: int, done: int) -> None:
