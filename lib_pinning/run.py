@@ -73,7 +73,9 @@ class RunEvent:
     batches: int = 0  # batches generated so far (repeats cost none)
     planned_batches: int = 0  # batches the run generates at most (generations and budget)
     elapsed: float = 0.0  # seconds of run time so far, every session of a resumed run included
-    sweep_done: int = 0  # "sweep" events: the sweep's batches done so far, of sweep_total
+    # "sweep" events: the sweep's batches done so far, of sweep_total; "end": those it generated,
+    # when it generated any
+    sweep_done: int = 0
     sweep_total: int = 0
 
 
@@ -418,7 +420,10 @@ class PinningRun:
             log.error("could not record the run's end in run.json: %s", e)
         self.store.release_reserve()
         report_error = self._refresh_report(reporter, final=True)
-        emit(self._event("end", message=status))
+        end = self._event("end", message=status)
+        if self.sweep_outcome is not None and self.sweep_outcome.batches:
+            end.sweep_done, end.sweep_total = self.sweep_outcome.batches, self.sweep_outcome.budget
+        emit(end)
         if self.tally.best is None or self.tally.baseline is None:
             raise RunEndedEarly(
                 f"the run stopped before the baseline batch was generated ({status}"

@@ -675,6 +675,44 @@ def test_progress_text_names_what_comes_next() -> None:
     assert not WebUIProgress(state, None, lambda_=2, generations=1, steps_per_individual=1).cancel()
 
 
+def test_the_consoles_total_bar_catches_up_on_steps_no_local_sampler_made(webui: Any) -> None:
+    """A resumed run's bar starts where the run is; an individual this WebUI did not sample (a
+    repeat, a server's batch) is added when it is done; a batch in flight here (ahead of the
+    count) is not taken back; the sweep gets a bar of its own, caught up at the end."""
+    from lib_pinning.run import RunEvent
+
+    webui.start()
+    shared = webui.shared
+    bar = shared.total_tqdm
+    progress = WebUIProgress(shared.state, bar, lambda_=3, generations=2, steps_per_individual=6)
+
+    def event(kind: str, done: int, **sweep: int) -> RunEvent:
+        return RunEvent(kind=kind, generation=1, done=done, total=7, best_fitness=None, **sweep)
+
+    progress.on_event(event("start", 3))  # resumed after 3 individuals
+    assert (bar.count, bar.total) == (18, 42)
+    for _ in range(6):  # individual 4, sampled here
+        bar.update()
+    progress.on_event(event("individual", 4))
+    assert bar.count == 24
+    progress.on_event(event("individual", 5))  # a repeat, or a server's batch
+    assert bar.count == 30
+    for _ in range(9):  # individual 6 here, and half of 7 in flight
+        bar.update()
+    progress.on_event(event("individual", 6))
+    assert bar.count == 39
+    progress.on_event(event("sweep", 7, sweep_done=0, sweep_total=4))
+    assert (bar.count, bar.total) == (0, 24)
+    progress.on_event(event("sweep", 7, sweep_done=2, sweep_total=4))
+    assert bar.count == 12
+    progress.on_event(event("end", 7, sweep_done=4, sweep_total=4))
+    assert bar.count == 24
+    shared.opts.multiple_tqdm = False  # no console bar: nothing to advance, and no error
+    bar.clear()
+    progress.on_event(event("individual", 7))
+    assert bar.count == 0
+
+
 def test_engine_info_lines_reach_an_unconfigured_webui_console(monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     import logging

@@ -618,6 +618,43 @@ def test_the_progress_counts_the_sweep_batches_a_server_makes(webui: Any, report
     assert seen == [(k, 4, 6 * 4, f"Pinning: sensitivity sweep, batch {k + 1}/4") for k in range(4)]
 
 
+def test_the_consoles_total_bar_counts_the_batches_a_server_makes(webui: Any, reporter: RecordingReporter,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch made by the server (this WebUI fails each before sampling, so its samplers never
+    advance the console's "Total progress" bar): the bar still ends the search at its individuals'
+    steps, then restarts over the sweep and ends at its batches' steps, as a run made here does."""
+    webui.load_scripts()
+    webui.start()
+    images = CapturedImages()
+    images.capture(monkeypatch)
+    alone = RunStore.open(run_dir_of(run_script(webui, ui_values(**SWEEP_RUN))))
+    total_tqdm = webui.shared.total_tqdm
+    bars: list[tuple[int, Any]] = []  # (count, total) of each bar as it is closed
+    clear = total_tqdm.clear
+
+    def record_and_clear() -> None:
+        bars.append((total_tqdm.count, total_tqdm.total))
+        clear()
+
+    monkeypatch.setattr(total_tqdm, "clear", record_and_clear)
+    failed: list[str] = []
+
+    def fail(p: Any) -> Any:
+        failed.append(p.prompt)
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(webui.processing, "process_images", fail)
+    with FakeWebUI(images, Faults(checkpoint=checkpoint_title(webui), latency=0.01)) as server:
+        webui.shared.opts.prompt_pinning_servers = server.url
+        pooled = RunStore.open(run_dir_of(run_script(webui, ui_values(**SWEEP_RUN, extra_servers=True))))
+        served = len(server.calls.generations)
+    info = pooled.read_run()
+    assert (info["status"], info["evaluations"], info["sweep"]["batches"]) == ("finished", SEARCH_BATCHES, 4)
+    assert summary(pooled) == summary(alone) and not images.missing
+    assert failed and served == info["batches"] + 4
+    assert bars == [(6 * SEARCH_BATCHES, 6 * SEARCH_BATCHES), (6 * 4, 6 * 4)]
+
+
 @pytest.mark.parametrize(("action", "kept"), [("interrupt", 1), ("skip", 1), ("stop_generating", 2)])
 def test_a_stop_during_a_servers_sweep_batch_ends_the_sweep_as_it_does_here(
         webui: Any, reporter: RecordingReporter, monkeypatch: pytest.MonkeyPatch, action: str, kept: int) -> None:

@@ -12,7 +12,11 @@ the sampling step within the job) and `shared.total_tqdm`:
 - `state.job_no` advances by itself (`state.nextjob()` after every batch and hires pass); it is
   set again from the engine's count after each individual, which keeps it right when an
   individual failed before its batch was done.
-- `shared.total_tqdm.updateTotal(steps per individual x individuals)` sizes the console's total bar.
+- `shared.total_tqdm.updateTotal(steps per individual x individuals)` sizes the console's total bar,
+  which the WebUI's samplers advance one step at a time (`sd_samplers_common.py:L263`). Steps no
+  local sampler makes are added after each individual (`catch_up`): batches an extra server made,
+  individuals answered from an earlier identical prompt, and a resumed run's earlier sessions. So
+  the bar reaches its total whoever made the batches, and only ever moves forward.
 - `state.textinfo` ("Pinning: generation g/G, individual i/lambda, best f") is shown before the
   progress percentage (javascript/progressbar.js:L146-L147); it must stay on one line.
 
@@ -100,27 +104,49 @@ class WebUIProgress:
         state.processing_has_refined_job_count = True
         state.job_no = done * self.jobs_per_individual
         self.total_tqdm.updateTotal(total * self.steps_per_individual)
+        self.catch_up(done)
+
+    def catch_up(self, done: int) -> None:
+        """The console's total bar advanced to at least `done` individuals' steps.
+
+        The bar counts the steps this WebUI's samplers made, which fall short of the individuals
+        done by every batch a server made, every repeat and a resumed run's earlier batches; it can
+        also be ahead, by a batch in flight here. Reads the bar's count (the tqdm behind
+        `TotalTQDM`, the same class in v1.10.1 and Forge); with the console bars off there is
+        none, and nothing to do."""
+        bar = getattr(self.total_tqdm, "_tqdm", None)
+        count = getattr(bar, "n", None)
+        if count is None:
+            return
+        for _ in range(done * self.steps_per_individual - int(count)):
+            self.total_tqdm.update()
 
     def on_event(self, event: RunEvent) -> None:
         if event.kind == "start":
             self.start(event.total, event.done)
         elif event.kind in ("individual", "generation"):
             self.state.job_no = event.done * self.jobs_per_individual
+            self.catch_up(event.done)
         elif event.kind == "sweep":
             self.sweep(event)
             return
+        elif event.kind == "end":
+            self.catch_up(event.sweep_done if event.sweep_total else event.done)
         if event.kind != "end":
             self.state.textinfo = self.text(event.done, event.best_fitness) + budget_text(event)
         if event.batches:
             LAST_TIMING["seconds_per_batch"] = event.elapsed / event.batches
 
     def sweep(self, event: RunEvent) -> None:
-        """Before each batch of the sensitivity sweep: the bar restarts over the sweep's batches
-        (the search's are done), and the text says which sweep batch is next."""
+        """Before each batch of the sensitivity sweep: the bars restart over the sweep's batches
+        (the search's are done; the console's as a new bar), and the text says which sweep batch
+        is next."""
         if event.sweep_done == 0:
             self.state.job_count = event.sweep_total * self.jobs_per_individual
+            self.total_tqdm.clear()
             self.total_tqdm.updateTotal(event.sweep_total * self.steps_per_individual)
         self.state.job_no = event.sweep_done * self.jobs_per_individual
+        self.catch_up(event.sweep_done)
         best = "" if event.best_fitness is None else f", best {event.best_fitness:.5g}"
         self.state.textinfo = f"Pinning: sensitivity sweep, batch {event.sweep_done + 1}/{event.sweep_total}{best}"
 

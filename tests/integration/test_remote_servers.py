@@ -10,7 +10,8 @@ tree, venv and tiny checkpoint, its own data dir and port (about 10-16 s on this
   one in its settings, against the same request without: the same records, and batches made both
   by the local WebUI (its records have the WebUIGenerator's `webui` timing) and by the other; in
   txt2img, in img2img and in inpainting "only masked" (the init image and the mask reach the other
-  instance as PNG made from the local p's images).
+  instance as PNG made from the local p's images); and the console's "Total progress" bar ends at
+  its total both times, though only the local instance's samplers advance it.
 
 Only the SD 1.x A1111 target: "two real A1111 instances" is the claim, and one target shows it.
 """
@@ -18,6 +19,7 @@ Only the SD 1.x A1111 target: "two real A1111 instances" is the claim, and one t
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,14 +106,23 @@ def assert_extra_servers_give_the_records_of_this_webui_alone(webui_server: Serv
     # Other seeds on both first: img2img's VAE encode draws from the global generator as the last
     # request left it, which the extension must set (run alone, without it, the baselines differed).
     leave_other_seeds(webui_server, second_server)
+    log_start = len(webui_server.log_text())
     alone = run_of(webui_server, endpoint, checks.pin(webui_server, endpoint=endpoint, options=options, **request).ok())
+    alone_bar = last_total_bar(webui_server.log_text()[log_start:])
     leave_other_seeds(webui_server, second_server)
     webui_server.post("/sdapi/v1/options", {"prompt_pinning_servers": second_server.url}).ok()
     try:
+        log_start = len(webui_server.log_text())
         answer = checks.pin(webui_server, endpoint=endpoint, options={**options, "extra_servers": True}, **request).ok()
+        pooled_bar = last_total_bar(webui_server.log_text()[log_start:])
     finally:
         webui_server.post("/sdapi/v1/options", {"prompt_pinning_servers": ""}).ok()
     pooled = run_of(webui_server, endpoint, answer)
+    # Alone, the samplers' steps fill the bar exactly; pooled, the other instance's batches are
+    # added after each individual (a batch duplicated here can put the bar ahead, never behind).
+    steps_per_individual = alone_bar[1] // alone["evaluations"]
+    assert alone_bar[0] == alone_bar[1] == alone["evaluations"] * steps_per_individual > 0, alone_bar
+    assert pooled_bar[0] >= pooled_bar[1] == pooled["evaluations"] * steps_per_individual, pooled_bar
     assert pooled["status"] == "finished"
     assert pooled["generator"]["servers"] == [second_server.url]
     assert pooled["generator"]["mode"] == endpoint
@@ -119,6 +130,18 @@ def assert_extra_servers_give_the_records_of_this_webui_alone(webui_server: Serv
     made_here = [r for r in stored if "webui" in r.timings]
     assert made_here and len(made_here) < len(stored), "the batches were not spread over both instances"
     assert records(Path(pooled["run_dir"])) == records(Path(alone["run_dir"]))
+
+
+TOTAL_BAR = re.compile(r"Total progress:\s*\d+%\|[^|\r\n]*\|\s*(\d+)/(\d+)")
+"""The WebUI's console bar over a whole job (modules/shared_total_tqdm.py), as tqdm prints it."""
+
+
+def last_total_bar(log: str) -> tuple[int, int]:
+    """(count, total) of the last "Total progress" bar tqdm printed in `log`."""
+    found = TOTAL_BAR.findall(log)
+    assert found, "no 'Total progress' bar in the WebUI's console"
+    count, total = found[-1]
+    return int(count), int(total)
 
 
 def run_of(server: Server, tab: str, answer: harness.Response) -> dict[str, Any]:
