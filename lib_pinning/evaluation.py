@@ -39,6 +39,12 @@ class RunStopped(Exception):
     """Raised inside the loop when the caller asked to stop."""
 
 
+class BatchNotMade(RunStopped):
+    """The individual's batch was asked of the background call (several servers) but the stop kept
+    it from starting: nothing of it exists. On a stop that lets the batches in flight finish, the
+    run still takes the generation's other batches that were made before it stops."""
+
+
 class BackendFailure(Exception):
     """The generator failed on one batch (out of memory, an extension's error): the individual is
     recorded as failed and the run goes on. Anything else raised while evaluating is a bug of ours
@@ -152,8 +158,8 @@ class Evaluator:
             request = GenerationRequest(prompt, negative, self.seeds)
             try:
                 prefetched = self._prefetched.take(request) if self._prefetched is not None else None
-            except CallCancelled:
-                raise RunStopped from None  # the servers were told to stop: the run is being stopped
+            except CallCancelled as e:
+                raise BatchNotMade(str(e)) from None  # the servers were told to stop: the run is being stopped
             if isinstance(prefetched, BaseException):
                 raise prefetched
             batch = prefetched if prefetched is not None else self.generator.generate(request)
@@ -267,7 +273,7 @@ class Evaluator:
     def finishes_in_flight(self, proposed: np.ndarray) -> bool:
         """Whether the batch of `proposed` is this generation's to finish on a stop that is not a
         cut ("Stop generating" with servers): it was asked of a draining call, so it is made if it
-        was in flight and comes back not made (RunStopped) if not. The run takes such batches
+        was in flight and comes back not made (BatchNotMade) if not. The run takes such batches
         before it stops, as it keeps the batch under way on this WebUI alone; a batch the call was
         not asked for is never started after the stop."""
         if self._prefetched is None or not self._prefetched.drains:

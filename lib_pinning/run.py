@@ -42,7 +42,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from lib_pinning.generator import Generator
-from lib_pinning.evaluation import BackendFailure, Evaluator, RunStopped
+from lib_pinning.evaluation import BackendFailure, BatchNotMade, Evaluator, RunStopped
 from lib_pinning.interrupts import RunStop, first_ctrl_c_cancels
 from lib_pinning.new_run import RunParts, create_run
 from lib_pinning.options import PinningOptions
@@ -347,20 +347,35 @@ class PinningRun:
         left = max(0, self.options.max_batches - self.batches) if self.options.max_batches else None
         self.evaluator.prefetch(generation, population, stop, batches_left=left)
         records: list[IndividualRecord] = []
+        # A stop that lets the batches in flight finish ("Stop generating" with servers) skips the
+        # individuals it kept from starting and still takes every later one that was made: the
+        # servers finish batches out of proposal order (a failed batch goes back in the queue),
+        # and each record is kept by its index, so a resume makes only what is missing.
+        skipped = False
         try:
             for index, individual in enumerate(population):
                 record = self.store.read_individual(generation, index)
                 if record is None or not np.allclose(record.x, individual, rtol=0, atol=1e-12):
-                    if stop() and (stop.cut() or not self.evaluator.finishes_in_flight(individual)):
+                    if not stop():
+                        self._check_budget(generation)
+                    elif stop.cut():
                         raise RunStopped
-                    self._check_budget(generation)
-                    record = self.evaluator.evaluate(generation, index, individual)
+                    elif not self.evaluator.finishes_in_flight(individual):
+                        skipped = True
+                        continue
+                    try:
+                        record = self.evaluator.evaluate(generation, index, individual)
+                    except BatchNotMade:  # a cut ends the loop at the next individual
+                        skipped = True
+                        continue
                     self._persist(record)
                     self.tally.count_failure(record)
                     emit(self._event("individual", generation=generation, record=record))
                 records.append(record)
         finally:
             self.evaluator.end_prefetch()
+        if skipped:
+            raise RunStopped
         self.optimizer.tell(population, [tuple(r.fitness) for r in records])
         assert self.tally.best is not None
         summary = summarize_generation(

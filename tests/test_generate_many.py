@@ -138,3 +138,54 @@ def test_a_cancel_while_the_loop_waits_for_a_batch_stops_the_run_without_generat
                               seeds=SEEDS, options=opts, runs_dir=tmp_path).execute(cancel=generator.stopped.is_set)
     assert result.status == "interrupted"
     assert generator.single == 0  # nothing the call did not make is generated another way
+
+
+class StopGeneratingMidCall(ToyGenerator):
+    """"Stop generating" pressed while the servers make a generation: the batch at `unmade` had gone
+    back in the queue (its server failed) and is not started; the later ones were in flight and
+    finish. Answers as a draining pool does: None for a batch the stop kept from starting."""
+
+    def __init__(self, unmade: int) -> None:
+        super().__init__(FAST)
+        self.unmade = unmade
+        self.pressed = threading.Event()
+        self.single = 0
+        self.made: list[str] = []
+
+    def generate(self, request):
+        self.single += 1
+        return super().generate(request)
+
+    def generate_many(self, requests, cancel=None, on_result=None, drain=None):
+        if len(requests) == 1:  # the baseline's call
+            return [ToyGenerator.generate(self, requests[0])]
+        self.pressed.set()
+        assert drain() and not cancel()  # a stop that is not a cut reaches the call as drain
+        results = []
+        for i, request in enumerate(requests):
+            results.append(None if i == self.unmade else ToyGenerator.generate(self, request))
+            if results[-1] is not None:
+                self.made.append(request.prompt)
+        return results
+
+
+def test_stop_generating_keeps_every_batch_made_after_one_it_kept_from_starting(tmp_path):
+    _, sequential = run(tmp_path / "one", ToyGenerator(FAST), generations=2)
+    generator = StopGeneratingMidCall(unmade=1)
+    opts = PinningOptions(generations=2, cma_lambda=4, cli_log=False, stop_early=False)
+    stopped = PinningRun.start(generator=generator, prompt="a red circle, blue square", negative_prompt="",
+                               seeds=SEEDS, options=opts, runs_dir=tmp_path / "stopped")
+    result = stopped.execute(cancel=generator.pressed.is_set, cut=lambda: False)
+    assert result.status == "interrupted"
+    kept = list(RunStore.open(result.run_dir).iter_individuals())
+    assert [(r.generation, r.index) for r in kept] == [(0, 0), (1, 0), (1, 2), (1, 3)]
+    assert sorted(r.prompt for r in kept[1:]) == sorted(generator.made)  # every batch made is kept
+    assert generator.single == 0  # nothing was generated after the stop
+
+    again = ManyAtOnce()
+    resumed = PinningRun.resume(result.run_dir, again).execute()
+    assert resumed.status == "finished"
+    assert [len(call) for call in again.calls] == [1, 4]  # individual 1/1, then generation 2
+    records = list(RunStore.open(resumed.run_dir).iter_individuals())
+    assert [(r.generation, r.index, r.prompt, r.loss) for r in records] == \
+        [(r.generation, r.index, r.prompt, r.loss) for r in sequential]
