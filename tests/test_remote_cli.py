@@ -1,6 +1,7 @@
 """`pin` and `resume` against fake WebUI servers on 127.0.0.1, and the run loop over remote servers:
 --dry-run, one server or two give the same records, a remote run resumes (on moved servers too,
-never on another checkpoint), and a cancel mid-generation reaches every server as /interrupt."""
+never on another checkpoint), a cancel mid-generation reaches every server as /interrupt, and Stop
+generating keeps every batch the servers made."""
 
 from __future__ import annotations
 
@@ -158,6 +159,37 @@ def test_a_cancel_mid_generation_interrupts_every_server_and_the_run_stays_valid
         assert info["status"] == "interrupted"
         assert rebuild(result.run_dir).is_file()  # the run folder makes a report as it stands
         assert [r[:2] for r in records(result.run_dir)] == [(0, 0)]  # nothing half-made was recorded
+        a.faults.latency = b.faults.latency = 0.0
+        resumed = PinningRun.resume(result.run_dir, run.generator).execute()
+    assert resumed.status == "finished" and len(records(result.run_dir)) == 7
+
+
+def test_stop_generating_after_a_failed_batch_keeps_the_batch_a_server_finished(tmp_path, images):
+    """Stop generating (a stop that is not a cut) pressed once a server's batch failed and went back
+    in the queue while the other server makes a later one: the queued batch is not made, the later
+    one is finished and kept, with a record of its own, and a resume makes only what is missing."""
+    with FakeWebUI(images) as a, FakeWebUI(images) as b:
+        run = start(tmp_path, a, b)
+        before: dict[FakeWebUI, int] = {}  # batches each server made until the baseline
+
+        def after_the_baseline(event) -> None:  # generation 1: a fails its next batch, b takes 1 s
+            if event.kind == "individual" and event.generation == 0:
+                before.update({fake: len(fake.calls.generations) for fake in (a, b)})
+                a.faults.http_500, b.faults.latency = 1, 1.0
+
+        pressed = threading.Event()
+
+        def stop_generating() -> bool:  # pressed once a's batch failed while b makes its own
+            if a.faults.http_500 == 0 and b.in_flight > 0:
+                pressed.set()
+            return pressed.is_set()
+
+        result = run.execute(cancel=stop_generating, cut=lambda: False, on_event=after_the_baseline)
+        assert result.status == "interrupted"
+        assert a.calls.interrupts == 0 and b.calls.interrupts == 0  # nothing in flight was cut short
+        made = sorted(call["prompt"] for fake in (a, b) for call in fake.calls.generations[before[fake]:])
+        kept = sorted(r[2] for r in records(result.run_dir) if r[0] == 1)
+        assert 1 <= len(made) < OPTIONS.cma_lambda and kept == made  # every batch made is kept, and no other
         a.faults.latency = b.faults.latency = 0.0
         resumed = PinningRun.resume(result.run_dir, run.generator).execute()
     assert resumed.status == "finished" and len(records(result.run_dir)) == 7
