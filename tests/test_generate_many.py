@@ -140,21 +140,16 @@ def test_a_cancel_while_the_loop_waits_for_a_batch_stops_the_run_without_generat
     assert generator.single == 0  # nothing the call did not make is generated another way
 
 
-class StopGeneratingMidCall(ToyGenerator):
+class StopGeneratingMidCall(ManyAtOnce):
     """"Stop generating" pressed while the servers make a generation: the batch at `unmade` had gone
     back in the queue (its server failed) and is not started; the later ones were in flight and
     finish. Answers as a draining pool does: None for a batch the stop kept from starting."""
 
     def __init__(self, unmade: int) -> None:
-        super().__init__(FAST)
+        super().__init__()
         self.unmade = unmade
         self.pressed = threading.Event()
-        self.single = 0
         self.made: list[str] = []
-
-    def generate(self, request):
-        self.single += 1
-        return super().generate(request)
 
     def generate_many(self, requests, cancel=None, on_result=None, drain=None):
         if len(requests) == 1:  # the baseline's call
